@@ -1,0 +1,189 @@
+"""Per-page codecs of the kdump-compressed format, in one registry.
+
+Each codec carries the flag it has in ``disk_dump_header.status`` and in
+``page_desc.flags`` (makedumpfile ``diskdump_mod.h``: ``DUMP_DH_COMPRESSED_*``)
+and the stream it stores per page (see SPEC.md, "Page compression"):
+
+=======  ======  ===========================================================
+name     flag    stream stored per page
+=======  ======  ===========================================================
+zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1
+lzo      0x02    raw LZO1X-1 block, makedumpfile ``-l``
+snappy   0x04    raw snappy block, makedumpfile ``-p``
+zstd     0x20    zstd frame, makedumpfile ``-z`` level 1
+=======  ======  ===========================================================
+
+lz4 has no page flag upstream; it serves whole-file transport compression
+only. A codec whose Python package is missing raises
+:class:`~kdumptool.errors.CodecUnavailableError` naming the package when used.
+Decompression is always bounded to one page: a stream that expands to more or
+less than exactly one page is corrupt.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from kdumptool.errors import CodecUnavailableError, KdumpToolError
+
+
+class PageDecodeError(KdumpToolError):
+    """A stored page does not decode to exactly one page (caller adds location)."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One page codec.
+
+    :param name: short name used on the command line
+    :param flag: bit in ``status`` and ``page_desc.flags``
+    :param package: the PyPI package that provides it
+    :param option: makedumpfile's option letter for it
+    """
+
+    name: str
+    flag: int
+    package: str
+    option: str
+    _compress: Callable[[bytes], bytes]
+    _decompress: Callable[[bytes, int], bytes]
+
+    def compress(self, page: bytes) -> bytes:
+        """Compress one page; the caller stores it raw if this is not smaller."""
+        return self._compress(page)
+
+    def decompress(self, data: bytes, page_size: int) -> bytes:
+        """Decode one stored page; raise :class:`PageDecodeError` unless it is exactly a page."""
+        try:
+            out = self._decompress(data, page_size)
+        except CodecUnavailableError:
+            raise
+        except Exception as exc:  # each library raises its own error type
+            raise PageDecodeError(f"{self.name} data does not decode: {exc}") from None
+        if len(out) != page_size:
+            raise PageDecodeError(
+                f"{self.name} data decodes to {len(out)} bytes instead of a {page_size}-byte page"
+            )
+        return out
+
+
+def _import(module: str, package: str, codec: str) -> ModuleType:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise CodecUnavailableError(
+            f"the {codec} codec needs the Python package '{package}' (pip install {package})"
+        ) from None
+
+
+# --- zlib -------------------------------------------------------------------
+
+def _zlib_compress(page: bytes) -> bytes:
+    return zlib.compress(page, 1)  # makedumpfile: compress2(..., Z_BEST_SPEED)
+
+
+def _zlib_decompress(data: bytes, page_size: int) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(data, page_size + 1)
+    if not d.eof:
+        raise ValueError("zlib stream does not end within one page")
+    return out
+
+
+# --- lzo --------------------------------------------------------------------
+
+def _lzo_compress(page: bytes) -> bytes:
+    lzo = _import("lzo", "python-lzo", "lzo")
+    return bytes(lzo.compress(page, 1, False))  # LZO1X-1, no python-lzo header
+
+
+def _lzo_decompress(data: bytes, page_size: int) -> bytes:
+    lzo = _import("lzo", "python-lzo", "lzo")
+    return bytes(lzo.decompress(data, False, page_size))
+
+
+# --- snappy -----------------------------------------------------------------
+
+def _snappy_compress(page: bytes) -> bytes:
+    snappy = _import("snappy", "python-snappy", "snappy")
+    return bytes(snappy.compress(page))
+
+
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length a raw snappy block declares (a leading varint)."""
+    value = 0
+    for i, byte in enumerate(data[:5]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value
+    raise ValueError("bad snappy length prefix")
+
+
+def _snappy_decompress(data: bytes, page_size: int) -> bytes:
+    snappy = _import("snappy", "python-snappy", "snappy")
+    declared = _snappy_length(data)
+    if declared != page_size:
+        raise ValueError(f"snappy block declares {declared} bytes")
+    return bytes(snappy.uncompress(data))
+
+
+# --- zstd -------------------------------------------------------------------
+
+_zstd_local = threading.local()
+
+
+def _zstd_objects() -> tuple[object, object]:
+    # zstandard's (de)compressor objects are not thread-safe: one per thread.
+    objs = getattr(_zstd_local, "objs", None)
+    if objs is None:
+        zstandard = _import("zstandard", "zstandard", "zstd")
+        objs = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+        _zstd_local.objs = objs
+    return objs
+
+
+def _zstd_compress(page: bytes) -> bytes:
+    return _zstd_objects()[0].compress(page)  # type: ignore[attr-defined]
+
+
+def _zstd_decompress(data: bytes, page_size: int) -> bytes:
+    return _zstd_objects()[1].decompress(data, max_output_size=page_size)  # type: ignore[attr-defined]
+
+
+CODECS: dict[str, Codec] = {
+    c.name: c
+    for c in (
+        Codec("zlib", 0x01, "zlib (standard library)", "-c", _zlib_compress, _zlib_decompress),
+        Codec("lzo", 0x02, "python-lzo", "-l", _lzo_compress, _lzo_decompress),
+        Codec("snappy", 0x04, "python-snappy", "-p", _snappy_compress, _snappy_decompress),
+        Codec("zstd", 0x20, "zstandard", "-z", _zstd_compress, _zstd_decompress),
+    )
+}
+
+#: All page-codec bits of ``page_desc.flags``.
+CODEC_FLAG_MASK = 0x01 | 0x02 | 0x04 | 0x20
+
+
+def codec_for_flags(flags: int) -> Codec | None:
+    """Return the codec a ``page_desc.flags`` value names, or None for a raw page.
+
+    :raises ValueError: if more than one codec bit is set
+    """
+    bits = flags & CODEC_FLAG_MASK
+    if bits == 0:
+        return None
+    found = [c for c in CODECS.values() if c.flag == bits]
+    if not found:
+        raise ValueError(f"page flags {flags:#x} name more than one codec")
+    return found[0]
+
+
+def get_codec(name: str) -> Codec:
+    """Look a codec up by name; check that its package is importable."""
+    codec = CODECS[name]
+    codec.compress(b"\0" * 64)  # raises CodecUnavailableError early, naming the package
+    return codec

@@ -1,0 +1,209 @@
+"""DumpInfo (a dump's metadata) and the reader interface every format implements.
+
+A reader answers two kinds of questions, both by PFN window so that nothing
+grows with the size of the dump:
+
+* metadata only — :meth:`DumpReader.bitmaps`: which pages are RAM (the
+  kdump "1st bitmap") and which have data in the file (the "2nd bitmap");
+* data — :meth:`DumpReader.read_batch`: the contents of the present pages of
+  a window as one NumPy array, plus which pages turned out lost or corrupt.
+
+Random access (:meth:`DumpReader.read_page`, :meth:`DumpReader.read`) is built
+on the same two calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kdumptool.errors import CorruptPageError, PageNotPresentError
+from kdumptool.transport.source import ByteSource
+from kdumptool.vmcoreinfo import VmcoreInfo
+
+#: Pages per window of the streaming pipeline (16 MiB of 4 KiB pages).
+WINDOW_PAGES = 4096
+
+
+@dataclass(frozen=True)
+class Note:
+    """One ELF note (also used for the note blob of kdump-compressed files)."""
+
+    name: bytes  # without the terminating NUL
+    type: int
+    desc: bytes
+    offset: int = 0  # file offset of the note header, for error messages
+
+
+@dataclass(frozen=True)
+class Utsname:
+    """``struct new_utsname``: six 65-byte strings."""
+
+    sysname: str = ""
+    nodename: str = ""
+    release: str = ""
+    version: str = ""
+    machine: str = ""
+    domainname: str = ""
+
+    def looks_sane(self) -> bool:
+        """True if the fields look like a real kernel's (libkdumpfile ``uts_looks_sane``)."""
+        return bool(self.sysname) and bool(self.release) and self.release[:1].isdigit()
+
+
+@dataclass
+class DumpInfo:
+    """What a dump says about itself (no page contents)."""
+
+    format: str  # "elf64", "elf32", "kdump", "diskdump"
+    path: str
+    endian: str  # "<" or ">"
+    word_size: int  # 4 or 8
+    machine: str  # "x86_64", "aarch64", ... ("" if unknown)
+    page_size: int
+    max_pfn: int  # one past the highest PFN the dump describes
+    transport: str = "plain"  # "plain", "flattened", "stdin"
+    notes: list[Note] = field(default_factory=list)
+    vmcoreinfo: VmcoreInfo | None = None
+    utsname: Utsname | None = None
+    timestamp: tuple[int, int] | None = None  # (seconds, microseconds)
+    nr_cpus: int | None = None
+    phys_base: int | None = None
+    dump_level: int | None = None
+    codecs: set[str] = field(default_factory=set)
+    incomplete: bool = False
+    header_version: int | None = None
+    split: tuple[int, int] | None = None  # [start_pfn, end_pfn) of one part of a split set
+    details: dict[str, object] = field(default_factory=dict)  # format-specific extras
+
+    @property
+    def release(self) -> str | None:
+        """Kernel release: VMCOREINFO OSRELEASE, else a sane header utsname."""
+        if self.vmcoreinfo is not None and self.vmcoreinfo.get("OSRELEASE"):
+            return self.vmcoreinfo.get("OSRELEASE")
+        if self.utsname is not None and self.utsname.looks_sane():
+            return self.utsname.release
+        return None
+
+
+@dataclass
+class PageBatch:
+    """The pages of PFN window ``[start, start + count)``.
+
+    ``data`` holds one row per *present* page, in PFN order. A page that the
+    dump declares but that cannot be read (``lost``: cut off or never written;
+    ``corrupt``: stored data does not decode) is not present.
+    """
+
+    start: int
+    count: int
+    ram: np.ndarray  # bool[count]
+    present: np.ndarray  # bool[count]
+    data: np.ndarray  # uint8[present.sum(), page_size]
+    lost: np.ndarray  # bool[count]
+    corrupt: dict[int, str] = field(default_factory=dict)
+
+    def pfns(self) -> np.ndarray:
+        """PFNs of the rows of ``data``."""
+        return self.start + np.flatnonzero(self.present)
+
+
+class DumpReader:
+    """Base of every format reader. Subclasses implement :meth:`bitmaps` and :meth:`read_batch`.
+
+    :param source: the bytes of the image
+    :param strict: raise on damage; when False, damaged pages are reported as lost or
+        corrupt in each batch instead (the repair tools read this way)
+    """
+
+    info: DumpInfo
+
+    def __init__(self, source: ByteSource, *, strict: bool = True) -> None:
+        self.source = source
+        self.strict = strict
+
+    # --- to implement --------------------------------------------------------
+    def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ram, present)`` bool arrays for PFNs ``[start, start + count)``."""
+        raise NotImplementedError
+
+    def read_batch(self, start: int, count: int) -> PageBatch:
+        """Read every present page of the window.
+
+        :raises CorruptPageError: (strict) a page's stored data is damaged
+        """
+        raise NotImplementedError
+
+    # --- derived -------------------------------------------------------------
+    @property
+    def page_size(self) -> int:
+        return self.info.page_size
+
+    @property
+    def max_pfn(self) -> int:
+        return self.info.max_pfn
+
+    def windows(self, window: int = WINDOW_PAGES) -> Iterator[tuple[int, int]]:
+        """``(start, count)`` windows covering ``[0, max_pfn)``."""
+        for start in range(0, self.max_pfn, window):
+            yield start, min(window, self.max_pfn - start)
+
+    def iter_batches(self, window: int = WINDOW_PAGES) -> Iterator[PageBatch]:
+        """Every window of the dump, with data."""
+        for start, count in self.windows(window):
+            yield self.read_batch(start, count)
+
+    def count_pages(self) -> tuple[int, int]:
+        """``(ram_pages, present_pages)`` over the whole dump (metadata only)."""
+        ram = present = 0
+        for start, count in self.windows(1 << 20):
+            r, p = self.bitmaps(start, count)
+            ram += int(r.sum())
+            present += int(p.sum())
+        return ram, present
+
+    def read_page(self, pfn: int) -> bytes:
+        """The contents of one page.
+
+        :raises PageNotPresentError: the page is a hole, excluded or lost
+        :raises CorruptPageError: its stored data is damaged
+        """
+        if not 0 <= pfn < self.max_pfn:
+            raise PageNotPresentError(pfn, "hole")
+        batch = self.read_batch(pfn, 1)
+        if batch.present[0]:
+            return batch.data[0].tobytes()
+        if pfn in batch.corrupt:
+            raise CorruptPageError(batch.corrupt[pfn], pfn=pfn, path=self.info.path)
+        if batch.lost[0]:
+            raise PageNotPresentError(pfn, "lost")
+        raise PageNotPresentError(pfn, "excluded" if batch.ram[0] else "hole")
+
+    def read(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes of physical memory at ``paddr`` (may span pages)."""
+        out = bytearray()
+        ps = self.page_size
+        while size > 0:
+            pfn, off = divmod(paddr, ps)
+            n = min(size, ps - off)
+            out += self.read_page(pfn)[off:off + n]
+            paddr += n
+            size -= n
+        return bytes(out)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> DumpReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def empty_batch(start: int, count: int, page_size: int) -> PageBatch:
+    """A window with no pages at all."""
+    z = np.zeros(count, dtype=bool)
+    return PageBatch(start, count, z, z.copy(), np.empty((0, page_size), np.uint8), z.copy())

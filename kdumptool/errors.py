@@ -1,0 +1,130 @@
+"""The kdumptool exception hierarchy.
+
+Every error caused by bad input names the file, the byte offset where the
+problem was found, and what was expected versus what was found, so that the
+command line can print it as a single line. Missing data (a page excluded by
+filtering, a hole, a page lost in an incomplete dump) is *not* corruption and
+has its own branch of the hierarchy.
+
+Exit codes used by the command line come from the class (``exit_code``):
+
+====  ==========================================================
+ 1    any other kdumptool error (output, codec unavailable, ...)
+ 2    usage error (bad options; raised by click)
+ 3    the input is not a dump kdumptool can read
+ 4    the input is a dump but is corrupt or truncated
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+
+class KdumpToolError(Exception):
+    """Base class of every error kdumptool raises on purpose."""
+
+    exit_code = 1
+
+
+class DumpError(KdumpToolError):
+    """A problem with an input file, located by path and byte offset.
+
+    :param message: what is wrong, in a few words
+    :param path: the file (or ``"<stdin>"``)
+    :param offset: byte offset in that file where the problem was found
+    :param expected: what a valid file holds there (optional)
+    :param got: what was found instead (optional)
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        offset: int | None = None,
+        expected: object = None,
+        got: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.offset = offset
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        parts = []
+        if self.path is not None:
+            parts.append(str(self.path))
+        if self.offset is not None:
+            parts.append(f"offset {self.offset:#x}")
+        text = self.message
+        if self.expected is not None or self.got is not None:
+            text += f" (expected {_show(self.expected)}, got {_show(self.got)})"
+        parts.append(text)
+        return ": ".join(parts)
+
+    def located(self, path: str) -> DumpError:
+        """Fill in the path if a lower layer did not know it; return self."""
+        if self.path is None:
+            self.path = path
+        return self
+
+
+def _show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#x}" if abs(value) > 9 else str(value)
+    if isinstance(value, bytes):
+        return repr(value[:32]) + ("..." if len(value) > 32 else "")
+    return str(value)
+
+
+class UnknownFormatError(DumpError):
+    """The input is not in any format kdumptool reads."""
+
+    exit_code = 3
+
+
+class CorruptDumpError(DumpError):
+    """The input is a dump, but a structure in it is inconsistent."""
+
+
+class TruncatedDumpError(CorruptDumpError):
+    """The input ends before a structure it declares."""
+
+
+class CorruptPageError(CorruptDumpError):
+    """One page's stored data cannot be decoded into exactly one page."""
+
+    def __init__(self, message: str, *, pfn: int, **kwargs: object) -> None:
+        super().__init__(f"pfn {pfn:#x}: {message}", **kwargs)  # type: ignore[arg-type]
+        self.pfn = pfn
+
+
+class PageNotPresentError(KdumpToolError):
+    """A page has no data in the dump. This is missing data, not corruption.
+
+    :param pfn: the page frame number
+    :param reason: ``"hole"`` (not RAM), ``"excluded"`` (filtered out when the
+        dump was made) or ``"lost"`` (the dump was cut short before it)
+    """
+
+    def __init__(self, pfn: int, reason: str) -> None:
+        super().__init__(f"pfn {pfn:#x} is not in the dump ({reason})")
+        self.pfn = pfn
+        self.reason = reason
+
+
+class CodecUnavailableError(KdumpToolError):
+    """A page codec is needed whose Python package is not installed."""
+
+
+class OutputError(KdumpToolError):
+    """The output cannot be written (exists without --force, same as input, ...)."""
+
+
+class UsageError(KdumpToolError):
+    """Options that contradict each other or the input."""
+
+    exit_code = 2

@@ -1,0 +1,62 @@
+"""Dump formats: one module per format, and the ordered registry used to open a file.
+
+Each format module declares its construct schemas once (parameterised by byte
+order and word size), a cheap ``probe(head) -> bool`` that never raises on
+foreign data, and a reader class built on those schemas; writers live next to
+them (``*_writer.py``).
+
+Adding a format touches about four files:
+
+1. ``formats/<name>.py`` — schemas, ``probe``, reader (subclass of
+   :class:`kdumptool.dump.DumpReader`);
+2. this registry (:data:`READERS`), in probe order;
+3. ``SPEC.md`` — the format in our own words with the upstream source of each field;
+4. ``tests/`` — a builder for synthetic files and real-file tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kdumptool.dump import DumpReader
+from kdumptool.formats import elf, kdump
+from kdumptool.transport.source import ByteSource
+
+
+@dataclass(frozen=True)
+class ReaderEntry:
+    """One readable format: its name, its probe and its reader class."""
+
+    name: str
+    probe: Callable[[bytes], bool]
+    reader: Callable[..., DumpReader]
+
+
+#: Probe order matters only for formats whose magic could collide; none do today.
+READERS: tuple[ReaderEntry, ...] = (
+    ReaderEntry("kdump", kdump.probe, kdump.KdumpReader),
+    ReaderEntry("elf", elf.probe, elf.ElfReader),
+)
+
+
+def find_reader(head: bytes) -> ReaderEntry | None:
+    """The first format whose probe accepts ``head`` (the first 4 KiB of an image)."""
+    for entry in READERS:
+        if entry.probe(head):
+            return entry
+    return None
+
+
+def open_source(source: ByteSource, *, strict: bool = True, transport: str = "plain") -> DumpReader:
+    """Open the image in ``source`` with the first format that recognises it."""
+    from kdumptool.errors import UnknownFormatError
+
+    head = source.pread(0, 4096)
+    entry = find_reader(head)
+    if entry is None:
+        raise UnknownFormatError(
+            "not a kernel dump kdumptool can read", path=source.name, offset=0,
+            expected="ELF core, 'KDUMP   ', 'DISKDUMP' or 'makedumpfile' signature", got=head[:8],
+        )
+    return entry.reader(source, strict=strict, transport=transport)

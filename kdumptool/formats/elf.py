@@ -1,0 +1,380 @@
+"""ELF core files: /proc/vmcore, ``makedumpfile -E`` and QEMU ``dump-guest-memory``.
+
+Spec: SPEC.md "ELF core files"; upstream Linux ``include/uapi/linux/elf.h``
+(``Elf{32,64}_Ehdr``, ``Elf{32,64}_Phdr``, ``Elf{32,64}_Shdr``, ``Elf{32,64}_Nhdr``),
+System V gABI (``PN_XNUM``), makedumpfile ``elf_info.c`` and ``IMPLEMENTATION``,
+QEMU ``dump/dump.c`` (``dump_begin``, ``write_elf_section``), libkdumpfile
+``src/kdumpfile/elfdump.c``.
+
+Physical memory is described by ``PT_LOAD`` segments (``p_paddr``); bytes between
+``p_filesz`` and ``p_memsz`` are RAM without data (excluded pages). When segments
+overlap (the kernel-text ``PT_LOAD`` of /proc/vmcore maps RAM a second time),
+the first segment in program-header order provides a page.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import construct as cs
+import numpy as np
+
+from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
+from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
+from kdumptool.schema import ints, parse_at
+from kdumptool.transport.source import ByteSource, read_exact
+from kdumptool.vmcoreinfo import VmcoreInfo
+
+ELFMAG = b"\x7fELF"
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+ET_CORE = 4
+PT_LOAD, PT_NOTE = 1, 4
+PN_XNUM = 0xFFFF
+NT_PRSTATUS = 1
+NT_TASKSTRUCT = 4
+#: e_flags bit makedumpfile sets on an incomplete ELF dump (``DUMP_ELF_INCOMPLETE``).
+DUMP_ELF_INCOMPLETE = 0x1
+
+#: e_machine -> the name ``uname -m`` gives.
+MACHINES = {
+    3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390x", 40: "arm", 62: "x86_64",
+    183: "aarch64", 243: "riscv64", 258: "loongarch64", 2: "sparc64", 43: "sparc64", 50: "ia64",
+}
+MACHINE_CODES = {name: code for code, name in MACHINES.items() if code not in (2,)}
+
+#: Note names kdumptool recognises (SPEC.md "Notes").
+KNOWN_NOTE_NAMES = (b"CORE", b"LINUX", b"VMCOREINFO", b"QEMU", b"ERASEINFO", b"Xen", b"VMCOREINFO_XEN")
+
+#: Upper bound for the program header table (PN_XNUM counts are 32-bit).
+MAX_PHNUM = 1 << 24
+#: Upper bound for a PT_NOTE segment we load into memory.
+MAX_NOTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ElfStructs:
+    """The ELF structures for one class and byte order (declared once, below)."""
+
+    Ehdr: cs.Struct
+    Phdr: cs.Struct
+    Shdr: cs.Struct
+    Nhdr: cs.Struct
+
+
+@functools.cache
+def elf_structs(elf_class: int, endian: str) -> ElfStructs:
+    """ELF structures for ``elf_class`` (1 = ELF32, 2 = ELF64) and ``endian``."""
+    i = ints(endian)
+    w = 8 if elf_class == ELFCLASS64 else 4
+    addr = i.word(w)
+    ehdr = cs.Struct(
+        "e_ident" / cs.Bytes(16),
+        "e_type" / i.u16,
+        "e_machine" / i.u16,
+        "e_version" / i.u32,
+        "e_entry" / addr,
+        "e_phoff" / addr,
+        "e_shoff" / addr,
+        "e_flags" / i.u32,
+        "e_ehsize" / i.u16,
+        "e_phentsize" / i.u16,
+        "e_phnum" / i.u16,
+        "e_shentsize" / i.u16,
+        "e_shnum" / i.u16,
+        "e_shstrndx" / i.u16,
+    )
+    if elf_class == ELFCLASS64:
+        phdr = cs.Struct(
+            "p_type" / i.u32, "p_flags" / i.u32, "p_offset" / addr, "p_vaddr" / addr,
+            "p_paddr" / addr, "p_filesz" / addr, "p_memsz" / addr, "p_align" / addr,
+        )
+    else:  # p_flags moves after p_memsz in ELF32
+        phdr = cs.Struct(
+            "p_type" / i.u32, "p_offset" / addr, "p_vaddr" / addr, "p_paddr" / addr,
+            "p_filesz" / addr, "p_memsz" / addr, "p_flags" / i.u32, "p_align" / addr,
+        )
+    shdr = cs.Struct(
+        "sh_name" / i.u32, "sh_type" / i.u32, "sh_flags" / addr, "sh_addr" / addr,
+        "sh_offset" / addr, "sh_size" / addr, "sh_link" / i.u32, "sh_info" / i.u32,
+        "sh_addralign" / addr, "sh_entsize" / addr,
+    )
+    nhdr = cs.Struct("n_namesz" / i.u32, "n_descsz" / i.u32, "n_type" / i.u32)
+    return ElfStructs(ehdr, phdr, shdr, nhdr)
+
+
+def probe(head: bytes) -> bool:
+    """True if ``head`` starts an ELF core file."""
+    if len(head) < 20 or head[:4] != ELFMAG or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return False
+    endian = "<" if head[5] == ELFDATA2LSB else ">"
+    return int.from_bytes(head[16:18], "little" if endian == "<" else "big") == ET_CORE
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse_notes(blob: bytes, endian: str, *, base: int = 0, path: str | None = None,
+                strict: bool = True) -> list[Note]:
+    """Split a note segment into notes (names and descriptors 4-byte padded).
+
+    :param base: file offset of ``blob`` (for error messages)
+    :raises CorruptDumpError: (strict) a note runs past the segment
+    """
+    nhdr = elf_structs(ELFCLASS64, endian).Nhdr  # Nhdr is the same in ELF32 and ELF64
+    notes = []
+    pos = 0
+    while pos + 12 <= len(blob):
+        h = nhdr.parse(blob[pos:pos + 12])
+        if h.n_namesz == 0 and h.n_descsz == 0 and h.n_type == 0:
+            break  # zero padding at the end of the segment
+        name_end = pos + 12 + h.n_namesz
+        desc_start = pos + 12 + _align4(h.n_namesz)
+        desc_end = desc_start + h.n_descsz
+        if desc_end > len(blob):
+            if strict:
+                raise CorruptDumpError(
+                    "ELF note runs past the end of its segment", path=path, offset=base + pos,
+                    expected=f"<= {len(blob) - pos} bytes", got=f"{desc_end - pos} bytes",
+                )
+            break
+        name = blob[pos + 12:name_end].rstrip(b"\0")
+        notes.append(Note(name, h.n_type, blob[desc_start:desc_end], base + pos))
+        pos = desc_start + _align4(h.n_descsz)
+    return notes
+
+
+def build_notes(notes: list[Note], endian: str) -> bytes:
+    """Serialise notes the way the kernel and makedumpfile do (NUL-terminated, 4-byte padded)."""
+    nhdr = elf_structs(ELFCLASS64, endian).Nhdr
+    out = bytearray()
+    for note in notes:
+        name = note.name + b"\0"
+        out += nhdr.build({"n_namesz": len(name), "n_descsz": len(note.desc), "n_type": note.type})
+        out += name.ljust(_align4(len(name)), b"\0")
+        out += note.desc.ljust(_align4(len(note.desc)), b"\0")
+    return bytes(out)
+
+
+def vmcoreinfo_from_notes(notes: list[Note]) -> VmcoreInfo | None:
+    """The VMCOREINFO note's text, parsed, if there is one."""
+    for note in notes:
+        if note.name == b"VMCOREINFO":
+            return VmcoreInfo.parse(note.desc)
+    return None
+
+
+def count_cpus(notes: list[Note]) -> int | None:
+    """Number of ``CORE``/``NT_PRSTATUS`` notes (one per CPU), None if there are none."""
+    n = sum(1 for note in notes if note.name == b"CORE" and note.type == NT_PRSTATUS)
+    return n or None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One PT_LOAD."""
+
+    index: int  # program header index
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+class ElfReader(DumpReader):
+    """Reader of ELF core files (ELF32 or ELF64, either byte order)."""
+
+    def __init__(self, source: ByteSource, *, strict: bool = True, transport: str = "plain") -> None:
+        super().__init__(source, strict=strict)
+        path = source.name
+        ident = read_exact(source, 0, 16, "ELF identification")
+        if ident[:4] != ELFMAG:
+            raise UnknownFormatError("not an ELF file", path=path, offset=0, expected=ELFMAG,
+                                     got=ident[:4])
+        if ident[4] not in (ELFCLASS32, ELFCLASS64) or ident[5] not in (ELFDATA2LSB, ELFDATA2MSB):
+            raise CorruptDumpError("bad ELF class or data encoding", path=path, offset=4,
+                                   expected="class 1/2, data 1/2", got=f"{ident[4]}/{ident[5]}")
+        self.elf_class = ident[4]
+        self.endian = "<" if ident[5] == ELFDATA2LSB else ">"
+        s = elf_structs(self.elf_class, self.endian)
+        self.structs = s
+        eh = parse_at(s.Ehdr, source.pread(0, s.Ehdr.sizeof()), path=path, offset=0,
+                      what="ELF header")
+        self.ehdr = eh
+        if eh.e_type != ET_CORE:
+            raise UnknownFormatError("ELF file is not a core dump", path=path, offset=16,
+                                     expected=f"e_type {ET_CORE} (ET_CORE)", got=eh.e_type)
+        phnum = eh.e_phnum
+        if phnum == PN_XNUM:
+            phnum = self._xnum_count()
+        if eh.e_phentsize != s.Phdr.sizeof():
+            raise CorruptDumpError("unexpected program header size", path=path,
+                                   offset=0x36 if self.elf_class == 2 else 0x2A,
+                                   expected=s.Phdr.sizeof(), got=eh.e_phentsize)
+        if phnum == 0:
+            raise CorruptDumpError("ELF core file has no program headers", path=path,
+                                   offset=0x38 if self.elf_class == 2 else 0x2C,
+                                   expected="e_phnum > 0", got=0)
+        if phnum > MAX_PHNUM:
+            raise CorruptDumpError("too many program headers", path=path, offset=eh.e_phoff,
+                                   expected=f"<= {MAX_PHNUM}", got=phnum)
+        table = read_exact(source, eh.e_phoff, phnum * eh.e_phentsize, "program header table")
+        self.phdrs = [s.Phdr.parse(table[k * eh.e_phentsize:(k + 1) * eh.e_phentsize])
+                      for k in range(phnum)]
+        self.notes: list[Note] = []
+        self.segments: list[Segment] = []
+        self.note_segments: list[tuple[int, int]] = []
+        for k, ph in enumerate(self.phdrs):
+            if ph.p_type == PT_NOTE:
+                self._load_notes(k, ph)
+            elif ph.p_type == PT_LOAD:
+                self.segments.append(Segment(k, ph.p_offset, ph.p_vaddr, ph.p_paddr,
+                                             ph.p_filesz, ph.p_memsz))
+        self.vmcoreinfo = vmcoreinfo_from_notes(self.notes)
+        page_size = 4096
+        if self.vmcoreinfo is not None and self.vmcoreinfo.page_size:
+            ps = self.vmcoreinfo.page_size
+            if ps & (ps - 1) == 0 and 512 <= ps <= 1 << 20:
+                page_size = ps
+        self._index_segments(page_size)
+        machine = MACHINES.get(eh.e_machine, f"e_machine {eh.e_machine}")
+        self.info = DumpInfo(
+            format=f"elf{32 if self.elf_class == 1 else 64}", path=path, endian=self.endian,
+            word_size=4 if self.elf_class == 1 else 8, machine=machine, page_size=page_size,
+            max_pfn=self._max_pfn, transport=transport, notes=self.notes,
+            vmcoreinfo=self.vmcoreinfo, nr_cpus=count_cpus(self.notes),
+            incomplete=bool(eh.e_flags & DUMP_ELF_INCOMPLETE),
+        )
+        if self.vmcoreinfo is not None:
+            ct = self.vmcoreinfo.crash_time
+            self.info.timestamp = (ct, 0) if ct is not None else None
+            self.info.utsname = Utsname(sysname="Linux", release=self.vmcoreinfo.osrelease or "",
+                                        machine=machine) if self.vmcoreinfo.osrelease else None
+            if self.vmcoreinfo.has("NUMBER(phys_base)"):
+                self.info.phys_base = self.vmcoreinfo.number("phys_base")
+        self.info.details["segments"] = len(self.segments)
+        self.info.details["qemu"] = any(n.name == b"QEMU" for n in self.notes)
+        self.info.details["truncated_segments"] = self._truncated
+
+    def _xnum_count(self) -> int:
+        """With e_phnum == PN_XNUM the real count is section header 0's sh_info."""
+        eh, s = self.ehdr, self.structs
+        if eh.e_shoff == 0:
+            raise CorruptDumpError("e_phnum is PN_XNUM but there is no section header",
+                                   path=self.source.name, offset=0x28 if self.elf_class == 2 else 0x20,
+                                   expected="e_shoff != 0", got=0)
+        sh0 = parse_at(s.Shdr, read_exact(self.source, eh.e_shoff, s.Shdr.sizeof(),
+                                          "section header 0"),
+                       path=self.source.name, offset=eh.e_shoff, what="section header 0")
+        return sh0.sh_info
+
+    def _load_notes(self, index: int, ph: cs.Container) -> None:
+        size = ph.p_filesz
+        if size > MAX_NOTES:
+            raise CorruptDumpError("PT_NOTE segment is implausibly large", path=self.source.name,
+                                   offset=ph.p_offset, expected=f"<= {MAX_NOTES}", got=size)
+        if ph.p_offset + size > self.source.size:
+            if self.strict:
+                raise TruncatedDumpError(
+                    f"PT_NOTE (program header {index}) runs past the end of the file",
+                    path=self.source.name, offset=ph.p_offset,
+                    expected=f"{size} bytes", got=f"file size {self.source.size:#x}")
+            size = max(0, self.source.size - ph.p_offset)
+        blob = self.source.pread(ph.p_offset, size)
+        self.note_segments.append((ph.p_offset, len(blob)))
+        self.notes.extend(parse_notes(blob, self.endian, base=ph.p_offset, path=self.source.name,
+                                      strict=self.strict))
+
+    def _index_segments(self, page_size: int) -> None:
+        """Arrays of segment bounds in page units, for vectorised window queries."""
+        ps = page_size
+        self._truncated = []
+        starts, fstarts, fends, mends, offs, paddrs = [], [], [], [], [], []
+        for seg in self.segments:
+            fsz = seg.filesz
+            if seg.offset + fsz > self.source.size:
+                self._truncated.append(seg.index)
+                if self.strict:
+                    raise TruncatedDumpError(
+                        f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) data runs "
+                        "past the end of the file", path=self.source.name,
+                        offset=seg.offset + fsz, expected=f"end <= {self.source.size:#x}",
+                        got=f"{seg.offset + fsz:#x}")
+            starts.append(seg.paddr // ps)
+            fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
+            # a page is present when its data lies wholly in the file
+            fends.append((seg.paddr + fsz) // ps if fsz else seg.paddr // ps)
+            mends.append((seg.paddr + seg.memsz) // ps)  # makedumpfile drops a partial last page
+            offs.append(seg.offset)
+            paddrs.append(seg.paddr)
+        self._seg_start = np.array(starts, dtype=np.int64)
+        self._seg_fstart = np.array(fstarts, dtype=np.int64)
+        self._seg_fend = np.array(fends, dtype=np.int64)
+        self._seg_mend = np.array(mends, dtype=np.int64)
+        self._seg_off = np.array(offs, dtype=np.int64)
+        self._seg_paddr = np.array(paddrs, dtype=np.int64)
+        self._max_pfn = int(self._seg_mend.max()) if len(self.segments) else 0
+
+    def _overlapping(self, start: int, end: int) -> np.ndarray:
+        return np.flatnonzero((self._seg_start < end) & (self._seg_mend > start))
+
+    def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        end = start + count
+        ram = np.zeros(count, dtype=bool)
+        present = np.zeros(count, dtype=bool)
+        for k in self._overlapping(start, end):
+            _fill(ram, int(self._seg_start[k]) - start, int(self._seg_mend[k]) - start, True)
+            _fill(present, int(self._seg_fstart[k]) - start, int(self._seg_fend[k]) - start, True)
+        return ram, present
+
+    def _owner(self, start: int, count: int) -> np.ndarray:
+        """Index of the segment providing each page's data (-1: none). First segment wins."""
+        end = start + count
+        owner = np.full(count, -1, dtype=np.int64)
+        for k in self._overlapping(start, end)[::-1]:
+            _fill(owner, int(self._seg_fstart[k]) - start, int(self._seg_fend[k]) - start, k)
+        return owner
+
+    def read_batch(self, start: int, count: int) -> PageBatch:
+        ps = self.page_size
+        ram, _ = self.bitmaps(start, count)
+        owner = self._owner(start, count)
+        lost = np.zeros(count, dtype=bool)
+        size = self.source.size
+        present = owner >= 0
+        data = np.zeros((int(present.sum()), ps), dtype=np.uint8)
+        row = np.cumsum(present) - 1
+        i = 0
+        while i < count:  # one pread per run of pages from the same segment
+            k = owner[i]
+            j = i + 1
+            while j < count and owner[j] == k:
+                j += 1
+            if k >= 0:
+                pfn0 = start + i
+                off = int(self._seg_off[k]) + pfn0 * ps - int(self._seg_paddr[k])
+                n = j - i
+                avail = max(0, min(n * ps, size - off))
+                raw = self.source.pread(off, avail) if avail else b""
+                whole = len(raw) // ps
+                if whole:
+                    r0 = row[i]
+                    data[r0:r0 + whole] = np.frombuffer(raw, np.uint8, whole * ps).reshape(whole, ps)
+                if whole < n:  # data beyond the end of a truncated file: lost pages
+                    lost[i + whole:j] = True
+            i = j
+        if lost.any():
+            keep = ~lost[present]
+            data = data[keep]
+            present = present & ~lost
+        return PageBatch(start, count, ram, present, data, lost)
+
+
+def _fill(arr: np.ndarray, lo: int, hi: int, value: object) -> None:
+    """``arr[lo:hi] = value`` with both bounds clamped into the array."""
+    lo, hi = max(lo, 0), min(hi, len(arr))
+    if lo < hi:
+        arr[lo:hi] = value

@@ -1,0 +1,94 @@
+"""Opening a dump: choose the transport (plain, flattened, standard input), then the format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+from kdumptool.dump import DumpReader
+from kdumptool.errors import DumpError, KdumpToolError
+from kdumptool.formats import open_source
+from kdumptool.transport import flattened
+from kdumptool.transport.source import ByteSource, FileSource
+
+
+def open_dump(path: str, *, strict: bool = True) -> DumpReader:
+    """Open a dump file of any supported format, plain or flattened; ``-`` is standard input.
+
+    Standard input is read front to back once (never seeked): a flattened stream
+    is rearranged into a temporary file as ``makedumpfile -R`` does, any other
+    image is copied there. The temporary file is deleted when the reader closes.
+
+    :param strict: raise on damage instead of reporting lost/corrupt pages
+    :raises UnknownFormatError: not a dump
+    :raises CorruptDumpError: a dump, but damaged (strict)
+    """
+    if path == "-":
+        return _open_stdin(strict=strict)
+    try:
+        src: ByteSource = FileSource(path)
+    except OSError as exc:
+        raise KdumpToolError(f"{path}: cannot open: {exc.strerror}") from None
+    try:
+        return _open_plain_or_flat(src, strict=strict)
+    except BaseException:
+        src.close()
+        raise
+
+
+def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
+    head = src.pread(0, 64)
+    if flattened.probe(head):
+        flat = flattened.FlattenedSource(src, strict=strict)
+        return open_source(flat, strict=strict, transport="flattened")
+    return open_source(src, strict=strict)
+
+
+def _open_stdin(*, strict: bool) -> DumpReader:
+    stream = sys.stdin.buffer
+    fd, tmp = tempfile.mkstemp(prefix="kdumptool-stdin-")
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            head = stream.read(flattened.HEADER_SIZE)
+            if flattened.probe(head):
+                transport = "flattened"
+                rest = _Prefixed(head, stream)
+                flattened.rearrange_stream(rest, out)  # type: ignore[arg-type]
+            else:
+                transport = "stdin"
+                out.write(head)
+                shutil.copyfileobj(stream, out, 1 << 20)
+        src = FileSource(tmp, display_name="<stdin>")
+    except DumpError:
+        os.unlink(tmp)
+        raise
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    os.unlink(tmp)  # the open descriptor keeps the data until the reader closes
+    try:
+        return open_source(src, strict=strict, transport=transport)
+    except BaseException:
+        src.close()
+        raise
+
+
+class _Prefixed:
+    """A stream with some bytes already read put back in front."""
+
+    def __init__(self, prefix: bytes, stream: object) -> None:
+        self.prefix = prefix
+        self.stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.prefix:
+            out, self.prefix = self.prefix[:n], self.prefix[n:]
+            if len(out) < n:
+                out += self.stream.read(n - len(out))  # type: ignore[attr-defined]
+            return out
+        return self.stream.read(n)  # type: ignore[attr-defined]
+
+
+__all__ = ["open_dump"]

@@ -1,0 +1,82 @@
+"""Random-access byte sources that format readers parse.
+
+Readers never use ``mmap`` (a truncated file would kill the process with
+SIGBUS, as it does in libkdumpfile); every read is a bounded ``pread``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from kdumptool.errors import TruncatedDumpError
+
+
+class ByteSource(Protocol):
+    """What a format reader reads from."""
+
+    name: str
+    size: int
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset`` (short only at the end of data)."""
+
+    def close(self) -> None:
+        """Release the underlying file."""
+
+
+def read_exact(src: ByteSource, offset: int, length: int, what: str) -> bytes:
+    """Read exactly ``length`` bytes or raise :class:`TruncatedDumpError` naming ``what``."""
+    if offset < 0 or offset + length > src.size:
+        raise TruncatedDumpError(
+            f"{what} lies beyond the end of the file", path=src.name, offset=offset,
+            expected=f"{length} bytes at {offset:#x}", got=f"file size {src.size:#x}",
+        )
+    data = src.pread(offset, length)
+    if len(data) != length:
+        raise TruncatedDumpError(
+            f"short read of {what}", path=src.name, offset=offset + len(data),
+            expected=f"{length} bytes", got=f"{len(data)} bytes",
+        )
+    return data
+
+
+class FileSource:
+    """A plain regular file, read with ``os.pread``.
+
+    :param path: file to open read-only (it is never modified)
+    """
+
+    def __init__(self, path: str, *, display_name: str | None = None) -> None:
+        self.path = path
+        self.name = display_name or path
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.size = os.fstat(self._fd).st_size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if length <= 0 or offset >= self.size:
+            return b""
+        length = min(length, self.size - offset)
+        chunks = []
+        while length > 0:
+            data = os.pread(self._fd, min(length, 1 << 30), offset)
+            if not data:
+                break
+            chunks.append(data)
+            offset += len(data)
+            length -= len(data)
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""VMCOREINFO: parse, query and emit the kernel's ``KEY=VALUE`` text.
+
+Spec: SPEC.md "VMCOREINFO"; upstream Linux ``kernel/crash_core.c``
+(``VMCOREINFO_*`` macros) and ``Documentation/admin-guide/kdump/vmcoreinfo.rst``.
+
+Keys come in kinds: plain (``OSRELEASE``, ``BUILD-ID``, ``PAGESIZE``,
+``KERNELOFFSET`` (hex), ``CRASHTIME``, ``CONFIG_*``), and parameterised
+(``SYMBOL(name)`` hex address, ``SIZE(type)``, ``OFFSET(type.member)``,
+``LENGTH(name)``, ``NUMBER(name)`` decimal, possibly negative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kdumptool.errors import KdumpToolError
+
+
+class VmcoreInfoKeyError(KdumpToolError, KeyError):
+    """A VMCOREINFO key that an operation needs is missing."""
+
+    def __str__(self) -> str:
+        return f"VMCOREINFO has no {self.args[0]}"
+
+
+#: VMCOREINFO text larger than this is refused (the kernel reserves one page).
+MAX_VMCOREINFO = 1 << 20
+
+
+@dataclass
+class VmcoreInfo:
+    """Parsed VMCOREINFO. ``raw`` is the exact text; ``lines`` maps key to value string."""
+
+    raw: bytes
+    lines: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> VmcoreInfo:
+        """Parse the text; lines without ``=`` are ignored, the last duplicate wins."""
+        raw = raw.split(b"\0", 1)[0]
+        lines: dict[str, str] = {}
+        for line in raw.decode("latin-1").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                lines[key.strip()] = value.strip()
+        return cls(raw, lines)
+
+    def get(self, key: str) -> str | None:
+        return self.lines.get(key)
+
+    def require(self, key: str) -> str:
+        """The value of ``key``. :raises VmcoreInfoKeyError: if absent."""
+        value = self.lines.get(key)
+        if value is None:
+            raise VmcoreInfoKeyError(key)
+        return value
+
+    def _int(self, key: str, base: int) -> int:
+        text = self.require(key)
+        try:
+            return int(text, base)
+        except ValueError:
+            raise KdumpToolError(f"VMCOREINFO {key}={text!r} is not a number") from None
+
+    def symbol(self, name: str) -> int:
+        return self._int(f"SYMBOL({name})", 16)
+
+    def number(self, name: str) -> int:
+        return self._int(f"NUMBER({name})", 10)
+
+    def size(self, name: str) -> int:
+        return self._int(f"SIZE({name})", 10)
+
+    def offset(self, name: str) -> int:
+        return self._int(f"OFFSET({name})", 10)
+
+    def length(self, name: str) -> int:
+        return self._int(f"LENGTH({name})", 10)
+
+    def has(self, key: str) -> bool:
+        return key in self.lines
+
+    @property
+    def osrelease(self) -> str | None:
+        return self.lines.get("OSRELEASE")
+
+    @property
+    def page_size(self) -> int | None:
+        value = self.lines.get("PAGESIZE")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def kernel_offset(self) -> int | None:
+        value = self.lines.get("KERNELOFFSET")
+        try:
+            return int(value, 16) if value else None
+        except ValueError:
+            return None
+
+    @property
+    def crash_time(self) -> int | None:
+        value = self.lines.get("CRASHTIME")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def build_id(self) -> str | None:
+        return self.lines.get("BUILD-ID")

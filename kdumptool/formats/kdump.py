@@ -370,11 +370,12 @@ class KdumpReader(DumpReader):
                 got=f"file size {self.source.size:#x}")
         if self.num_descs == 0 or self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE:
             return
-        last = self._descs(self.num_descs - 1, 1)[0]
-        end = int(last["offset"]) + int(last["size"])
-        if int(last["offset"]) > 0 and end > self.source.size:
+        tail = min(self.num_descs, 4096)  # the zero page lies first, so look at several
+        descs = self._descs(self.num_descs - tail, tail)
+        end = int((descs["offset"].astype(np.int64) + descs["size"]).max())
+        if end > self.source.size:
             raise TruncatedDumpError(
-                "file is truncated: the last page's data ends past the end of the file",
+                "file is truncated: page data ends past the end of the file",
                 path=self.path, offset=self.source.size, expected=f"file size >= {end:#x}",
                 got=f"{self.source.size:#x}")
 

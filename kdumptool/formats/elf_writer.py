@@ -1,0 +1,194 @@
+"""Writer of ELF core files, laid out as ``makedumpfile -E`` does.
+
+Spec: SPEC.md "ELF core files"; upstream makedumpfile ``makedumpfile.c``
+(``write_elf_header``, ``write_elf_pages_cyclic``, ``PFN_EXCLUDED`` = 256) and
+``IMPLEMENTATION`` ("The ELF format").
+
+Layout: ELF header, program headers (one ``PT_NOTE``, then the ``PT_LOAD``\\ s),
+the notes, then each segment's data in order (not page aligned). Segments
+follow the source's memory regions (its ``PT_LOAD``\\ s, or the runs of RAM of a
+kdump file). Within a region, a run of 256 or more excluded pages ends the
+current segment and a new one starts at the next kept page; shorter runs are
+written as data (with the page contents, or zeros where the source has none);
+excluded pages at the end of a segment become ``p_memsz > p_filesz``. Zero
+pages are excluded when the dump level has bit 1. More than 65534 program
+headers use ``PN_XNUM`` with the real count in section header 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumptool.dump import DumpReader
+from kdumptool.formats.elf import (
+    build_notes,
+    DUMP_ELF_INCOMPLETE,
+    ELFCLASS32,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    ELFDATA2MSB,
+    ELFMAG,
+    ET_CORE,
+    MACHINE_CODES,
+    PN_XNUM,
+    PT_LOAD,
+    PT_NOTE,
+    ElfReader,
+    elf_structs,
+)
+from kdumptool.formats.kdump_writer import notes_for_output
+from kdumptool.metadata import OutputMeta
+from kdumptool.pipeline import Selection, zero_rows
+from kdumptool.transport.sink import ByteSink
+
+#: A run of at least this many excluded pages splits a PT_LOAD (makedumpfile PFN_EXCLUDED).
+PFN_EXCLUDED = 256
+PF_RWX = 7
+
+
+@dataclass
+class Region:
+    """Physical pages ``[start, end)`` that the source maps with one virtual base (or none)."""
+
+    start: int
+    end: int
+    vaddr: int | None  # virtual address of ``start``, when known
+    tail_bytes: int = 0  # bytes of a partial page after ``end`` (counted in p_memsz)
+
+
+@dataclass
+class OutSegment:
+    start: int  # first pfn
+    file_pages: int
+    mem_pages: int
+    vaddr: int
+    tail_bytes: int = 0
+
+
+def source_regions(reader: DumpReader) -> list[Region]:
+    """The source's memory regions: its PT_LOADs (ELF), or runs of RAM (other formats)."""
+    ps = reader.page_size
+    if isinstance(reader, ElfReader):
+        out = []
+        for seg in reader.segments:
+            start, end = seg.paddr // ps, (seg.paddr + seg.memsz) // ps
+            if end > start:
+                out.append(Region(start, end, seg.vaddr + (start * ps - seg.paddr),
+                                  seg.paddr + seg.memsz - end * ps))
+        return out
+    regions: list[Region] = []
+    for start, count in reader.windows(1 << 20):
+        ram, _ = reader.bitmaps(start, count)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], ram.astype(np.int8), [0]))))
+        for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            a, b = a + start, b + start
+            if regions and regions[-1].end == a:
+                regions[-1].end = b  # the run continues from the previous window
+            else:
+                regions.append(Region(a, b, None))
+    return regions
+
+
+def _keep_mask(selection: Selection, start: int, count: int) -> np.ndarray:
+    """Pages to keep in ``[start, start+count)``: present, and not zero when level bit 1 is set."""
+    if not selection.exclude_zero:
+        return selection.masks(start, count)[1]
+    batch = selection.reader.read_batch(start, count)
+    keep = batch.present.copy()
+    keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
+    return keep
+
+
+def plan_segments(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
+    """makedumpfile's segment rule applied to each region (see the module docstring)."""
+    window = 1 << 16
+    segments: list[OutSegment] = []
+    for reg in regions:
+        seg_start = reg.start
+        last_kept = reg.start - 1  # excluded run so far counts from the region start
+        file_end = reg.start
+        for start in range(reg.start, reg.end, window):
+            count = min(window, reg.end - start)
+            kept = np.flatnonzero(_keep_mask(selection, start, count)) + start
+            if not kept.size:
+                continue
+            gaps = np.diff(np.concatenate(([last_kept], kept))) - 1
+            for k in np.flatnonzero(gaps >= PFN_EXCLUDED).tolist():
+                pfn = int(kept[k])
+                if k:
+                    file_end = int(kept[k - 1]) + 1
+                segments.append(_segment(seg_start, file_end, pfn, reg, page_size))
+                seg_start = pfn
+                file_end = pfn
+            file_end = int(kept[-1]) + 1
+            last_kept = int(kept[-1])
+        segments.append(_segment(seg_start, file_end, reg.end, reg, page_size))
+    return segments
+
+
+def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -> OutSegment:
+    vaddr = 0 if reg.vaddr is None else reg.vaddr + (start - reg.start) * page_size
+    tail = reg.tail_bytes if end == reg.end else 0
+    return OutSegment(start, max(0, file_end - start), end - start, vaddr, tail)
+
+
+def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
+    """Write the selected pages of a dump as an ELF core file.
+
+    :return: counts: ``segments``, ``pages`` written with data, ``lost`` pages
+    """
+    reader = selection.reader
+    ps = meta.page_size
+    elf_class = ELFCLASS64 if meta.word_size == 8 else ELFCLASS32
+    s = elf_structs(elf_class, meta.endian)
+    note_blob = build_notes(notes_for_output(meta), meta.endian)
+    segments = plan_segments(selection, source_regions(reader), ps)
+    phnum = 1 + len(segments)
+    ehsize, phsize, shsize = s.Ehdr.sizeof(), s.Phdr.sizeof(), s.Shdr.sizeof()
+    use_xnum = phnum >= PN_XNUM
+    phoff = ehsize
+    shoff = phoff + phnum * phsize if use_xnum else 0
+    note_off = phoff + phnum * phsize + (shsize if use_xnum else 0)
+    pos = note_off + len(note_blob)
+    phdrs = [s.Phdr.build({"p_type": PT_NOTE, "p_flags": 0, "p_offset": note_off, "p_vaddr": 0,
+                           "p_paddr": 0, "p_filesz": len(note_blob), "p_memsz": len(note_blob),
+                           "p_align": 0})]
+    offsets = []
+    for seg in segments:
+        offsets.append(pos if seg.file_pages else 0)
+        phdrs.append(s.Phdr.build({
+            "p_type": PT_LOAD, "p_flags": PF_RWX, "p_offset": offsets[-1], "p_vaddr": seg.vaddr,
+            "p_paddr": seg.start * ps, "p_filesz": seg.file_pages * ps,
+            "p_memsz": seg.mem_pages * ps + seg.tail_bytes, "p_align": 0}))
+        pos += seg.file_pages * ps
+    sink.pwrite(phoff, b"".join(phdrs))
+    if use_xnum:
+        sink.pwrite(shoff, s.Shdr.build({"sh_name": 0, "sh_type": 0, "sh_flags": 0, "sh_addr": 0,
+                                         "sh_offset": 0, "sh_size": 0, "sh_link": 0,
+                                         "sh_info": phnum, "sh_addralign": 0, "sh_entsize": 0}))
+    sink.pwrite(note_off, note_blob)
+    stats = {"segments": len(segments), "pages": 0, "lost": 0}
+    window = 4096
+    for seg, off in zip(segments, offsets, strict=True):
+        for start in range(seg.start, seg.start + seg.file_pages, window):
+            count = min(window, seg.start + seg.file_pages - start)
+            batch = reader.read_batch(start, count)
+            out = np.zeros((count, ps), dtype=np.uint8)
+            out[batch.present] = batch.data
+            stats["pages"] += int(batch.present.sum())
+            stats["lost"] += int(batch.lost.sum())
+            sink.pwrite(off + (start - seg.start) * ps, out.tobytes())
+    incomplete = meta.incomplete or stats["lost"] > 0
+    ident = (ELFMAG + bytes([elf_class, ELFDATA2LSB if meta.endian == "<" else ELFDATA2MSB, 1, 0])
+             ).ljust(16, b"\0")
+    sink.pwrite(0, s.Ehdr.build({
+        "e_ident": ident, "e_type": ET_CORE, "e_machine": MACHINE_CODES.get(meta.machine, 0),
+        "e_version": 1, "e_entry": 0, "e_phoff": phoff, "e_shoff": shoff,
+        "e_flags": DUMP_ELF_INCOMPLETE if incomplete else 0, "e_ehsize": ehsize,
+        "e_phentsize": phsize, "e_phnum": PN_XNUM if use_xnum else phnum,
+        "e_shentsize": shsize if use_xnum else 0, "e_shnum": 1 if use_xnum else 0,
+        "e_shstrndx": 0}))
+    stats["incomplete"] = int(incomplete)
+    return stats

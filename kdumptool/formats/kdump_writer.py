@@ -1,0 +1,169 @@
+"""Writer of kdump-compressed files, header version 6, as makedumpfile 1.7 writes them.
+
+Spec: SPEC.md "kdump-compressed"; upstream makedumpfile ``makedumpfile.c``
+(``write_kdump_header``, ``write_kdump_bitmap*``,
+``write_kdump_pages_and_bitmap_cyclic``) and ``diskdump_mod.h``.
+
+Layout: header (block 0); sub-header at block 1 with every note of the source
+right after it (``offset_note = block_size + sizeof(kdump_sub_header)``,
+``offset_vmcoreinfo`` pointing at the VMCOREINFO descriptor inside those notes);
+1st bitmap (RAM) and 2nd bitmap (pages in the file), each rounded up to whole
+blocks; the ``page_desc`` table; the page data. Zero pages share one raw zero
+page written first (as makedumpfile does at dump level 1 and QEMU always); a page
+is stored compressed only when that is smaller than a page.
+
+The writer makes two passes over the source: the first writes the bitmaps and
+counts the pages (metadata only), which fixes where the data starts; the second
+writes descriptors and data. Pages the source declares but cannot deliver
+(lost in an incomplete or truncated dump, tolerant mode) get an all-zero
+descriptor and the output is marked incomplete (``DUMP_DH_COMPRESSED_INCOMPLETE``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdumptool.codecs import Codec
+from kdumptool.dump import Note
+from kdumptool.formats.elf import build_notes
+from kdumptool.formats.kdump import (
+    DUMP_DH_COMPRESSED_INCOMPLETE,
+    KDUMP_HEADER_VERSION,
+    KDUMP_SIGNATURE,
+    MACHINES_32_PACKED,
+    PAGE_DESC_SIZE,
+    UTS_FIELDS,
+    UTS_LEN,
+    kdump_structs,
+)
+from kdumptool.metadata import OutputMeta
+from kdumptool.pipeline import CompressPool, Selection, zero_rows
+from kdumptool.transport.sink import ByteSink
+
+
+def notes_for_output(meta: OutputMeta) -> list[Note]:
+    """The source's notes, plus a VMCOREINFO note if the source had VMCOREINFO elsewhere."""
+    notes = list(meta.notes)
+    if meta.vmcoreinfo is not None and not any(n.name == b"VMCOREINFO" for n in notes):
+        notes.append(Note(b"VMCOREINFO", 0, meta.vmcoreinfo.raw))
+    return notes
+
+
+def _vmcoreinfo_desc_span(notes: list[Note], blob_offset: int) -> tuple[int, int]:
+    """File offset and size of the VMCOREINFO descriptor inside the serialised notes."""
+    pos = blob_offset
+    for note in notes:
+        name_len = (len(note.name) + 1 + 3) & ~3
+        desc_pos = pos + 12 + name_len
+        if note.name == b"VMCOREINFO":
+            return desc_pos, len(note.desc)
+        pos = desc_pos + ((len(note.desc) + 3) & ~3)
+    return 0, 0
+
+
+def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
+                *, threads: int | None = None) -> dict[str, int]:
+    """Write the selected pages of a dump as a kdump-compressed file.
+
+    :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages
+    """
+    layout = "64" if meta.word_size == 8 else ("32pack" if meta.machine in MACHINES_32_PACKED
+                                               else "32pad")
+    s = kdump_structs(layout, meta.endian)
+    bs = meta.page_size
+    max_pfn = meta.max_pfn
+    notes = notes_for_output(meta)
+    note_blob = build_notes(notes, meta.endian)
+    sub_size = s.KdumpSubHeader.sizeof()
+    sub_hdr_size = -(-(sub_size + len(note_blob)) // bs)
+    bitmap_len = -(-max(-(-max_pfn // 8), 1) // bs) * bs
+    bitmap_blocks = 2 * bitmap_len // bs
+    bm1_off = bs * (1 + sub_hdr_size)
+    bm2_off = bm1_off + bitmap_len
+    desc_off = bm2_off + bitmap_len
+
+    # pass 1: bitmaps (metadata only) and the number of descriptors
+    ndesc = 0
+    for start, count in selection.windows():
+        ram, keep = selection.masks(start, count)
+        sink.pwrite(bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
+        sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
+        ndesc += int(keep.sum())
+
+    # pass 2: descriptors and data
+    dtype = s.page_desc_dtype
+    data_pos = desc_off + ndesc * PAGE_DESC_SIZE
+    zero_desc = np.zeros(1, dtype=dtype)
+    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0}
+    if ndesc:
+        zero_desc["offset"], zero_desc["size"] = data_pos, bs
+        sink.pwrite(data_pos, bytes(bs))
+        data_pos += bs
+    rank = 0
+    with CompressPool(codec, threads) as pool:
+        for batch in selection.batches():
+            _, keep = selection.masks(batch.start, batch.count)
+            idx = np.flatnonzero(keep)
+            if not idx.size:
+                continue
+            descs = np.zeros(idx.size, dtype=dtype)  # all-zero descriptor = lost page
+            # rows of batch.data for the kept pages that have data
+            have = batch.present[idx]
+            rows = np.cumsum(batch.present)[idx[have]] - 1
+            pages = batch.data[rows]
+            zero = zero_rows(pages)
+            slots = np.flatnonzero(have)
+            descs[slots[zero]] = zero_desc
+            stats["zero"] += int(zero.sum())
+            stats["lost"] += int((~have).sum())
+            todo = [pages[r].tobytes() for r in np.flatnonzero(~zero)]
+            packed = pool.compress(todo)
+            chunks = []
+            for slot, raw, comp in zip(slots[~zero].tolist(), todo, packed, strict=True):
+                if codec is not None and len(comp) < bs:
+                    descs[slot] = (data_pos, len(comp), codec.flag, 0)
+                    stats["compressed"] += 1
+                    chunks.append(comp)
+                    data_pos += len(comp)
+                else:
+                    descs[slot] = (data_pos, bs, 0, 0)
+                    chunks.append(raw)
+                    data_pos += bs
+            if chunks:
+                blob = b"".join(chunks)
+                sink.pwrite(data_pos - len(blob), blob)
+            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
+            rank += idx.size
+            stats["pages"] += int(have.sum())
+    assert rank == ndesc, "the selection changed between the two passes"
+
+    incomplete = meta.incomplete or stats["lost"] > 0
+    status = (codec.flag if codec is not None else 0) | (DUMP_DH_COMPRESSED_INCOMPLETE if incomplete
+                                                          else 0)
+    uts = {f: getattr(meta.utsname, f).encode("latin-1")[:UTS_LEN - 1].ljust(UTS_LEN, b"\0")
+           for f in UTS_FIELDS}
+    header = s.DiskDumpHeader.build({
+        "signature": KDUMP_SIGNATURE, "header_version": KDUMP_HEADER_VERSION, "utsname": uts,
+        "pad": bytes(s.DiskDumpHeader.subcons[3].sizeof()),
+        "timestamp": {"tv_sec": meta.timestamp[0], "tv_usec": meta.timestamp[1]},
+        "status": status, "block_size": bs, "sub_hdr_size": sub_hdr_size,
+        "bitmap_blocks": bitmap_blocks, "max_mapnr": min(max_pfn, 0xFFFFFFFF),
+        "total_ram_blocks": 0, "device_blocks": 0, "written_blocks": 0, "current_cpu": 0,
+        "nr_cpus": meta.nr_cpus,
+    })
+    note_off = bs + sub_size
+    vmci_off, vmci_size = _vmcoreinfo_desc_span(notes, note_off)
+    mask = (1 << (8 * meta.word_size)) - 1
+    sub = s.KdumpSubHeader.build({
+        "phys_base": meta.phys_base & mask, "dump_level": meta.dump_level, "split": 0,
+        "start_pfn": 0, "end_pfn": 0,
+        "offset_vmcoreinfo": vmci_off, "size_vmcoreinfo": vmci_size,
+        "offset_note": note_off if note_blob else 0, "size_note": len(note_blob),
+        "offset_eraseinfo": 0, "size_eraseinfo": 0,
+        "start_pfn_64": 0, "end_pfn_64": 0, "max_mapnr_64": max_pfn,
+    })
+    sink.pwrite(0, header.ljust(bs, b"\0"))
+    sink.pwrite(bs, (sub + note_blob).ljust(sub_hdr_size * bs, b"\0"))
+    stats["incomplete"] = int(incomplete)
+    stats["descriptors"] = ndesc
+    return stats

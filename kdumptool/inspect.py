@@ -1,0 +1,124 @@
+"""``kdumptool info``: a dump's metadata as a dictionary (for ``--json``) and as text."""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from kdumptool.dump import DumpReader
+from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
+from kdumptool.formats.kdump import KdumpReader
+from kdumptool.metadata import utsname_from_memory
+
+NOTE_TYPES = {(b"CORE", 1): "NT_PRSTATUS", (b"CORE", 2): "NT_PRFPREG", (b"CORE", 3): "NT_PRPSINFO",
+              (b"CORE", 4): "NT_TASKSTRUCT", (b"CORE", 6): "NT_AUXV", (b"VMCOREINFO", 0): "VMCOREINFO",
+              (b"QEMU", 0): "QEMUCPUState", (b"ERASEINFO", 0): "ERASEINFO"}
+
+
+def lost_pages(reader: DumpReader) -> int:
+    """Pages the dump declares but whose data is not in the file (truncated or incomplete)."""
+    if isinstance(reader, KdumpReader):
+        lost = 0
+        step = 1 << 16
+        for first in range(0, reader.num_descs, step):
+            d = reader._descs(first, min(step, reader.num_descs - first))
+            offs = d["offset"].astype(np.int64)
+            lost += int(((offs == 0) | (offs + d["size"] > reader.source.size)).sum())
+        return lost
+    if isinstance(reader, ElfReader) and reader.info.details.get("truncated_segments"):
+        return sum(int(b.lost.sum()) for b in reader.iter_batches())
+    return 0
+
+
+def dump_summary(reader: DumpReader) -> dict[str, Any]:
+    """Everything ``info`` reports, as JSON-ready values."""
+    info = reader.info
+    ram, present = reader.count_pages()
+    lost = lost_pages(reader)
+    uts = info.utsname
+    if uts is None or not uts.version:
+        mem = utsname_from_memory(reader)
+        uts = mem or uts
+    notes = Counter(f"{n.name.decode('latin-1')}/{NOTE_TYPES.get((n.name, n.type), n.type)}"
+                    for n in info.notes)
+    vmci = info.vmcoreinfo
+    crash_time = None
+    if info.timestamp and info.timestamp[0] > 0:
+        crash_time = datetime.datetime.fromtimestamp(info.timestamp[0], datetime.UTC).isoformat()
+    elif vmci is not None and vmci.crash_time:
+        crash_time = datetime.datetime.fromtimestamp(vmci.crash_time, datetime.UTC).isoformat()
+    cpus = info.nr_cpus
+    if cpus is None:
+        cpus = sum(1 for n in info.notes if n.name == b"CORE" and n.type == NT_PRSTATUS) or None
+    return {
+        "file": info.path,
+        "format": info.format,
+        "transport": info.transport,
+        "header_version": info.header_version,
+        "incomplete": info.incomplete,
+        "arch": info.machine or None,
+        "byte_order": "little" if info.endian == "<" else "big",
+        "word_size": info.word_size,
+        "page_size": info.page_size,
+        "kernel": {
+            "release": info.release,
+            "version": uts.version if uts else None,
+            "machine": uts.machine if uts else None,
+            "utsname_source": "header" if info.utsname and info.utsname.version else
+                              ("memory" if uts and uts.version else "vmcoreinfo"),
+        },
+        "crash_time": crash_time,
+        "cpus": cpus,
+        "pfn_range": [0, info.max_pfn],
+        "pages": {"ram": ram, "present": present, "excluded": ram - present if ram >= present else 0,
+                  "lost": lost},
+        "codecs": sorted(info.codecs),
+        "dump_level": info.dump_level,
+        "split": list(info.split) if info.split else None,
+        "phys_base": f"{info.phys_base:#x}" if info.phys_base is not None else None,
+        "vmcoreinfo": {"present": vmci is not None,
+                       "osrelease": vmci.osrelease if vmci else None,
+                       "build_id": vmci.build_id if vmci else None,
+                       "page_size": vmci.page_size if vmci else None,
+                       "kerneloffset": f"{vmci.kernel_offset:#x}" if vmci and vmci.kernel_offset
+                       is not None else None},
+        "notes": dict(sorted(notes.items())),
+        "details": {k: v for k, v in info.details.items() if isinstance(v, (int, str, bool, list))},
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Human-readable text of :func:`dump_summary`."""
+    k = s["kernel"]
+    p = s["pages"]
+    lines = [
+        f"file:          {s['file']}",
+        f"format:        {s['format']}" + (f" v{s['header_version']}" if s["header_version"] else "")
+        + (f" ({s['transport']})" if s["transport"] != "plain" else "")
+        + (" INCOMPLETE" if s["incomplete"] else ""),
+        f"arch:          {s['arch'] or 'unknown'} ({s['byte_order']}-endian, {8 * s['word_size']}-bit)",
+        f"page size:     {s['page_size']}",
+        f"kernel:        {k['release'] or 'unknown'}",
+    ]
+    if k["version"]:
+        lines.append(f"version:       {k['version']}")
+    lines += [
+        f"crash time:    {s['crash_time'] or 'unknown'}",
+        f"cpus:          {s['cpus'] if s['cpus'] is not None else 'unknown'}",
+        f"pfn range:     {s['pfn_range'][0]:#x}-{s['pfn_range'][1]:#x}",
+        f"pages:         {p['ram']} RAM, {p['present']} in file, {p['excluded']} excluded, "
+        f"{p['lost']} lost",
+        f"compression:   {', '.join(s['codecs']) or 'none'}",
+        f"dump level:    {s['dump_level'] if s['dump_level'] is not None else 'unknown'}",
+    ]
+    if s["split"]:
+        lines.append(f"split part:    pfn {s['split'][0]:#x}-{s['split'][1]:#x}")
+    v = s["vmcoreinfo"]
+    lines.append("vmcoreinfo:    " + (f"yes (OSRELEASE {v['osrelease']}, BUILD-ID {v['build_id']})"
+                                      if v["present"] else "no"))
+    if s["notes"]:
+        lines.append("notes:         " + ", ".join(f"{n} x{c}" for n, c in s["notes"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""What an output dump says about itself, derived from the source dump.
+
+The writers take an :class:`OutputMeta`; this module derives one from a
+reader, filling what a source lacks so that peer tools open the output: the
+utsname (QEMU leaves it empty, and drgn then refuses the file) is read from
+``init_uts_ns`` in memory, or made from VMCOREINFO; ``phys_base`` comes from
+VMCOREINFO (QEMU 7.2 writes a wrong one); the crash time from ``CRASHTIME``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kdumptool.dump import DumpReader, Note, Utsname
+from kdumptool.errors import KdumpToolError
+from kdumptool.formats.kdump import UTS_FIELDS, UTS_LEN
+from kdumptool.schema import strip_c_string
+from kdumptool.vmcoreinfo import VmcoreInfo
+from kdumptool.vtop.kernel_image import kernel_image_to_phys
+
+
+@dataclass
+class OutputMeta:
+    """Everything a writer needs besides the pages."""
+
+    machine: str
+    endian: str
+    word_size: int
+    page_size: int
+    max_pfn: int
+    notes: list[Note] = field(default_factory=list)
+    vmcoreinfo: VmcoreInfo | None = None
+    utsname: Utsname = field(default_factory=Utsname)
+    timestamp: tuple[int, int] = (0, 0)
+    nr_cpus: int = 1
+    phys_base: int = 0
+    dump_level: int = 0
+    incomplete: bool = False
+
+
+def utsname_from_memory(reader: DumpReader) -> Utsname | None:
+    """``init_uts_ns.name`` read through the kernel-image mapping, if it looks real."""
+    info = reader.info
+    vmci = info.vmcoreinfo
+    if vmci is None or not vmci.has("SYMBOL(init_uts_ns)"):
+        return None
+    try:
+        vaddr = vmci.symbol("init_uts_ns")
+        if vmci.has("OFFSET(uts_namespace.name)"):
+            vaddr += vmci.offset("uts_namespace.name")
+        paddr = kernel_image_to_phys(vmci, info.machine, vaddr, info.phys_base)
+        raw = reader.read(paddr, UTS_LEN * len(UTS_FIELDS))
+    except (KdumpToolError, ValueError):
+        return None
+    uts = Utsname(*(strip_c_string(raw[i * UTS_LEN:(i + 1) * UTS_LEN]) for i in range(6)))
+    if uts.sysname != "Linux" or (vmci.osrelease and uts.release != vmci.osrelease):
+        return None
+    return uts
+
+
+def best_utsname(reader: DumpReader) -> Utsname:
+    """The header's utsname if sane, else the one in memory, else one made from VMCOREINFO."""
+    info = reader.info
+    if info.utsname is not None and info.utsname.looks_sane() and info.utsname.version:
+        return info.utsname
+    mem = utsname_from_memory(reader)
+    if mem is not None:
+        return mem
+    release = info.release or ""
+    return Utsname(sysname="Linux" if release else "", release=release, machine=info.machine)
+
+
+def output_metadata(reader: DumpReader, *, dump_level: int = 0) -> OutputMeta:
+    """Derive the output's metadata from a source dump."""
+    info = reader.info
+    vmci = info.vmcoreinfo
+    phys_base = info.phys_base or 0
+    if vmci is not None and vmci.has("NUMBER(phys_base)"):
+        phys_base = vmci.number("phys_base") & ((1 << 64) - 1)
+    timestamp = info.timestamp or (0, 0)
+    if vmci is not None and vmci.crash_time is not None and timestamp == (0, 0):
+        timestamp = (vmci.crash_time, 0)
+    level = dump_level | (info.dump_level or 0)
+    return OutputMeta(
+        machine=info.machine, endian=info.endian, word_size=info.word_size,
+        page_size=info.page_size, max_pfn=info.max_pfn, notes=list(info.notes),
+        vmcoreinfo=vmci, utsname=best_utsname(reader), timestamp=timestamp,
+        nr_cpus=info.nr_cpus or 1, phys_base=phys_base, dump_level=level,
+        incomplete=info.incomplete,
+    )

@@ -1,0 +1,112 @@
+"""The streaming pipeline: reader -> page selection (filters) -> codec pool -> writer.
+
+Work moves in PFN windows (:data:`~kdumptool.dump.WINDOW_PAGES` pages): bitmaps
+and masks are NumPy arrays, zero-page detection is one vectorised test per
+window, and only the pages that are kept are handled one by one, to compress
+them, in a thread pool (zlib, zstd, lzo and snappy release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumptool.codecs import Codec
+from kdumptool.dump import WINDOW_PAGES, DumpReader, PageBatch
+
+#: makedumpfile dump-level bits (makedumpfile.h ``DL_EXCLUDE_*``)
+DL_EXCLUDE_ZERO = 0x01
+DL_EXCLUDE_CACHE = 0x02
+DL_EXCLUDE_CACHE_PRI = 0x04
+DL_EXCLUDE_USER_DATA = 0x08
+DL_EXCLUDE_FREE = 0x10
+MAX_DUMP_LEVEL = 31
+
+
+def zero_rows(data: np.ndarray) -> np.ndarray:
+    """Bool per row of ``data`` (pages): True where the page is all zero bytes."""
+    if not len(data):
+        return np.zeros(0, dtype=bool)
+    words = data.view(np.uint64) if data.shape[1] % 8 == 0 else data
+    return ~words.any(axis=1)
+
+
+@dataclass
+class Selection:
+    """Which pages of a dump go to the output.
+
+    ``keep`` (metadata only) is the source's present pages; pages of classes that
+    need ``struct page`` data (levels 2-16) are chosen by the filtering code and
+    are not applied here yet. Zero pages (level 1) need the page contents: each
+    writer applies them as its format requires (kdump: one shared zero page;
+    ELF: excluded).
+
+    :param reader: the source
+    :param dump_level: makedumpfile dump level 0..31
+    """
+
+    reader: DumpReader
+    dump_level: int = 0
+
+    @property
+    def exclude_zero(self) -> bool:
+        return bool(self.dump_level & DL_EXCLUDE_ZERO)
+
+    def masks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ram, keep)`` for a window, from metadata only."""
+        return self.reader.bitmaps(start, count)
+
+    def windows(self) -> Iterator[tuple[int, int]]:
+        return self.reader.windows(WINDOW_PAGES)
+
+    def batches(self) -> Iterator[PageBatch]:
+        """Every window with its data."""
+        for start, count in self.windows():
+            yield self.reader.read_batch(start, count)
+
+
+class CompressPool:
+    """Compress many pages with one codec, using all cores.
+
+    :param codec: the codec, or None to store pages raw
+    :param threads: worker threads (default: CPU count)
+    """
+
+    CHUNK = 64  # pages per task
+
+    def __init__(self, codec: Codec | None, threads: int | None = None) -> None:
+        self.codec = codec
+        self.threads = threads or os.cpu_count() or 1
+        self._pool: Executor | None = (
+            ThreadPoolExecutor(self.threads) if codec is not None and self.threads > 1 else None
+        )
+
+    def _chunk(self, pages: list[bytes]) -> list[bytes]:
+        assert self.codec is not None
+        return [self.codec.compress(p) for p in pages]
+
+    def compress(self, pages: list[bytes]) -> list[bytes]:
+        """Compressed form of each page (same order)."""
+        if self.codec is None:
+            return pages
+        if self._pool is None or len(pages) <= self.CHUNK:
+            return self._chunk(pages)
+        chunks = [pages[i:i + self.CHUNK] for i in range(0, len(pages), self.CHUNK)]
+        out: list[bytes] = []
+        for part in self._pool.map(self._chunk, chunks):
+            out.extend(part)
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self) -> CompressPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

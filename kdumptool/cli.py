@@ -19,9 +19,9 @@ import click
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, UsageError
-from kdumptool.inspect import dump_summary, format_summary
+from kdumptool.summary import dump_summary, format_summary
 from kdumptool.metadata import output_metadata
-from kdumptool.open import open_dump
+from kdumptool.open import open_dump, open_dumps
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
 from kdumptool.transport.sink import open_output
 
@@ -64,11 +64,14 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(dump: str, as_json: bool) -> None:
-    """Describe DUMP: format, kernel, architecture, pages, notes."""
-    with open_dump(dump, strict=False) as reader:
+def info(dump: tuple[str, ...], as_json: bool) -> None:
+    """Describe DUMP: format, kernel, architecture, pages, notes.
+
+    Give every part of a split set (makedumpfile --split) to describe the whole dump.
+    """
+    with open_dumps(list(dump), strict=False) as reader:
         summary = dump_summary(reader)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -104,8 +107,8 @@ def _codec_option(name: str, letter: str) -> Callable[[Any], Any]:
 
 
 @main.command()
-@click.argument("src", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
-@click.argument("dst", metavar="[OUT]", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-E", "elf", is_flag=True, help="Write an ELF core file (default: kdump-compressed).")
 @click.option("-F", "flat", is_flag=True, help="Write makedumpfile's flattened format (to stdout if "
               "OUT is omitted or -).")
@@ -119,10 +122,17 @@ def _codec_option(name: str, letter: str) -> Callable[[Any], Any]:
               help="Compression threads (default: all cores).")
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def convert(src: str, dst: str | None, elf: bool, flat: bool, codec_zlib: bool, codec_lzo: bool,
+def convert(paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool, codec_lzo: bool,
             codec_snappy: bool, codec_zstd: bool, level_text: str, threads: int | None,
             force: bool, quiet: bool) -> None:
-    """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F)."""
+    """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F).
+
+    Several IN files are the parts of a split set (makedumpfile --split), reassembled.
+    With -F and a single path, the output goes to standard output.
+    """
+    if len(paths) == 1 and not flat:
+        raise UsageError("missing OUT (or use -F to write to standard output)")
+    srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
     chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
                               ("zstd", codec_zstd)) if on]
     if len(chosen) > 1:
@@ -131,18 +141,14 @@ def convert(src: str, dst: str | None, elf: bool, flat: bool, codec_zlib: bool, 
         raise UsageError("ELF output (-E) is not compressed; drop -c/-l/-p/-z")
     codec = get_codec(chosen[0]) if chosen else None
     level = _parse_level(level_text)
-    if dst is None:
-        if not flat:
-            raise UsageError("missing OUT (or use -F to write to standard output)")
-        dst = "-"
     if dst == "-":
         flat = True
     t0 = time.monotonic()
-    with open_dump(src, strict=True) as reader:
+    with open_dumps(srcs, strict=True) as reader:
         _check_level(reader, level)
         selection = Selection(reader, level)
-        meta = output_metadata(reader, dump_level=level if not elf else level)
-        with open_output(dst, inputs=[src], force=force, flattened=flat) as sink:
+        meta = output_metadata(reader, dump_level=level)
+        with open_output(dst, inputs=srcs, force=force, flattened=flat) as sink:
             if elf:
                 from kdumptool.formats.elf_writer import write_elf
 

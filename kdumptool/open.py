@@ -38,6 +38,30 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
         raise
 
 
+def open_dumps(paths: list[str], *, strict: bool = True) -> DumpReader:
+    """Open one dump, or the parts of a split set (``makedumpfile --split``) as one dump.
+
+    :raises CorruptDumpError: the parts do not form a set (strict: also a missing part)
+    """
+    if len(paths) == 1:
+        reader = open_dump(paths[0], strict=strict)
+        if reader.info.split is None:
+            return reader
+        readers = [reader]
+    else:
+        readers = []
+    try:
+        for path in paths[len(readers):]:
+            readers.append(open_dump(path, strict=strict))
+        from kdumptool.formats.split import SplitSetReader
+
+        return SplitSetReader(readers, strict=strict)
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+
+
 def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     head = src.pread(0, 64)
     if flattened.probe(head):
@@ -91,4 +115,4 @@ class _Prefixed:
         return self.stream.read(n)  # type: ignore[attr-defined]
 
 
-__all__ = ["open_dump"]
+__all__ = ["open_dump", "open_dumps"]

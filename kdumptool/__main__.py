@@ -1,0 +1,5 @@
+"""``python -m kdumptool``: the command line."""
+
+from kdumptool.cli import main
+
+main()

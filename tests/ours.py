@@ -1,0 +1,33 @@
+"""Helpers for tests: what kdumptool itself reads from a dump, as page digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kdumptool.open import open_dumps
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def our_digests(*paths: str | os.PathLike[str], strict: bool = True) -> dict[int, str]:
+    """pfn -> sha1 hex of every page kdumptool reads with data from the dump (or split set)."""
+    out: dict[int, str] = {}
+    with open_dumps([os.fspath(p) for p in paths], strict=strict) as reader:
+        for batch in reader.iter_batches():
+            for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
+                out[pfn] = hashlib.sha1(row.tobytes()).hexdigest()
+    return out
+
+
+def kdumptool(*args: str | os.PathLike[str], stdin: bytes | None = None,
+              timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    """Run the command line in a subprocess (as a user would), capturing bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "kdumptool", *(os.fspath(a) for a in args)],
+        input=stdin, capture_output=True, timeout=timeout, check=False,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )

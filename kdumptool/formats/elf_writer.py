@@ -91,31 +91,44 @@ def source_regions(reader: DumpReader) -> list[Region]:
     return regions
 
 
-def _keep_mask(selection: Selection, start: int, count: int) -> np.ndarray:
-    """Pages to keep in ``[start, start+count)``: present, and not zero when level bit 1 is set."""
+def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, have)``: pages to keep (present, and not zero when level bit 1 is set), and
+    pages the source has data for."""
     if not selection.exclude_zero:
-        return selection.masks(start, count)[1]
+        have = selection.masks(start, count)[1]
+        return have, have
     batch = selection.reader.read_batch(start, count)
     keep = batch.present.copy()
     keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
-    return keep
+    return keep, batch.present
 
 
 def plan_segments(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
-    """makedumpfile's segment rule applied to each region (see the module docstring)."""
+    """makedumpfile's segment rule applied to each region (see the module docstring).
+
+    One addition: a gap that holds a page the source has no data for always splits the
+    segment, so that a page missing from the source never turns into a page of zeros.
+    """
     window = 1 << 16
     segments: list[OutSegment] = []
     for reg in regions:
         seg_start = reg.start
         last_kept = reg.start - 1  # excluded run so far counts from the region start
         file_end = reg.start
+        missing = 0  # pages without source data seen so far in this region
+        missing_at_last = 0
         for start in range(reg.start, reg.end, window):
             count = min(window, reg.end - start)
-            kept = np.flatnonzero(_keep_mask(selection, start, count)) + start
-            if not kept.size:
+            keep, have = _keep_mask(selection, start, count)
+            missing_before = missing + np.cumsum(~have) - (~have)  # exclusive prefix counts
+            idx = np.flatnonzero(keep)
+            missing += int((~have).sum())
+            if not idx.size:
                 continue
+            kept = idx + start
             gaps = np.diff(np.concatenate(([last_kept], kept))) - 1
-            for k in np.flatnonzero(gaps >= PFN_EXCLUDED).tolist():
+            holes = np.diff(np.concatenate(([missing_at_last], missing_before[idx])))
+            for k in np.flatnonzero((gaps >= PFN_EXCLUDED) | (holes > 0)).tolist():
                 pfn = int(kept[k])
                 if k:
                     file_end = int(kept[k - 1]) + 1
@@ -124,6 +137,7 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
                 file_end = pfn
             file_end = int(kept[-1]) + 1
             last_kept = int(kept[-1])
+            missing_at_last = int(missing_before[idx[-1]])
         segments.append(_segment(seg_start, file_end, reg.end, reg, page_size))
     return segments
 

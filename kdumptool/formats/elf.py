@@ -293,16 +293,14 @@ class ElfReader(DumpReader):
         ps = page_size
         self._truncated = []
         starts, fstarts, fends, mends, offs, paddrs = [], [], [], [], [], []
+        size = self.source.size
+        for seg in self.segments:
+            if seg.offset + seg.filesz > size:
+                self._truncated.append(seg.index)
+        if self._truncated and self.strict:
+            self._raise_out_of_file()
         for seg in self.segments:
             fsz = seg.filesz
-            if seg.offset + fsz > self.source.size:
-                self._truncated.append(seg.index)
-                if self.strict:
-                    raise TruncatedDumpError(
-                        f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) data runs "
-                        "past the end of the file", path=self.source.name,
-                        offset=seg.offset + fsz, expected=f"end <= {self.source.size:#x}",
-                        got=f"{seg.offset + fsz:#x}")
             starts.append(seg.paddr // ps)
             fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
             # a page is present when its data lies wholly in the file
@@ -317,6 +315,29 @@ class ElfReader(DumpReader):
         self._seg_off = np.array(offs, dtype=np.int64)
         self._seg_paddr = np.array(paddrs, dtype=np.int64)
         self._max_pfn = int(self._seg_mend.max()) if len(self.segments) else 0
+
+    def _raise_out_of_file(self) -> None:
+        """Segment data past the end of the file: a truncated file, or a bad ``p_offset``.
+
+        A file cut short has a segment that straddles (or starts exactly at) its end; when
+        every other segment fits, a segment that starts beyond the end has a bad p_offset.
+        """
+        size = self.source.size
+        bad = [seg for seg in self.segments if seg.index in self._truncated]
+        straddle = [seg for seg in bad if seg.offset <= size]
+        if straddle:
+            seg = straddle[0]
+            raise TruncatedDumpError(
+                f"file is truncated: PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) "
+                "ends past the end of the file", path=self.source.name, offset=size,
+                expected=f"file size >= {seg.offset + seg.filesz:#x}", got=f"{size:#x}")
+        seg = bad[0]
+        field = 8 if self.elf_class == ELFCLASS64 else 4
+        raise CorruptDumpError(
+            f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) p_offset points past "
+            "the end of the file", path=self.source.name,
+            offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
+            expected=f"p_offset + p_filesz <= {size:#x}", got=f"p_offset {seg.offset:#x}")
 
     def _overlapping(self, start: int, end: int) -> np.ndarray:
         return np.flatnonzero((self._seg_start < end) & (self._seg_mend > start))

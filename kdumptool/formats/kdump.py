@@ -370,6 +370,7 @@ class KdumpReader(DumpReader):
                 got=f"file size {self.source.size:#x}")
         if self.num_descs == 0 or self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE:
             return
+        self._check_table_start()
         tail = min(self.num_descs, 4096)  # the zero page lies first, so look at several
         descs = self._descs(self.num_descs - tail, tail)
         end = int((descs["offset"].astype(np.int64) + descs["size"]).max())
@@ -378,6 +379,29 @@ class KdumpReader(DumpReader):
                 "file is truncated: page data ends past the end of the file",
                 path=self.path, offset=self.source.size, expected=f"file size >= {end:#x}",
                 got=f"{self.source.size:#x}")
+
+    def _check_table_start(self) -> None:
+        """The page data of a whole (unsplit) file starts right after the descriptor table.
+
+        makedumpfile and QEMU both write it so (the shared zero page or the first page comes
+        first). Data that starts later means the 2nd bitmap has lost set bits, so every
+        descriptor would be matched to the wrong page; earlier means it has extra bits.
+        """
+        if self.sub is not None and self.header.header_version >= 2 and self.sub.split:
+            return  # a part reserves room for the whole set's descriptors
+        head = self._descs(0, min(self.num_descs, 4096))
+        offs = head["offset"].astype(np.int64)
+        offs = offs[offs > 0]
+        if not offs.size:
+            return
+        first_data = int(offs.min())
+        if first_data != self.desc_end:
+            raise CorruptDumpError(
+                "the 2nd bitmap does not match the page descriptor table: page data should "
+                "start right after the table", path=self.path, offset=self.bitmap2_offset,
+                expected=f"data at {self.desc_end:#x} ({self.num_descs} descriptors)",
+                got=f"data at {first_data:#x} "
+                    f"({(first_data - self.desc_offset) / PAGE_DESC_SIZE:.0f} descriptors)")
 
     def _descs(self, first: int, count: int) -> np.ndarray:
         """Descriptors ``[first, first + count)``; those beyond the end of the file read as zero."""
@@ -425,12 +449,12 @@ class KdumpReader(DumpReader):
                     raise CorruptPageError(msg, pfn=start + int(idx[j]), path=self.path,
                                            offset=int(desc_pos[j]))
                 corrupt[start + int(idx[j])] = msg
-        if self.strict and cut.any():
+        if self.strict and cut.any():  # (a truncated file is refused at open)
             j = int(np.flatnonzero(cut)[0])
-            raise TruncatedDumpError(
-                f"pfn {start + int(idx[j]):#x}: page data runs past the end of the file",
-                path=self.path, offset=int(offs[j]), expected=f"{int(sizes[j])} bytes",
-                got=f"file size {self.source.size:#x}")
+            raise CorruptPageError(
+                f"page_desc[{first + j}] points past the end of the file: offset "
+                f"{int(offs[j]):#x}, size {int(sizes[j]):#x}, file size {self.source.size:#x}",
+                pfn=start + int(idx[j]), path=self.path, offset=int(desc_pos[j]))
         if self.strict and is_lost.any() and not self.info_incomplete_ok():
             j = int(np.flatnonzero(is_lost)[0])
             raise CorruptPageError(

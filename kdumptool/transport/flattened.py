@@ -108,8 +108,9 @@ def iter_records(src: ByteSource, *, strict: bool = True) -> Iterator[tuple[int,
         if data_pos + size > src.size:
             if strict:
                 raise TruncatedDumpError(
-                    "flattened record data runs past the end of the file", path=src.name,
-                    offset=data_pos, expected=f"{size} bytes", got=f"{src.size - data_pos} bytes",
+                    f"flattened stream is truncated: the record at {pos:#x} needs {size} bytes of "
+                    "data", path=src.name, offset=src.size,
+                    expected=f"file size >= {data_pos + size:#x}", got=f"{src.size:#x}",
                 )
             return
         yield offset, size, data_pos

@@ -1,0 +1,115 @@
+"""Damaged real dumps: the right error class, at the right offset, in one line, no output.
+
+The files in the corpus's broken/ folder were damaged on purpose; each ``.json`` says
+exactly which bytes changed. Reading them strictly (as ``convert`` does) must fail
+with an error from kdumptool's hierarchy that points at the damage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from corpus import corpus_path, need_corpus_file
+from ours import kdumptool
+
+from kdumptool.errors import (
+    CorruptDumpError,
+    CorruptPageError,
+    TruncatedDumpError,
+    UnknownFormatError,
+)
+from kdumptool.open import open_dump
+
+B = "x86_64-kdump-320m/broken"
+
+
+def _damage(name: str) -> dict:
+    return json.loads(corpus_path(f"{B}/{name}.json").read_text())
+
+
+def _offset(name: str, key: str) -> int:
+    d = _damage(name)
+    if key == "desc":
+        return d["page_desc"]["desc_file_offset"]
+    if key == "data":
+        return d["page_desc"]["offset"]
+    return d[key]
+
+
+# file, error class, where the error must point (json key), pfn (for page errors)
+CASES = [
+    ("c-d31-bad-signature.kdump", UnknownFormatError, "patched_at", None),
+    ("c-d31-bad-blocksize.kdump", CorruptDumpError, "patched_at", None),
+    ("c-d31-bad-page-data.kdump", CorruptPageError, "data", 0x1EC8),
+    ("c-d31-bad-pd-flags.kdump", CorruptPageError, "data", 0x1AE0),
+    ("c-d31-bad-pd-offset.kdump", CorruptPageError, "desc", 0x1310),
+    ("c-d31-bad-pd-size.kdump", CorruptPageError, "desc", 0x16F8),
+    ("c-d31-pd-table-zeroed64.kdump", CorruptPageError, "patched_at", 0x1),
+    ("c-d31-bitmap2-zeroed4k.kdump", CorruptDumpError, "patched_at", None),
+    ("c-d31-trunc30.kdump", TruncatedDumpError, "truncated_at", None),
+    ("c-d31-trunc60.kdump", TruncatedDumpError, "truncated_at", None),
+    ("l-d31-trunc50.kdump", TruncatedDumpError, "truncated_at", None),
+    ("F-c-d31-trunc50.flat", TruncatedDumpError, "truncated_at", None),
+    ("E-d31-headers-only.elf", TruncatedDumpError, "truncated_at", None),
+    ("E-d31-trunc60.elf", TruncatedDumpError, "truncated_at", None),
+    ("vmcore-trunc50.elf", TruncatedDumpError, "truncated_at", None),
+    ("E-d31-phnum0.elf", CorruptDumpError, "patched_at", None),
+    ("E-d31-poffset-past-eof.elf", CorruptDumpError, "patched_at", None),
+    ("E-d31-poffset-past-eof-mid.elf", CorruptDumpError, "patched_at", None),
+]
+
+
+def _read_everything(path: Path) -> None:
+    with open_dump(str(path)) as reader:
+        for _ in reader.iter_batches():
+            pass
+
+
+@pytest.mark.parametrize("name,cls,where,pfn", CASES, ids=[c[0] for c in CASES])
+def test_error_class_and_offset(name: str, cls: type, where: str | None, pfn: int | None) -> None:
+    path = need_corpus_file(f"{B}/{name}")
+    with pytest.raises(cls) as info:
+        _read_everything(path)
+    err = info.value
+    assert type(err) is cls, f"{type(err).__name__}: {err}"
+    assert err.path == str(path)
+    assert err.offset is not None
+    if where is not None:
+        assert err.offset == _offset(name, where), str(err)
+    if pfn is not None:
+        assert err.pfn == pfn
+
+
+@pytest.mark.parametrize("name,cls,where,pfn", CASES, ids=[c[0] for c in CASES])
+def test_cli_one_line_no_traceback_no_output(tmp_path: Path, name: str, cls: type,
+                                             where: str | None, pfn: int | None) -> None:
+    path = need_corpus_file(f"{B}/{name}")
+    before = path.stat().st_mtime_ns, path.stat().st_size
+    out = tmp_path / "out.kdump"
+    proc = kdumptool("convert", path, out)
+    err = proc.stderr.decode()
+    assert proc.returncode == cls.exit_code, err
+    assert err.count("\n") == 1 and err.startswith("kdumptool: error: ")
+    assert str(path) in err and "offset 0x" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == before  # input untouched
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    path = need_corpus_file(f"{B}/c-d31-bad-blocksize.kdump")
+    proc = kdumptool("--debug", "convert", path, tmp_path / "o")
+    assert proc.returncode != 0
+    assert b"Traceback" in proc.stderr
+
+
+def test_info_reports_lost_pages_of_truncated_files() -> None:
+    """info reads damaged files tolerantly and counts what is lost."""
+    proc = kdumptool("info", "--json", need_corpus_file(f"{B}/c-d31-trunc30.kdump"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(proc.stdout)
+    assert summary["pages"]["present"] == 21097
+    assert 0 < summary["pages"]["lost"] < 21097

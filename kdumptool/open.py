@@ -62,6 +62,13 @@ def open_dumps(paths: list[str], *, strict: bool = True) -> DumpReader:
         raise
 
 
+def open_bytes(data: bytes, *, strict: bool = True, name: str = "<memory>") -> DumpReader:
+    """Open a dump image (plain or flattened) held in memory."""
+    from kdumptool.transport.source import BytesSource
+
+    return _open_plain_or_flat(BytesSource(data, name), strict=strict)
+
+
 def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     head = src.pread(0, 64)
     if flattened.probe(head):
@@ -115,4 +122,4 @@ class _Prefixed:
         return self.stream.read(n)  # type: ignore[attr-defined]
 
 
-__all__ = ["open_dump", "open_dumps"]
+__all__ = ["open_bytes", "open_dump", "open_dumps"]

@@ -63,11 +63,11 @@ def test_our_kdump_opens_in_drgn_and_libkdumpfile(tmp_path: Path, vmcore: Path,
     require_tool("libkdumpfile")
     kd = tmp_path / "out.kdump"
     convert(codec, vmcore, kd)
-    for name, theirs in (("drgn", drgn_page_digests(kd, vmcore_pages)),
+    for name, theirs in (("drgn", drgn_page_digests(kd, vmcore_pages, isolate=True)),
                          ("libkdumpfile", lkdf_page_digests(kd, vmcore_pages))):
         differ = [p for p, d in vmcore_pages.items() if theirs.get(p) != d]
         assert not differ, f"{name}: {len(differ)} pages differ"
-    ok, release = drgn_open_ok(kd)
+    ok, release = drgn_open_ok(kd, isolate=True)
     assert ok and release == RELEASE, release
     attrs = lkdf_attrs(kd)
     assert attrs["linux.uts.release"] == RELEASE
@@ -82,11 +82,11 @@ def test_our_elf_opens_in_drgn_and_libkdumpfile(tmp_path: Path) -> None:
     convert("-E", src, elf)
     ours = our_digests(elf)
     assert ours == our_digests(src)
-    for name, theirs in (("drgn", drgn_page_digests(elf, ours)),
+    for name, theirs in (("drgn", drgn_page_digests(elf, ours, isolate=True)),
                          ("libkdumpfile", lkdf_page_digests(elf, ours))):
         differ = [p for p, d in ours.items() if theirs.get(p) != d]
         assert not differ, f"{name}: {len(differ)} pages differ"
-    ok, release = drgn_open_ok(elf)
+    ok, release = drgn_open_ok(elf, isolate=True)
     assert ok and release == RELEASE, release
 
 
@@ -185,7 +185,7 @@ def test_qemu_kdump_converted_opens_in_drgn_and_crash(tmp_path: Path) -> None:
     assert not ok  # the peer's known failure this conversion fixes
     out = tmp_path / "fixed.kdump"
     convert("-c", src, out)
-    ok, release = drgn_open_ok(out)
+    ok, release = drgn_open_ok(out, isolate=True)
     assert ok and release == RELEASE, release
     assert run_crash_osrelease(out) == RELEASE
     info = kdumptool("info", "--json", out)

@@ -123,3 +123,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class BytesSink:
+    """Positional writes into memory; ``getvalue()`` gives the image (holes are zeros)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        end = offset + len(data)
+        if end > len(self.buf):
+            self.buf.extend(bytes(end - len(self.buf)))
+        self.buf[offset:end] = data
+
+    def finish(self) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)

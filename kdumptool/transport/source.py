@@ -80,3 +80,20 @@ class FileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BytesSource:
+    """An image held in memory (tests, small dumps built on the fly)."""
+
+    def __init__(self, data: bytes, name: str = "<memory>") -> None:
+        self.data = bytes(data)
+        self.name = name
+        self.size = len(self.data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if length <= 0 or offset >= self.size:
+            return b""
+        return self.data[offset:offset + length]
+
+    def close(self) -> None:
+        pass

@@ -19,10 +19,10 @@ import click
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, UsageError
-from kdumptool.summary import dump_summary, format_summary
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_dump, open_dumps
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
+from kdumptool.summary import dump_summary, format_summary
 from kdumptool.transport.sink import open_output
 
 

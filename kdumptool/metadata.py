@@ -77,7 +77,7 @@ def output_metadata(reader: DumpReader, *, dump_level: int = 0) -> OutputMeta:
     phys_base = info.phys_base or 0
     if vmci is not None and vmci.has("NUMBER(phys_base)"):
         phys_base = vmci.number("phys_base") & ((1 << 64) - 1)
-    timestamp = info.timestamp or (0, 0)
+    timestamp = (info.timestamp or (0, 0))[0], 0  # tv_usec != 0 confuses libkdumpfile (32-bit trial)
     if vmci is not None and vmci.crash_time is not None and timestamp == (0, 0):
         timestamp = (vmci.crash_time, 0)
     level = dump_level | (info.dump_level or 0)

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus import corpus_path, need_corpus_file
 from ours import kdumptool
 
+from corpus import corpus_path, need_corpus_file
 from kdumptool.errors import (
     CorruptDumpError,
     CorruptPageError,

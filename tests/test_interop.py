@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import need_corpus_file
 from ours import kdumptool, our_digests
 from peers import (
     drgn_open_ok,
@@ -22,6 +21,7 @@ from peers import (
     run_makedumpfile,
 )
 
+from corpus import need_corpus_file
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.transport.source import FileSource
 

@@ -60,7 +60,7 @@ def read_all(image: bytes) -> tuple[dict[int, bytes], set[int]]:
         for batch in r.iter_batches():
             for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
                 got[pfn] = row.tobytes()
-            ram.update((batch.start + i for i in range(batch.count) if batch.ram[i]))
+            ram.update(batch.start + i for i in range(batch.count) if batch.ram[i])
     return got, ram
 
 

@@ -8,10 +8,10 @@ split), and QEMU 7.2 dumps of a real Debian 6.1 kernel.
 from __future__ import annotations
 
 import pytest
-from corpus import dump_entry, need_corpus_file
 from ours import our_digests
 from peers import drgn_page_digests, lkdf_page_digests, require_tool
 
+from corpus import dump_entry, need_corpus_file
 from kdumptool.open import open_dumps
 
 KDUMP = "x86_64-kdump-320m"

@@ -23,7 +23,6 @@ import numpy as np
 
 from kdumptool.dump import DumpReader
 from kdumptool.formats.elf import (
-    build_notes,
     DUMP_ELF_INCOMPLETE,
     ELFCLASS32,
     ELFCLASS64,
@@ -36,6 +35,7 @@ from kdumptool.formats.elf import (
     PT_LOAD,
     PT_NOTE,
     ElfReader,
+    build_notes,
     elf_structs,
 )
 from kdumptool.formats.kdump_writer import notes_for_output

@@ -470,7 +470,7 @@ class KdumpReader(DumpReader):
         data = np.empty((int(ok.sum()), ps), dtype=np.uint8)
         row = 0
         cache: dict[tuple[int, int], bytes] = {}
-        for j, (off, size, fl) in enumerate(zip(offs.tolist(), sizes.tolist(), flags.tolist())):
+        for j, (off, size, fl) in enumerate(zip(offs.tolist(), sizes.tolist(), flags.tolist(), strict=True)):
             if not ok[j]:
                 continue
             pfn = start + int(idx[j])

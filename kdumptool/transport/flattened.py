@@ -156,7 +156,7 @@ class FlattenedSource:
         # Fast path: records already sorted and disjoint (the usual case after sorting).
         order = sorted(range(len(records)), key=lambda i: records[i][0])
         disjoint = all(
-            records[a][0] + records[a][1] <= records[b][0] for a, b in zip(order, order[1:])
+            records[a][0] + records[a][1] <= records[b][0] for a, b in zip(order, order[1:], strict=False)
         )
         if disjoint:
             pieces = [(records[i][0], records[i][0] + records[i][1], records[i][2]) for i in order]

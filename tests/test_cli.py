@@ -1,0 +1,119 @@
+"""The command line on the bundled real dump: info, vmcoreinfo, convert; output safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ours import REPO, kdumptool, our_digests
+
+from corpus import need_corpus_file
+
+BUNDLED = REPO / "corpus" / "x86_64-kdump-320m-c-d31.kdump"
+FACTS = json.loads((REPO / "corpus" / "manifest.json").read_text())
+
+
+def test_info_json_matches_the_bundled_manifest() -> None:
+    proc = kdumptool("info", "--json", BUNDLED)
+    assert proc.returncode == 0, proc.stderr.decode()
+    s = json.loads(proc.stdout)
+    assert s["format"] == "kdump" and s["header_version"] == FACTS["header"]["header_version"]
+    assert s["kernel"]["release"] == FACTS["kernel_release"]
+    assert s["kernel"]["version"] == FACTS["kernel_version"]
+    assert s["arch"] == FACTS["arch"] and s["page_size"] == FACTS["page_size"]
+    assert s["pfn_range"] == [0, FACTS["max_mapnr"]]
+    assert s["pages"]["present"] == FACTS["dumpable_pages_in_bitmap"]
+    assert s["pages"]["lost"] == 0
+    assert s["codecs"] == [FACTS["compression"]]
+    assert s["dump_level"] == FACTS["dump_level"] and s["cpus"] == FACTS["nr_cpus"]
+    assert s["notes"] == {"CORE/NT_PRSTATUS": 2, "VMCOREINFO/VMCOREINFO": 1}
+
+
+def test_info_text_names_the_kernel() -> None:
+    proc = kdumptool("info", BUNDLED)
+    assert proc.returncode == 0
+    text = proc.stdout.decode()
+    assert f"kernel:        {FACTS['kernel_release']}" in text
+    assert "pages:         57208 RAM, 21097 in file" in text
+
+
+def test_vmcoreinfo_prints_the_note() -> None:
+    proc = kdumptool("vmcoreinfo", BUNDLED)
+    assert proc.returncode == 0
+    assert proc.stdout == (REPO / "corpus" / "x86_64-kdump-320m-vmcoreinfo.txt").read_bytes()
+
+
+def test_convert_needs_force_and_refuses_the_input(tmp_path: Path) -> None:
+    out = tmp_path / "o.elf"
+    assert kdumptool("convert", "-q", "-E", BUNDLED, out).returncode == 0
+    first = out.stat().st_mtime_ns
+    proc = kdumptool("convert", "-E", BUNDLED, out)
+    assert proc.returncode == 1 and b"--force" in proc.stderr
+    assert out.stat().st_mtime_ns == first
+    assert kdumptool("convert", "-q", "-E", "--force", BUNDLED, out).returncode == 0
+    link = tmp_path / "same.kdump"
+    os.link(out, link)  # another name for the same inode
+    proc = kdumptool("convert", "--force", out, link)
+    assert proc.returncode == 1 and b"same file" in proc.stderr
+    assert our_digests(out) == our_digests(BUNDLED)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-c", "-l"], b"at most one"),
+    (["-E", "-c"], b"not compressed"),
+    (["-d", "32"], b"out of range"),
+    (["-d", "11,31"], b"not supported yet"),
+    (["-d", "31"], None),  # already filtered at 31: nothing more to exclude
+])
+def test_convert_options(tmp_path: Path, args: list[str], message: bytes | None) -> None:
+    proc = kdumptool("convert", "-q", *args, BUNDLED, tmp_path / "o")
+    if message is None:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_levels_that_need_page_classes_are_refused(tmp_path: Path) -> None:
+    src = need_corpus_file("x86_64-kdump-320m/derived/c-d1.kdump")
+    proc = kdumptool("convert", "-d", "16", src, tmp_path / "o")
+    assert proc.returncode == 2 and b"mem_map classification" in proc.stderr
+
+
+def test_plain_image_on_stdin(tmp_path: Path) -> None:
+    out = tmp_path / "o.kdump"
+    proc = kdumptool("convert", "-q", "-l", "-", out, stdin=BUNDLED.read_bytes())
+    assert proc.returncode == 0, proc.stderr
+    assert our_digests(out) == our_digests(BUNDLED)
+
+
+def test_not_a_dump_on_stdin() -> None:
+    proc = kdumptool("info", "-", stdin=b"hello, world" * 1000)
+    assert proc.returncode == 3
+    assert proc.stderr.decode().startswith("kdumptool: error: <stdin>: offset 0x0:")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signals) -> None:
+    src = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "kdumptool", "convert", "-c", "--threads", "1",
+                             str(src), str(outdir / "o.kdump")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(outdir.iterdir()):  # wait until the temporary output exists
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert list(outdir.iterdir()) == []

@@ -23,8 +23,8 @@ from kdumptool.errors import CorruptPageError, PageNotPresentError
 from kdumptool.transport.source import ByteSource
 from kdumptool.vmcoreinfo import VmcoreInfo
 
-#: Pages per window of the streaming pipeline (16 MiB of 4 KiB pages).
-WINDOW_PAGES = 4096
+#: Pages per window of the streaming pipeline (4 MiB of 4 KiB pages).
+WINDOW_PAGES = 1024
 
 
 @dataclass(frozen=True)

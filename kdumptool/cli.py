@@ -22,6 +22,7 @@ from kdumptool.errors import KdumpToolError, UsageError
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_dump, open_dumps
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
+from kdumptool.report import exclusion_report, format_report
 from kdumptool.summary import dump_summary, format_summary
 from kdumptool.transport.sink import open_output
 
@@ -66,17 +67,23 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(dump: tuple[str, ...], as_json: bool) -> None:
+@click.option("--pages", is_flag=True,
+              help="Count pages per class (zero, cache, user, free...) like makedumpfile --mem-usage.")
+def info(dump: tuple[str, ...], as_json: bool, pages: bool) -> None:
     """Describe DUMP: format, kernel, architecture, pages, notes.
 
     Give every part of a split set (makedumpfile --split) to describe the whole dump.
     """
     with open_dumps(list(dump), strict=False) as reader:
         summary = dump_summary(reader)
+        if pages:
+            summary["page_classes"] = exclusion_report(Selection(reader, MAX_DUMP_LEVEL, reclassify=True))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(format_summary(summary))
+        if pages:
+            click.echo(format_report(summary["page_classes"]))
 
 
 @main.command()
@@ -101,38 +108,57 @@ def _parse_level(text: str) -> int:
     return level
 
 
-def _codec_option(name: str, letter: str) -> Callable[[Any], Any]:
-    return click.option(letter, f"codec_{name}", is_flag=True,
-                        help=f"Compress pages with {name} (kdump-compressed output).")
+def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``convert`` and ``filter`` (makedumpfile's names where they exist)."""
+    for opt in reversed([
+        click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True,
+                       type=click.Path(dir_okay=False, allow_dash=True)),
+        click.option("-E", "elf", is_flag=True, help="Write an ELF core file (default: kdump-compressed)."),
+        click.option("-F", "flat", is_flag=True,
+                     help="Write makedumpfile's flattened format (to stdout if OUT is omitted or -)."),
+        click.option("-c", "codec_zlib", is_flag=True, help="Compress pages with zlib."),
+        click.option("-l", "codec_lzo", is_flag=True, help="Compress pages with lzo."),
+        click.option("-p", "codec_snappy", is_flag=True, help="Compress pages with snappy."),
+        click.option("-z", "codec_zstd", is_flag=True, help="Compress pages with zstd."),
+        click.option("--dry-run", is_flag=True, help="Print what would be excluded; write nothing."),
+        click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                     help="Compression threads (default: all cores)."),
+        click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists."),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
+    ]):
+        func = opt(func)
+    return func
 
 
 @main.command()
-@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-E", "elf", is_flag=True, help="Write an ELF core file (default: kdump-compressed).")
-@click.option("-F", "flat", is_flag=True, help="Write makedumpfile's flattened format (to stdout if "
-              "OUT is omitted or -).")
-@_codec_option("zlib", "-c")
-@_codec_option("lzo", "-l")
-@_codec_option("snappy", "-p")
-@_codec_option("zstd", "-z")
+@_output_options
 @click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
-              help="makedumpfile dump level (0-31); 1 = exclude zero pages.")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None,
-              help="Compression threads (default: all cores).")
-@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def convert(paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool, codec_lzo: bool,
-            codec_snappy: bool, codec_zstd: bool, level_text: str, threads: int | None,
-            force: bool, quiet: bool) -> None:
+              help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free.")
+def convert(level_text: str, **opts: Any) -> None:
     """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F).
 
     Several IN files are the parts of a split set (makedumpfile --split), reassembled.
     With -F and a single path, the output goes to standard output.
     """
-    if len(paths) == 1 and not flat:
-        raise UsageError("missing OUT (or use -F to write to standard output)")
-    srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
+    _write(_parse_level(level_text), **opts)
+
+
+@main.command(name="filter")
+@_output_options
+@click.option("--level", "-d", "level_text", required=True, metavar="LEVEL",
+              help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free.")
+def filter_cmd(level_text: str, **opts: Any) -> None:
+    """Drop the pages of the classes of LEVEL from IN, writing OUT (as convert does).
+
+    Pages are classified exactly as makedumpfile 1.7 does, from VMCOREINFO and the
+    kernel's struct page array; pages the input already lacks stay excluded.
+    """
+    _write(_parse_level(level_text), **opts)
+
+
+def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,
+           codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
+           threads: int | None, force: bool, quiet: bool) -> None:
     chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
                               ("zstd", codec_zstd)) if on]
     if len(chosen) > 1:
@@ -140,13 +166,20 @@ def convert(paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool, cod
     if elf and chosen:
         raise UsageError("ELF output (-E) is not compressed; drop -c/-l/-p/-z")
     codec = get_codec(chosen[0]) if chosen else None
-    level = _parse_level(level_text)
-    if dst == "-":
-        flat = True
+    if dry_run:
+        srcs, dst = list(paths), None
+    elif len(paths) == 1 and not flat:
+        raise UsageError("missing OUT (or use -F to write to standard output)")
+    else:
+        srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
+        flat = flat or dst == "-"
     t0 = time.monotonic()
     with open_dumps(srcs, strict=True) as reader:
-        _check_level(reader, level)
         selection = Selection(reader, level)
+        if dry_run:
+            click.echo(format_report(exclusion_report(selection)))
+            return
+        assert dst is not None
         meta = output_metadata(reader, dump_level=level)
         with open_output(dst, inputs=srcs, force=force, flattened=flat) as sink:
             if elf:
@@ -159,19 +192,34 @@ def convert(paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool, cod
                 stats = write_kdump(selection, sink, meta, codec, threads=threads)
     if not quiet and dst != "-":
         kind = "ELF" if elf else f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
-        click.echo(f"{dst}: {kind}{', flattened' if flat else ''}: {stats['pages']} pages written "
-                   f"in {time.monotonic() - t0:.1f} s", err=True)
+        click.echo(f"{dst}: {kind}{', flattened' if flat else ''}, dump level {meta.dump_level}: "
+                   f"{stats['pages']} pages written in {time.monotonic() - t0:.1f} s", err=True)
+        if selection.exclusion is not None:
+            click.echo(format_report(exclusion_report(selection, zero=stats.get("zero"))), err=True)
 
 
-def _check_level(reader: Any, level: int) -> None:
-    """Levels 2-16 need mem_map page classes, which this version cannot compute."""
-    already = reader.info.dump_level or 0
-    missing = level & ~already & ~1
-    if missing:
-        raise UsageError(
-            f"dump level {level} asks to exclude page classes {missing} (cache/user/free pages), "
-            "which needs mem_map classification; this version filters zero pages (level 1) only"
-        )
+@main.command()
+@click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("address")
+def vtop(dump: str, address: str) -> None:
+    """Translate the kernel virtual ADDRESS of DUMP, printing every level of the walk."""
+    from kdumptool.filters.exclusion import translator_for
+
+    try:
+        vaddr = int(address, 0)
+    except ValueError:
+        raise UsageError(f"address {address!r} is not a number (use 0x... for hex)") from None
+    with open_dump(dump, strict=False) as reader:
+        xlat = translator_for(reader)
+        click.echo(f"{xlat.form.name}, page tables at {xlat.walker.root:#x}")
+        if xlat.in_image(vaddr):
+            click.echo(f"{vaddr:#x} is in the kernel image: paddr = vaddr - __START_KERNEL_map "
+                       f"+ phys_base = {xlat.image_to_phys(vaddr):#x}")
+        walk = xlat.walker.walk(vaddr)
+        for step in walk.steps:
+            click.echo(f"  {step.level:4} [{step.index:3}] table {step.table:#014x} "
+                       f"entry {step.entry:#018x}")
+        click.echo(f"{vaddr:#x} -> {walk.paddr:#x} ({walk.page_size >> 10} KiB page)")
 
 
 __all__ = ["main", "CODECS"]

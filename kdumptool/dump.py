@@ -182,16 +182,28 @@ class DumpReader:
         raise PageNotPresentError(pfn, "excluded" if batch.ram[0] else "hole")
 
     def read(self, paddr: int, size: int) -> bytes:
-        """``size`` bytes of physical memory at ``paddr`` (may span pages)."""
-        out = bytearray()
+        """``size`` bytes of physical memory at ``paddr`` (may span pages).
+
+        :raises PageNotPresentError: a page of the range is not in the dump
+        :raises CorruptPageError: a page's stored data is damaged
+        """
+        if size <= 0:
+            return b""
         ps = self.page_size
-        while size > 0:
-            pfn, off = divmod(paddr, ps)
-            n = min(size, ps - off)
-            out += self.read_page(pfn)[off:off + n]
-            paddr += n
-            size -= n
-        return bytes(out)
+        first, last = paddr // ps, (paddr + size - 1) // ps
+        if first == last:
+            return self.read_page(first)[paddr % ps:paddr % ps + size]
+        out = bytearray()
+        for start in range(first, last + 1, WINDOW_PAGES):
+            count = min(WINDOW_PAGES, last + 1 - start)
+            if start + count > self.max_pfn:
+                raise PageNotPresentError(max(start, self.max_pfn), "hole")
+            batch = self.read_batch(start, count)
+            if not batch.present.all():
+                self.read_page(start + int(np.flatnonzero(~batch.present)[0]))  # raises
+            out += batch.data.tobytes()
+        skip = paddr % ps
+        return bytes(out[skip:skip + size])
 
     def close(self) -> None:
         self.source.close()

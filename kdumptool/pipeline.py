@@ -11,21 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from kdumptool.codecs import Codec
 from kdumptool.dump import WINDOW_PAGES, DumpReader, PageBatch
+from kdumptool.filters.levels import DL_EXCLUDE_ZERO, MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 
-#: makedumpfile dump-level bits (makedumpfile.h ``DL_EXCLUDE_*``)
-DL_EXCLUDE_ZERO = 0x01
-DL_EXCLUDE_CACHE = 0x02
-DL_EXCLUDE_CACHE_PRI = 0x04
-DL_EXCLUDE_USER_DATA = 0x08
-DL_EXCLUDE_FREE = 0x10
-MAX_DUMP_LEVEL = 31
-
+__all__ = ["MAX_DUMP_LEVEL", "CompressPool", "Selection", "zero_rows"]
 
 def zero_rows(data: np.ndarray) -> np.ndarray:
     """Bool per row of ``data`` (pages): True where the page is all zero bytes."""
@@ -35,22 +28,31 @@ def zero_rows(data: np.ndarray) -> np.ndarray:
     return ~words.any(axis=1)
 
 
-@dataclass
 class Selection:
     """Which pages of a dump go to the output.
 
-    ``keep`` (metadata only) is the source's present pages; pages of classes that
-    need ``struct page`` data (levels 2-16) are chosen by the filtering code and
-    are not applied here yet. Zero pages (level 1) need the page contents: each
-    writer applies them as its format requires (kdump: one shared zero page;
-    ELF: excluded).
+    ``keep`` (metadata only) is the source's present pages minus those the dump level's
+    mem_map classes exclude (levels 2, 4, 8, 16 and the always-excluded hwpoison and
+    offline pages: :class:`~kdumptool.filters.exclusion.PageClassExclusion`). Classes the
+    source already excluded (its own dump level) stay excluded without a new sweep.
+    Zero pages (level 1) need the page contents: each writer applies them as its format
+    requires (kdump: one shared zero page; ELF: excluded).
 
     :param reader: the source
     :param dump_level: makedumpfile dump level 0..31
+    :param reclassify: classify pages even if the source's own level says its classes
+        are already gone (to count them, as ``info --pages`` does)
     """
 
-    reader: DumpReader
-    dump_level: int = 0
+    def __init__(self, reader: DumpReader, dump_level: int = 0, *, reclassify: bool = False) -> None:
+        self.reader = reader
+        self.dump_level = dump_level
+        self.exclusion = None
+        already = 0 if reclassify else (reader.info.dump_level or 0)
+        if dump_level & MEM_MAP_LEVELS & ~already:
+            from kdumptool.filters.exclusion import PageClassExclusion
+
+            self.exclusion = PageClassExclusion(reader, dump_level)
 
     @property
     def exclude_zero(self) -> bool:
@@ -58,13 +60,16 @@ class Selection:
 
     def masks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ram, keep)`` for a window, from metadata only."""
-        return self.reader.bitmaps(start, count)
+        ram, present = self.reader.bitmaps(start, count)
+        if self.exclusion is not None:
+            present = present & ~self.exclusion.excluded(start, count)
+        return ram, present
 
     def windows(self) -> Iterator[tuple[int, int]]:
         return self.reader.windows(WINDOW_PAGES)
 
     def batches(self) -> Iterator[PageBatch]:
-        """Every window with its data."""
+        """Every window with its data (all present pages; callers apply ``masks``)."""
         for start, count in self.windows():
             yield self.reader.read_batch(start, count)
 

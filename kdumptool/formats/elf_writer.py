@@ -94,11 +94,12 @@ def source_regions(reader: DumpReader) -> list[Region]:
 def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``(keep, have)``: pages to keep (present, and not zero when level bit 1 is set), and
     pages the source has data for."""
+    have = selection.reader.bitmaps(start, count)[1]
+    keep = selection.masks(start, count)[1]
     if not selection.exclude_zero:
-        have = selection.masks(start, count)[1]
-        return have, have
+        return keep, have
     batch = selection.reader.read_batch(start, count)
-    keep = batch.present.copy()
+    keep = keep & batch.present
     keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
     return keep, batch.present
 

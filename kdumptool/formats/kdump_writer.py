@@ -95,7 +95,8 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     data_pos = desc_off + ndesc * PAGE_DESC_SIZE
     zero_desc = np.zeros(1, dtype=dtype)
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0}
-    if ndesc:
+    share_zero = bool(meta.dump_level & 1)  # as makedumpfile: one stored zero page at level 1
+    if ndesc and share_zero:
         zero_desc["offset"], zero_desc["size"] = data_pos, bs
         sink.pwrite(data_pos, bytes(bs))
         data_pos += bs
@@ -111,7 +112,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
             have = batch.present[idx]
             rows = np.cumsum(batch.present)[idx[have]] - 1
             pages = batch.data[rows]
-            zero = zero_rows(pages)
+            zero = zero_rows(pages) if share_zero else np.zeros(len(pages), dtype=bool)
             slots = np.flatnonzero(have)
             descs[slots[zero]] = zero_desc
             stats["zero"] += int(zero.sum())

@@ -1,0 +1,114 @@
+"""The pages a dump level excludes, for a whole dump, computed in one sweep over mem_map.
+
+The sweep reads every ``struct page`` array (found by :mod:`kdumptool.filters.mem_map`,
+through the page tables of :mod:`kdumptool.vtop`), classifies it
+(:mod:`kdumptool.filters.page_classes`) and keeps one bit per page: 1/32768 of the
+dump's size (32 MiB for 1 TiB of RAM), the only state that grows with the dump. Counts
+per class are of the pages the source holds, as makedumpfile's report counts them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from kdumptool.dump import DumpReader
+from kdumptool.errors import KdumpToolError, PageNotPresentError
+from kdumptool.filters.mem_map import MemMapError, find_mem_map
+from kdumptool.filters.page_classes import CLASS_NAMES, KEEP, PageClassifier
+from kdumptool.vtop.x86_64 import X86_64Translator
+
+
+def translator_for(reader: DumpReader) -> X86_64Translator:
+    """The kernel address translator for the dump's architecture.
+
+    :raises KdumpToolError: no VMCOREINFO, or an architecture not supported yet
+    """
+    info = reader.info
+    if info.vmcoreinfo is None:
+        raise KdumpToolError(f"{info.path}: the dump has no VMCOREINFO, which page filtering needs")
+    if info.machine != "x86_64":
+        raise KdumpToolError(f"{info.path}: page filtering supports x86_64 dumps only so far "
+                             f"(this one is {info.machine or 'of unknown architecture'})")
+    return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base)
+
+
+class PageClassExclusion:
+    """Which pages of ``reader`` the mem_map classes of ``level`` exclude.
+
+    :param reader: the source dump (needs VMCOREINFO)
+    :param level: dump level; only bits 2, 4, 8, 16 are used here
+    :raises KdumpToolError: VMCOREINFO or the page tables do not allow it
+    """
+
+    CHUNK = 1 << 15  # struct pages read per step (2 MiB of 64-byte struct page)
+
+    def __init__(self, reader: DumpReader, level: int) -> None:
+        self.reader = reader
+        vmci = reader.info.vmcoreinfo
+        xlat = translator_for(reader)
+        self.classifier = PageClassifier(vmci, level)  # type: ignore[arg-type]
+        self.translator = xlat
+
+        def read_virt(vaddr: int, size: int) -> bytes:
+            return b"".join(reader.read(p, n) for p, n in xlat.ranges(vaddr, size))
+
+        self.read_virt = read_virt
+        self.ranges = find_mem_map(vmci, reader.max_pfn, read_virt,  # type: ignore[arg-type]
+                                   xlat.is_kernel_address)
+        nbytes = -(-reader.max_pfn // 8)
+        self._bits = np.zeros(nbytes, dtype=np.uint8)  # 1 = excluded (LSB-first like the dump)
+        self.counts: Counter[str] = Counter()
+        self.unreadable = 0  # struct pages that could not be read: those pages are kept
+        self._sweep()
+
+    def _sweep(self) -> None:
+        size_page = self.classifier.layout.size
+        spill_end, spill_cls = 0, KEEP
+        for rng in self.ranges:
+            for start in range(rng.pfn_start, rng.pfn_end, self.CHUNK):
+                count = min(self.CHUNK, rng.pfn_end - start)
+                ram, present = self.reader.bitmaps(start, count)
+                cls = np.full(count, KEEP, dtype=np.uint8)
+                lo = 0
+                if spill_end > start:  # a range excluded in the previous chunk continues here
+                    lo = min(spill_end - start, count)
+                    cls[:lo] = spill_cls
+                if lo < count:
+                    vaddr = rng.mem_map + (start + lo - rng.pfn_start) * size_page
+                    try:
+                        raw = np.frombuffer(self.read_virt(vaddr, (count - lo) * size_page),
+                                            dtype=np.uint8).reshape(count - lo, size_page)
+                    except (PageNotPresentError, KdumpToolError):
+                        self.unreadable += count - lo
+                        spill_end, spill_cls = start, KEEP
+                    else:
+                        part, spill_end, spill_cls = self.classifier.classify(raw, start + lo, ram[lo:])
+                        cls[lo:] = part
+                self._store(start, cls != KEEP)
+                for code, name in CLASS_NAMES.items():
+                    self.counts[name] += int(((cls == code) & present).sum())
+
+    def _store(self, start: int, excluded: np.ndarray) -> None:
+        # chunks start on multiples of 8 PFNs (sections are), so bytes never straddle
+        packed = np.packbits(excluded, bitorder="little")
+        self._bits[start // 8:start // 8 + len(packed)] |= packed
+
+    def excluded(self, start: int, count: int) -> np.ndarray:
+        """Bool per PFN of the window: True where the level excludes the page."""
+        end = min(start + count, self.reader.max_pfn)
+        out = np.zeros(count, dtype=bool)
+        if start >= end:
+            return out
+        b0, b1 = start // 8, -(-end // 8)
+        bits = np.unpackbits(self._bits[b0:b1], bitorder="little").astype(bool)
+        out[:end - start] = bits[start - b0 * 8:end - b0 * 8]
+        return out
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.classifier.warnings
+
+
+__all__ = ["PageClassExclusion", "MemMapError", "translator_for"]

@@ -1,0 +1,256 @@
+"""Decide, from ``struct page``, which pages dump levels 2, 4, 8 and 16 exclude.
+
+The rules are makedumpfile 1.7's (``makedumpfile.c`` ``__exclude_unnecessary_pages``,
+``page_is_buddy_v2/v3``, ``is_cache_page``, ``isHugetlb``, ``isOffline``;
+``makedumpfile.h`` ``isLRU``, ``isPrivate``, ``isCompoundHead``, ``isAnon``, ``isHWPOISON``),
+applied in the same order to each page that lies in RAM:
+
+1. a compound *tail* page (``compound_head & 1``) is skipped: its head decides for it;
+2. level 16 — free: ``page_is_buddy``: ``PG_buddy`` in flags (2.6.17–2.6.37, when
+   ``NUMBER(PG_buddy)`` exists), else not ``PG_slab`` and ``_mapcount ==
+   NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)`` (2.6.38+); ``1 << private`` pages from there are
+   excluded (an order not below ``LENGTH(zone.free_area)`` is reported and the page kept);
+3. level 2 — cache without private data: ``is_cache_page`` (``PG_lru``, or ``PG_swapcache``
+   with ``PG_swapbacked`` — or without it before 4.10) and not ``PG_private`` and not anon;
+4. level 4 — cache, private or not: ``is_cache_page`` and not anon;
+5. level 8 — user data: anon (``mapping & PAGE_MAPPING_ANON``) or a hugetlb head
+   (``compound_dtor == NUMBER(HUGETLB_PAGE_DTOR)``, or ``== SYMBOL(free_huge_page)`` before 4.4);
+6. always: ``PG_hwpoison``; logically offline pages (not ``PG_slab`` and ``_mapcount ==
+   NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)``, 5.0+).
+
+For levels 2–8 a compound head excludes ``1 << compound_order`` pages (the order is
+the next ``struct page``'s ``compound_order``, a byte since 4.16, ignored when not aligned).
+Pages inside an excluded range are not examined. Each rule is used only when the
+VMCOREINFO keys it needs are present, as makedumpfile does.
+
+Kernel generations newer than makedumpfile 1.7.2's rules (6.3+ folio fields, 6.9+ page
+types for hugetlb, 6.10+ slab page type, 6.16+ unaccepted memory) are not handled yet; on
+such kernels :func:`check_supported` says so instead of filtering wrongly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumptool.errors import KdumpToolError
+from kdumptool.filters.levels import (
+    DL_EXCLUDE_CACHE,
+    DL_EXCLUDE_CACHE_PRI,
+    DL_EXCLUDE_FREE,
+    DL_EXCLUDE_USER_DATA,
+)
+from kdumptool.vmcoreinfo import VmcoreInfo
+
+PAGE_MAPPING_ANON = 1
+# class codes in the result array
+KEEP, CACHE, CACHE_PRIVATE, USER, FREE, HWPOISON, OFFLINE = range(7)
+CLASS_NAMES = {CACHE: "cache", CACHE_PRIVATE: "cache_private", USER: "user", FREE: "free",
+               HWPOISON: "hwpoison", OFFLINE: "offline"}
+
+
+class PageClassError(KdumpToolError):
+    """The dump's kernel cannot be classified with the rules kdumptool has."""
+
+
+def _test_bit(flags: np.ndarray, nr: int) -> np.ndarray:
+    """makedumpfile's ``test_bit``: an ``int`` mask ``1 << (nr & 31)`` (sign-extended)."""
+    mask = np.uint64((1 << (nr & 31)) if (nr & 31) != 31 else 0xFFFFFFFF80000000)
+    return (flags & mask) != 0
+
+
+def _bit(flags: np.ndarray, nr: int) -> np.ndarray:
+    return (flags & np.uint64(1 << nr)) != 0
+
+
+@dataclass
+class PageLayout:
+    """Where the fields makedumpfile reads lie in ``struct page`` (from VMCOREINFO)."""
+
+    size: int
+    flags: int
+    mapping: int
+    mapcount: int | None
+    private: int | None
+    compound_head: int | None
+    compound_order: int | None
+    compound_dtor: int | None
+
+    @classmethod
+    def from_vmcoreinfo(cls, v: VmcoreInfo) -> PageLayout:
+        def off(name: str) -> int | None:
+            return v.offset(f"page.{name}") if v.has(f"OFFSET(page.{name})") else None
+
+        return cls(v.size("page"), v.offset("page.flags"), v.offset("page.mapping"),
+                   off("_mapcount"), off("private"), off("compound_head"),
+                   off("compound_order"), off("compound_dtor"))
+
+    def field(self, raw: np.ndarray, offset: int, dtype: str) -> np.ndarray:
+        """One field of every ``struct page`` in ``raw`` (uint8[n, size])."""
+        width = np.dtype(dtype).itemsize
+        return np.ascontiguousarray(raw[:, offset:offset + width]).view(dtype).ravel()
+
+
+def check_supported(v: VmcoreInfo) -> None:
+    """Refuse kernels whose page-type scheme needs rules newer than makedumpfile 1.7.2's.
+
+    Linux 6.9 moved hugetlb detection to a page type and 6.10 did the same for slab
+    (VMCOREINFO ``NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)``, ``NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)``);
+    6.3+ hugetlb lives in ``folio`` fields (``OFFSET(folio._folio_dtor)``).
+
+    :raises PageClassError: naming the key that shows the newer scheme
+    """
+    for key in ("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", "NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)",
+                "NUMBER(PAGE_UNACCEPTED_MAPCOUNT_VALUE)", "OFFSET(folio._folio_dtor)",
+                "NUMBER(PG_hugetlb)"):
+        if v.has(key):
+            raise PageClassError(
+                f"this kernel's VMCOREINFO has {key}: its page classes need rules kdumptool "
+                "does not have yet (kernels 6.3+); use makedumpfile 1.7.9+ for levels 2-16")
+
+
+class PageClassifier:
+    """makedumpfile's page classes for ranges of ``struct page``.
+
+    :param vmcoreinfo: the dump's VMCOREINFO
+    :param level: the dump level (only bits 2, 4, 8 and 16 matter here)
+    """
+
+    def __init__(self, vmcoreinfo: VmcoreInfo, level: int) -> None:
+        v = vmcoreinfo
+        check_supported(v)
+        self.level = level
+        self.layout = PageLayout.from_vmcoreinfo(v)
+
+        def num(name: str) -> int | None:
+            return v.number(name) if v.has(f"NUMBER({name})") else None
+
+        self.pg_lru, self.pg_private = num("PG_lru"), num("PG_private")
+        self.pg_swapcache, self.pg_swapbacked = num("PG_swapcache"), num("PG_swapbacked")
+        self.pg_slab, self.pg_buddy, self.pg_hwpoison = num("PG_slab"), num("PG_buddy"), num("PG_hwpoison")
+        self.head_mask = num("PG_head_mask")
+        self.buddy_value = num("PAGE_BUDDY_MAPCOUNT_VALUE")
+        self.offline_value = num("PAGE_OFFLINE_MAPCOUNT_VALUE")
+        self.hugetlb_dtor = num("HUGETLB_PAGE_DTOR")
+        self.free_huge_page = v.symbol("free_huge_page") if v.has("SYMBOL(free_huge_page)") else None
+        self.max_order = v.length("zone.free_area") if v.has("LENGTH(zone.free_area)") else None
+        lay = self.layout
+        # page_is_buddy handler (makedumpfile setup_page_is_buddy)
+        self.buddy = None
+        if lay.private is not None:
+            if self.pg_buddy is not None:
+                self.buddy = "v2"
+            elif self.buddy_value is not None and lay.mapcount is not None:
+                self.buddy = "v3"
+        if level & DL_EXCLUDE_FREE and self.buddy is None:
+            raise PageClassError("free pages cannot be found: VMCOREINFO has neither "
+                                 "NUMBER(PG_buddy) nor NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE) with "
+                                 "OFFSET(page.private)/_mapcount (the free-list walk is not implemented)")
+        self.warnings: list[str] = []
+
+    def classify(self, raw: np.ndarray, pfn_start: int,
+                 in_ram: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Class of each page of ``raw`` (``uint8[n, SIZE(page)]`` for PFNs from ``pfn_start``).
+
+        :param in_ram: pages makedumpfile would look at (``is_in_segs``)
+        :return: ``(classes, spill_end, spill_class)``: uint8 class per page (KEEP = not
+            excluded), and the PFN up to which the last excluded range runs past the end of
+            ``raw`` (``pfn_start`` if none) with its class
+        """
+        lay = self.layout
+        n = raw.shape[0]
+        flags = lay.field(raw, lay.flags, "<u8")
+        mapping = lay.field(raw, lay.mapping, "<u8")
+        mapcount = lay.field(raw, lay.mapcount, "<i4") if lay.mapcount is not None else np.zeros(n, np.int32)
+        private = lay.field(raw, lay.private, "<u8") if lay.private is not None else np.zeros(n, np.uint64)
+        chead = (lay.field(raw, lay.compound_head, "<u8") if lay.compound_head is not None
+                 else np.zeros(n, np.uint64))
+        pfns = pfn_start + np.arange(n, dtype=np.int64)
+
+        # compound order and destructor, read from the page after each head (4.16+: bytes)
+        head = (flags & np.uint64(self.head_mask)) != 0 if self.head_mask else np.zeros(n, bool)
+        head[-1:] = False  # makedumpfile cannot look past its cache: the order stays 0
+        order = np.zeros(n, dtype=np.int64)
+        dtor = np.zeros(n, dtype=np.int64)
+        nxt = np.flatnonzero(head) + 1
+        if lay.compound_order is not None and nxt.size:
+            order[nxt - 1] = raw[nxt, lay.compound_order]
+        if lay.compound_dtor is not None and nxt.size:
+            dtor[nxt - 1] = raw[nxt, lay.compound_dtor]
+        bad = (order >= 64) | ((pfns & ((np.int64(1) << np.minimum(order, 62)) - 1)) != 0)
+        order[bad] = 0
+
+        slab = _bit(flags, self.pg_slab) if self.pg_slab is not None else np.zeros(n, bool)
+        anon = (mapping & np.uint64(PAGE_MAPPING_ANON)) != 0
+        cache = _test_bit(flags, self.pg_lru) if self.pg_lru is not None else np.zeros(n, bool)
+        if self.pg_swapcache is not None:
+            swapcache = _test_bit(flags, self.pg_swapcache)
+            if self.pg_swapbacked is not None:
+                swapcache &= _test_bit(flags, self.pg_swapbacked)
+            cache |= swapcache
+        private_flag = _test_bit(flags, self.pg_private) if self.pg_private is not None else np.zeros(n, bool)
+        if self.buddy == "v2":
+            buddy = _bit(flags, self.pg_buddy)  # type: ignore[arg-type]
+        elif self.buddy == "v3":
+            buddy = ~slab & (mapcount == np.int32(self.buddy_value))
+        else:
+            buddy = np.zeros(n, bool)
+        hugetlb = np.zeros(n, bool)
+        if self.hugetlb_dtor is not None:
+            hugetlb |= dtor == self.hugetlb_dtor
+        if self.free_huge_page is not None:
+            hugetlb |= dtor == self.free_huge_page
+        hwpoison = (_test_bit(flags, self.pg_hwpoison) if self.pg_hwpoison is not None
+                    else np.zeros(n, bool))
+        offline = (~slab & (mapcount == np.int32(self.offline_value)) if self.offline_value is not None
+                   else np.zeros(n, bool))
+
+        lvl = self.level
+        cls = np.full(n, KEEP, dtype=np.uint8)
+        undecided = in_ram & ((chead & np.uint64(1)) == 0)
+
+        def take(mask: np.ndarray, code: int) -> None:
+            nonlocal undecided
+            hit = undecided & mask
+            cls[hit] = code
+            undecided = undecided & ~hit
+
+        nr = np.ones(n, dtype=np.int64)
+        if lvl & DL_EXCLUDE_FREE:
+            free = undecided & buddy
+            if self.max_order is not None:
+                invalid = free & (private >= np.uint64(self.max_order))
+                for i in np.flatnonzero(invalid)[:5]:
+                    self.warnings.append(f"invalid free page order: pfn {int(pfns[i]):#x}, "
+                                         f"order {int(private[i])}")
+                undecided &= ~invalid  # makedumpfile reports it and keeps the page
+                free &= ~invalid
+            take(free, FREE)
+            nr[free] = np.left_shift(1, np.minimum(private[free], 62).astype(np.int64))
+        if lvl & DL_EXCLUDE_CACHE:
+            take(cache & ~private_flag & ~anon, CACHE)
+        if lvl & DL_EXCLUDE_CACHE_PRI:
+            pri = undecided & cache & ~anon
+            take(pri & private_flag, CACHE_PRIVATE)
+            take(pri, CACHE)
+        if lvl & DL_EXCLUDE_USER_DATA:
+            take(anon | hugetlb, USER)
+        take(hwpoison, HWPOISON)
+        take(offline, OFFLINE)
+        compound = (cls != KEEP) & (cls != FREE)
+        nr[compound] = np.left_shift(1, order[compound])
+
+        # a page that excludes a range decides for the pages inside it
+        spill, spill_cls = pfn_start, KEEP
+        multi = np.flatnonzero((cls != KEEP) & (nr > 1))
+        covered_to = -1
+        for i in multi.tolist():
+            if i < covered_to:
+                continue
+            end = i + int(nr[i])
+            cls[i + 1:min(end, n)] = cls[i]
+            covered_to = end
+            if end > n:
+                spill, spill_cls = pfn_start + end, int(cls[i])
+        return cls, spill, spill_cls

@@ -1,0 +1,146 @@
+"""One generic page-table walker; paging forms are data.
+
+A :class:`PagingForm` lists the levels from the top (name, index shift, index bits)
+and the entry size; an architecture supplies a :class:`PteDecoder` that says
+whether an entry is present, whether it maps a large page at that level, and the
+physical address it holds. The walker does the index arithmetic, caches page-table
+pages, and reports every step, so ``kdumptool vtop`` can print the walk and a
+failed translation names the level, the index and the entry.
+
+Models: volatility3 ``layers/intel.py``, libkdumpfile
+``include/libkdumpfile/addrxlat.h.in`` (paging forms as data).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kdumptool.errors import KdumpToolError
+
+
+class TranslationError(KdumpToolError):
+    """A virtual address does not translate; names the level, index and entry."""
+
+    def __init__(self, vaddr: int, level: str, index: int, entry: int, table: int, why: str) -> None:
+        super().__init__(f"cannot translate {vaddr:#x}: {level}[{index}] = {entry:#x} "
+                         f"(table at {table:#x}) {why}")
+        self.vaddr, self.level, self.index, self.entry, self.table = vaddr, level, index, entry, table
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    shift: int  # lowest virtual-address bit of this level's index
+    bits: int  # index width
+
+
+@dataclass(frozen=True)
+class PagingForm:
+    """Levels from the top; ``page_shift`` is the base page size."""
+
+    name: str
+    levels: tuple[Level, ...]
+    page_shift: int = 12
+    entry_size: int = 8
+
+
+@dataclass(frozen=True)
+class PteDecoder:
+    """Architecture rules for one entry at a given level index (0 = top)."""
+
+    present: Callable[[int, int], bool]
+    leaf: Callable[[int, int], bool]  # maps a (large) page here, not a next table
+    address: Callable[[int, int], int]  # physical address of the next table or the page frame
+
+
+@dataclass
+class Step:
+    level: str
+    index: int
+    table: int  # physical address of the table
+    entry: int
+
+
+@dataclass
+class Walk:
+    """The result of one translation."""
+
+    vaddr: int
+    paddr: int
+    page_size: int  # size of the mapping that covers vaddr
+    steps: list[Step] = field(default_factory=list)
+
+
+class Walker:
+    """Translate virtual addresses with ``read_phys(paddr, size) -> bytes`` and a top table.
+
+    :param form: the paging form
+    :param decoder: the architecture's entry rules
+    :param root: physical address of the top-level table
+    :param read_phys: reads physical memory (raises on missing pages)
+    :param cache_tables: page-table pages kept in memory
+    """
+
+    def __init__(self, form: PagingForm, decoder: PteDecoder, root: int,
+                 read_phys: Callable[[int, int], bytes], *, cache_tables: int = 256) -> None:
+        self.form, self.decoder, self.root, self.read_phys = form, decoder, root, read_phys
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = cache_tables
+
+    def _table(self, paddr: int, entries: int) -> np.ndarray:
+        table = self._cache.get(paddr)
+        if table is None:
+            raw = self.read_phys(paddr, entries * self.form.entry_size)
+            table = np.frombuffer(raw, dtype="<u8" if self.form.entry_size == 8 else "<u4")
+            self._cache[paddr] = table
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(paddr)
+        return table
+
+    def walk(self, vaddr: int) -> Walk:
+        """Translate ``vaddr``, recording every level.
+
+        :raises TranslationError: an entry is not present (or a table cannot be read)
+        """
+        table = self.root
+        steps: list[Step] = []
+        for depth, lvl in enumerate(self.form.levels):
+            index = (vaddr >> lvl.shift) & ((1 << lvl.bits) - 1)
+            try:
+                entry = int(self._table(table, 1 << lvl.bits)[index])
+            except KdumpToolError as exc:
+                raise TranslationError(vaddr, lvl.name, index, 0, table,
+                                       f"cannot be read: {exc}") from None
+            steps.append(Step(lvl.name, index, table, entry))
+            if not self.decoder.present(entry, depth):
+                raise TranslationError(vaddr, lvl.name, index, entry, table, "is not present")
+            last = depth == len(self.form.levels) - 1
+            if last or self.decoder.leaf(entry, depth):
+                size = 1 << lvl.shift
+                base = self.decoder.address(entry, depth) & ~(size - 1)
+                return Walk(vaddr, base | (vaddr & (size - 1)), size, steps)
+            table = self.decoder.address(entry, depth)
+        raise AssertionError("unreachable")
+
+    def translate(self, vaddr: int) -> int:
+        return self.walk(vaddr).paddr
+
+    def ranges(self, vaddr: int, size: int) -> list[tuple[int, int]]:
+        """Physical ``(paddr, length)`` pieces of the virtual range, merged where contiguous."""
+        out: list[tuple[int, int]] = []
+        end = vaddr + size
+        while vaddr < end:
+            w = self.walk(vaddr)
+            n = min(end - vaddr, w.page_size - (vaddr & (w.page_size - 1)))
+            if out and out[-1][0] + out[-1][1] == w.paddr:
+                out[-1] = (out[-1][0], out[-1][1] + n)
+            else:
+                out.append((w.paddr, n))
+            vaddr += n
+        return out

@@ -1,0 +1,149 @@
+"""Dump levels 2/4/8/16/31: the pages we keep are exactly the pages makedumpfile 1.7.2 keeps.
+
+The judge is makedumpfile itself: the corpus holds its -d 2/4/8/16/31 outputs of the real
+/proc/vmcore, and other combinations are made here by running it on the same input.
+Per-class counts are compared with the figures makedumpfile printed when it made them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ours import kdumptool, our_digests
+from peers import drgn_page_digests, lkdf_page_digests, require_tool, run_makedumpfile
+
+from corpus import dump_entry, need_corpus_file
+from kdumptool.filters.exclusion import PageClassExclusion
+from kdumptool.formats.kdump import KdumpReader
+from kdumptool.open import open_dumps
+from kdumptool.pipeline import Selection
+from kdumptool.report import exclusion_report
+from kdumptool.transport.source import FileSource
+
+KDUMP = "x86_64-kdump-320m"
+QEMU = "x86_64-qemu-256m"
+
+
+def bitmap2(path: Path) -> np.ndarray:
+    with KdumpReader(FileSource(str(path))) as r:
+        return np.concatenate([r.bitmaps(s, c)[1] for s, c in r.windows()])
+
+
+def kept_by_selection(src: Path, level: int) -> np.ndarray:
+    with open_dumps([str(src)]) as reader:
+        sel = Selection(reader, level)
+        return np.concatenate([sel.masks(s, c)[1] for s, c in sel.windows()])
+
+
+@pytest.fixture(scope="module")
+def vmcore() -> Path:
+    return need_corpus_file(f"{KDUMP}/vmcore.elf")
+
+
+@pytest.mark.parametrize("source", ["vmcore.elf", "derived/c-d0.kdump"])
+@pytest.mark.parametrize("level", [2, 4, 8, 16, 31])
+def test_kept_pfns_equal_makedumpfile_corpus_outputs(source: str, level: int) -> None:
+    ours = kept_by_selection(need_corpus_file(f"{KDUMP}/{source}"), level)
+    theirs = bitmap2(need_corpus_file(f"{KDUMP}/derived/c-d{level}.kdump"))
+    assert ours.sum() == theirs.sum()
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("level", [3, 6, 11, 17, 24, 30])
+def test_kept_pfns_equal_makedumpfile_run_now(tmp_path: Path, vmcore: Path, level: int) -> None:
+    require_tool("makedumpfile")
+    theirs_path = tmp_path / "m.kdump"
+    proc = run_makedumpfile(["-l", "-d", str(level), vmcore, theirs_path])
+    assert proc.returncode == 0, proc.stderr.decode()
+    ours_path = tmp_path / "o.kdump"
+    proc = kdumptool("filter", "-q", "-l", "--level", str(level), vmcore, ours_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert np.array_equal(bitmap2(ours_path), bitmap2(theirs_path))
+    # LZO is deterministic: the whole file is the same, byte for byte
+    assert ours_path.read_bytes() == theirs_path.read_bytes()
+
+
+def test_class_counts_equal_makedumpfile_report(vmcore: Path) -> None:
+    report = dump_entry(f"{KDUMP}/derived/c-d31.kdump")["makedumpfile_report"]
+    with open_dumps([str(vmcore)]) as reader:
+        ours = exclusion_report(Selection(reader, 31))
+    assert ours["zero"] == report["Pages filled with zero"]
+    assert ours["cache"] == report["Non-private cache pages"]
+    assert ours["cache_private"] == report["Private cache pages"]
+    assert ours["user"] == report["User process data pages"]
+    assert ours["free"] == report["Free pages"]
+    assert ours["remaining"] == dump_entry(f"{KDUMP}/derived/c-d31.kdump")["pages_in_file"][
+        "dumpable_pages_in_bitmap"]
+
+
+def test_dry_run_prints_the_classes(vmcore: Path) -> None:
+    proc = kdumptool("filter", "--dry-run", "--level", "31", vmcore)
+    assert proc.returncode == 0, proc.stderr.decode()
+    text = proc.stdout.decode()
+    assert re.search(r"Free pages\s+: 27570", text)
+    assert re.search(r"Remaining pages\s+: 21097", text)
+
+
+def test_filtered_output_is_byte_identical_to_makedumpfile(tmp_path: Path, vmcore: Path) -> None:
+    out = tmp_path / "o.kdump"
+    assert kdumptool("filter", "-q", "-l", "--level", "31", vmcore, out).returncode == 0
+    assert out.read_bytes() == need_corpus_file(f"{KDUMP}/derived/l-d31.kdump").read_bytes()
+
+
+def test_elf_output_at_level_31_matches_makedumpfile(tmp_path: Path, vmcore: Path) -> None:
+    out = tmp_path / "o.elf"
+    assert kdumptool("filter", "-q", "-E", "--level", "31", vmcore, out).returncode == 0
+    assert out.read_bytes() == need_corpus_file(f"{KDUMP}/derived/E-d31.elf").read_bytes()
+
+
+def test_filtered_outputs_open_in_peers(tmp_path: Path, vmcore: Path) -> None:
+    require_tool("drgn")
+    require_tool("libkdumpfile")
+    src_pages = our_digests(vmcore)
+    for args, name in ((["-z"], "o.kdump"), (["-E"], "o.elf")):
+        out = tmp_path / name
+        assert kdumptool("filter", "-q", *args, "--level", "31", vmcore, out).returncode == 0
+        ours = our_digests(out)
+        assert ours and all(src_pages[p] == d for p, d in ours.items())
+        for peer, theirs in (("drgn", drgn_page_digests(out, ours, isolate=True)),
+                             ("libkdumpfile", lkdf_page_digests(out, ours))):
+            differ = [p for p, d in ours.items() if theirs.get(p) != d]
+            assert not differ, f"{peer} on {name}: {len(differ)} pages differ"
+
+
+def test_qemu_elf_dump_is_filtered(tmp_path: Path) -> None:
+    """makedumpfile 1.7.2 refuses QEMU 7.2 ELF dumps ("Can't get the number of PT_LOAD") and
+    fails on them even after conversion to kdump ("makedumpfile Failed": its page_offset
+    falls back to a constant), so no makedumpfile output exists to compare with. Checked
+    instead: the ELF and kdump dumps QEMU wrote of the same stopped guest classify
+    identically, the classes are plausible, and the filtered file opens in drgn."""
+    elf = need_corpus_file(f"{QEMU}/qemu-elf.vmcore")
+    kdump = need_corpus_file(f"{QEMU}/qemu-kdump-zlib.vmcore")
+    a, b = kept_by_selection(elf, 31), kept_by_selection(kdump, 31)
+    assert np.array_equal(a, b)
+    with open_dumps([str(elf)]) as reader:
+        counts = PageClassExclusion(reader, 31).counts
+        ram, _ = reader.count_pages()
+    assert counts["free"] > ram // 4 and counts["cache"] > 1000 and counts["user"] > 500
+    out = tmp_path / "q.kdump"
+    proc = kdumptool("filter", "-q", "-c", "--level", "31", elf, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    require_tool("drgn")
+    ours = our_digests(out)
+    assert len(ours) == int(a.sum())
+    theirs = drgn_page_digests(out, ours, isolate=True)
+    assert all(theirs.get(p) == d for p, d in ours.items())
+
+
+def test_info_pages_counts_classes_of_a_filtered_dump() -> None:
+    proc = kdumptool("info", "--json", "--pages", need_corpus_file(f"{KDUMP}/derived/c-d16.kdump"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    classes = json.loads(proc.stdout)["page_classes"]
+    report = dump_entry(f"{KDUMP}/derived/c-d31.kdump")["makedumpfile_report"]
+    assert classes["free"] == 0  # already excluded from this file
+    assert classes["cache"] == report["Non-private cache pages"]
+    assert classes["user"] == report["User process data pages"]

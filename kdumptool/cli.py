@@ -20,7 +20,7 @@ from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, UsageError
 from kdumptool.metadata import output_metadata
-from kdumptool.open import open_dump, open_dumps
+from kdumptool.open import open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
 from kdumptool.report import exclusion_report, format_report
 from kdumptool.summary import dump_summary, format_summary
@@ -52,6 +52,22 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _open(paths: list[str], *, strict: bool, vmcoreinfo_file: str | None) -> Any:
+    reader = open_dumps(paths, strict=strict)
+    if vmcoreinfo_file:
+        try:
+            supply_vmcoreinfo(reader, vmcoreinfo_file)
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+_VMCOREINFO_OPTION = click.option(
+    "-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+    help="Use the VMCOREINFO text in this file (for a dump that lacks it or carries a wrong one).")
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the atomic-output cleanup
 
@@ -69,12 +85,13 @@ def main(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--pages", is_flag=True,
               help="Count pages per class (zero, cache, user, free...) like makedumpfile --mem-usage.")
-def info(dump: tuple[str, ...], as_json: bool, pages: bool) -> None:
+@_VMCOREINFO_OPTION
+def info(dump: tuple[str, ...], as_json: bool, pages: bool, vmcoreinfo_file: str | None) -> None:
     """Describe DUMP: format, kernel, architecture, pages, notes.
 
     Give every part of a split set (makedumpfile --split) to describe the whole dump.
     """
-    with open_dumps(list(dump), strict=False) as reader:
+    with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         summary = dump_summary(reader)
         if pages:
             summary["page_classes"] = exclusion_report(Selection(reader, MAX_DUMP_LEVEL, reclassify=True))
@@ -88,12 +105,22 @@ def info(dump: tuple[str, ...], as_json: bool, pages: bool) -> None:
 
 @main.command()
 @click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
-def vmcoreinfo(dump: str) -> None:
-    """Print the VMCOREINFO text of DUMP."""
-    with open_dump(dump, strict=False) as reader:
+@click.option("--scan", is_flag=True,
+              help="Find the VMCOREINFO text in the dump's memory instead of its note.")
+def vmcoreinfo(dump: str, scan: bool) -> None:
+    """Print the VMCOREINFO text of DUMP (its note, or with --scan the copy in memory)."""
+    with _open([dump], strict=False, vmcoreinfo_file=None) as reader:
         vmci = reader.info.vmcoreinfo
+        if scan:
+            from kdumptool.scan import scan_vmcoreinfo
+
+            found = scan_vmcoreinfo(reader, first_only=True)
+            if not found:
+                raise KdumpToolError(f"{dump}: no VMCOREINFO text found in the dump's memory")
+            click.echo(f"found at physical address {found[0].paddr:#x}", err=True)
+            vmci = found[0].vmcoreinfo
         if vmci is None:
-            raise KdumpToolError(f"{dump}: the dump has no VMCOREINFO")
+            raise KdumpToolError(f"{dump}: the dump has no VMCOREINFO (try --scan)")
         sys.stdout.buffer.write(vmci.raw if vmci.raw.endswith(b"\n") else vmci.raw + b"\n")
 
 
@@ -125,6 +152,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Compression threads (default: all cores)."),
         click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists."),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
+        _VMCOREINFO_OPTION,
     ]):
         func = opt(func)
     return func
@@ -158,7 +186,7 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
 
 def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
-           threads: int | None, force: bool, quiet: bool) -> None:
+           threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
     chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
                               ("zstd", codec_zstd)) if on]
     if len(chosen) > 1:
@@ -174,7 +202,7 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
         srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
         flat = flat or dst == "-"
     t0 = time.monotonic()
-    with open_dumps(srcs, strict=True) as reader:
+    with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
         selection = Selection(reader, level)
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
@@ -201,7 +229,8 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
 @main.command()
 @click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("address")
-def vtop(dump: str, address: str) -> None:
+@_VMCOREINFO_OPTION
+def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
     """Translate the kernel virtual ADDRESS of DUMP, printing every level of the walk."""
     from kdumptool.filters.exclusion import translator_for
 
@@ -209,7 +238,7 @@ def vtop(dump: str, address: str) -> None:
         vaddr = int(address, 0)
     except ValueError:
         raise UsageError(f"address {address!r} is not a number (use 0x... for hex)") from None
-    with open_dump(dump, strict=False) as reader:
+    with _open([dump], strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         xlat = translator_for(reader)
         click.echo(f"{xlat.form.name}, page tables at {xlat.walker.root:#x}")
         if xlat.in_image(vaddr):

@@ -69,6 +69,34 @@ def open_bytes(data: bytes, *, strict: bool = True, name: str = "<memory>") -> D
     return _open_plain_or_flat(BytesSource(data, name), strict=strict)
 
 
+def supply_vmcoreinfo(reader: DumpReader, path: str) -> None:
+    """Use the VMCOREINFO text in ``path`` for this dump (makedumpfile's ``-i``).
+
+    It replaces what the dump carries (a missing or wrong note); writers then carry it.
+
+    :raises KdumpToolError: the file cannot be read, is too large or has no OSRELEASE
+    """
+    from kdumptool.dump import Utsname
+    from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_VMCOREINFO + 1)
+    except OSError as exc:
+        raise KdumpToolError(f"{path}: cannot read VMCOREINFO: {exc.strerror}") from None
+    if len(raw) > MAX_VMCOREINFO:
+        raise KdumpToolError(f"{path}: VMCOREINFO file is larger than {MAX_VMCOREINFO} bytes")
+    vmci = VmcoreInfo.parse(raw)
+    if not vmci.osrelease:
+        raise KdumpToolError(f"{path}: not VMCOREINFO text (no OSRELEASE= line)")
+    info = reader.info
+    info.vmcoreinfo = vmci
+    if vmci.has("NUMBER(phys_base)"):
+        info.phys_base = vmci.number("phys_base")
+    if info.utsname is None or not info.utsname.looks_sane():
+        info.utsname = Utsname(sysname="Linux", release=vmci.osrelease, machine=info.machine)
+
+
 def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     head = src.pread(0, 64)
     if flattened.probe(head):
@@ -122,4 +150,4 @@ class _Prefixed:
         return self.stream.read(n)  # type: ignore[attr-defined]
 
 
-__all__ = ["open_bytes", "open_dump", "open_dumps"]
+__all__ = ["open_bytes", "open_dump", "open_dumps", "supply_vmcoreinfo"]

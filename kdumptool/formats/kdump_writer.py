@@ -42,10 +42,16 @@ from kdumptool.transport.sink import ByteSink
 
 
 def notes_for_output(meta: OutputMeta) -> list[Note]:
-    """The source's notes, plus a VMCOREINFO note if the source had VMCOREINFO elsewhere."""
+    """The source's notes, with VMCOREINFO added (or replaced, with ``-i``) from ``meta``."""
     notes = list(meta.notes)
-    if meta.vmcoreinfo is not None and not any(n.name == b"VMCOREINFO" for n in notes):
-        notes.append(Note(b"VMCOREINFO", 0, meta.vmcoreinfo.raw))
+    if meta.vmcoreinfo is None:
+        return notes
+    for i, note in enumerate(notes):
+        if note.name == b"VMCOREINFO":
+            if note.desc.split(b"\0", 1)[0] != meta.vmcoreinfo.raw:  # replaced with -i
+                notes[i] = Note(b"VMCOREINFO", note.type, meta.vmcoreinfo.raw)
+            return notes
+    notes.append(Note(b"VMCOREINFO", 0, meta.vmcoreinfo.raw))
     return notes
 
 

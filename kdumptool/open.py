@@ -92,7 +92,7 @@ def supply_vmcoreinfo(reader: DumpReader, path: str) -> None:
     info = reader.info
     info.vmcoreinfo = vmci
     if vmci.has("NUMBER(phys_base)"):
-        info.phys_base = vmci.number("phys_base")
+        info.phys_base = vmci.number("phys_base") % (1 << 64)  # printed signed
     if info.utsname is None or not info.utsname.looks_sane():
         info.utsname = Utsname(sysname="Linux", release=vmci.osrelease, machine=info.machine)
 

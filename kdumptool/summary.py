@@ -11,11 +11,33 @@ import numpy as np
 from kdumptool.dump import DumpReader
 from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
+from kdumptool.formats.notes import describe_cpus, note_kind
 from kdumptool.metadata import utsname_from_memory
 
-NOTE_TYPES = {(b"CORE", 1): "NT_PRSTATUS", (b"CORE", 2): "NT_PRFPREG", (b"CORE", 3): "NT_PRPSINFO",
-              (b"CORE", 4): "NT_TASKSTRUCT", (b"CORE", 6): "NT_AUXV", (b"VMCOREINFO", 0): "VMCOREINFO",
-              (b"QEMU", 0): "QEMUCPUState", (b"ERASEINFO", 0): "ERASEINFO"}
+#: Keys of :func:`describe_cpus` dicts that are counts, not addresses or register values.
+_CPU_COUNT_KEYS = frozenset({"cpu", "pid", "raw_size", "qemu_raw_size"})
+
+
+def _cpu_state_json(cpu: dict[str, Any]) -> dict[str, Any]:
+    """Register values as hex strings: JSON numbers above 2**53 lose precision in many parsers."""
+    return {k: v if k in _CPU_COUNT_KEYS or not isinstance(v, int) else f"{v:#x}"
+            for k, v in cpu.items()}
+
+
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    """``cpu 0:        pid 1, pc 0x..., sp 0x..., cr3 0x...``"""
+    parts = []
+    if "pid" in cpu:
+        parts += [f"pid {cpu['pid']}", f"pc {cpu['pc']}", f"sp {cpu['sp']}"]
+    elif "raw_size" in cpu:
+        parts.append(f"NT_PRSTATUS of {cpu['raw_size']} bytes not decoded")
+    if "cr3" in cpu:
+        parts += [f"cr3 {cpu['cr3']}", f"idt {cpu['idt_base']}"]
+        if "pid" not in cpu:
+            parts.insert(0, f"rip {cpu['rip']}")
+    elif "qemu_raw_size" in cpu:
+        parts.append(f"QEMU note of {cpu['qemu_raw_size']} bytes not decoded")
+    return f"{'cpu ' + str(cpu['cpu']) + ':':<15}" + ", ".join(parts)
 
 
 def lost_pages(reader: DumpReader) -> int:
@@ -42,8 +64,7 @@ def dump_summary(reader: DumpReader) -> dict[str, Any]:
     if uts is None or not uts.version:
         mem = utsname_from_memory(reader)
         uts = mem or uts
-    notes = Counter(f"{n.name.decode('latin-1')}/{NOTE_TYPES.get((n.name, n.type), n.type)}"
-                    for n in info.notes)
+    notes = Counter(note_kind(n.name, n.type) for n in info.notes)
     vmci = info.vmcoreinfo
     crash_time = None
     if info.timestamp and info.timestamp[0] > 0:
@@ -72,6 +93,7 @@ def dump_summary(reader: DumpReader) -> dict[str, Any]:
         },
         "crash_time": crash_time,
         "cpus": cpus,
+        "cpus_state": [_cpu_state_json(c) for c in describe_cpus(info.notes, info.machine, info.endian)],
         "pfn_range": [0, info.max_pfn],
         "pages": {"ram": ram, "present": present, "excluded": ram - present if ram >= present else 0,
                   "lost": lost},
@@ -108,6 +130,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         f"crash time:    {s['crash_time'] or 'unknown'}",
         f"cpus:          {s['cpus'] if s['cpus'] is not None else 'unknown'}",
+        *(_cpu_line(c) for c in s.get("cpus_state", [])),
         f"pfn range:     {s['pfn_range'][0]:#x}-{s['pfn_range'][1]:#x}",
         f"pages:         {p['ram']} RAM, {p['present']} in file, {p['excluded']} excluded, "
         f"{p['lost']} lost",

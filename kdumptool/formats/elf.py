@@ -44,9 +44,6 @@ MACHINES = {
 }
 MACHINE_CODES = {name: code for code, name in MACHINES.items() if code not in (2,)}
 
-#: Note names kdumptool recognises (SPEC.md "Notes").
-KNOWN_NOTE_NAMES = (b"CORE", b"LINUX", b"VMCOREINFO", b"QEMU", b"ERASEINFO", b"Xen", b"VMCOREINFO_XEN")
-
 #: Upper bound for the program header table (PN_XNUM counts are 32-bit).
 MAX_PHNUM = 1 << 24
 #: Upper bound for a PT_NOTE segment we load into memory.
@@ -254,7 +251,7 @@ class ElfReader(DumpReader):
             self.info.utsname = Utsname(sysname="Linux", release=self.vmcoreinfo.osrelease or "",
                                         machine=machine) if self.vmcoreinfo.osrelease else None
             if self.vmcoreinfo.has("NUMBER(phys_base)"):
-                self.info.phys_base = self.vmcoreinfo.number("phys_base")
+                self.info.phys_base = self.vmcoreinfo.number("phys_base") % (1 << 64)  # printed signed
         self.info.details["segments"] = len(self.segments)
         self.info.details["qemu"] = any(n.name == b"QEMU" for n in self.notes)
         self.info.details["truncated_segments"] = self._truncated

@@ -242,8 +242,8 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
         xlat = translator_for(reader)
         click.echo(f"{xlat.form.name}, page tables at {xlat.walker.root:#x}")
         if xlat.in_image(vaddr):
-            click.echo(f"{vaddr:#x} is in the kernel image: paddr = vaddr - __START_KERNEL_map "
-                       f"+ phys_base = {xlat.image_to_phys(vaddr):#x}")
+            click.echo(f"{vaddr:#x} is in the kernel image: paddr {xlat.image_to_phys(vaddr):#x} "
+                       "without page tables; the walk:")
         walk = xlat.walker.walk(vaddr)
         for step in walk.steps:
             click.echo(f"  {step.level:4} [{step.index:3}] table {step.table:#014x} "

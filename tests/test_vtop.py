@@ -126,3 +126,103 @@ def test_vtop_command_prints_the_walk() -> None:
     assert "-> 0x13fd2000" in out
     bad = kdumptool("vtop", path, "0xffff9000deadb000")
     assert bad.returncode == 1 and b"is not present" in bad.stderr
+
+
+# --- aarch64 -------------------------------------------------------------------------------
+
+from kdumptool.vtop.aarch64 import decoder as a64_decoder  # noqa: E402
+from kdumptool.vtop.aarch64 import paging_form  # noqa: E402
+
+TABLE, BLOCK, PAGE = 0b11, 0b01, 0b11
+
+
+@pytest.mark.parametrize("shift,va_bits,levels", [
+    (12, 39, ["L1", "L2", "L3"]), (12, 48, ["L0", "L1", "L2", "L3"]),
+    (14, 47, ["L1", "L2", "L3"]), (14, 48, ["L0", "L1", "L2", "L3"]),
+    (16, 42, ["L2", "L3"]), (16, 48, ["L1", "L2", "L3"]), (16, 52, ["L1", "L2", "L3"]),
+])
+def test_aarch64_forms(shift: int, va_bits: int, levels: list[str]) -> None:
+    form = paging_form(shift, va_bits)
+    assert [lvl.name for lvl in form.levels] == levels
+    assert form.levels[-1].shift == shift
+    assert sum(lvl.bits for lvl in form.levels) + shift == va_bits
+
+
+def _a64_tables(shift: int, va_bits: int, va: int, leaf_depth: int | None, target: int,
+                extra_bits: int = 0) -> dict[int, dict[int, int]]:
+    form = paging_form(shift, va_bits)
+    tables: dict[int, dict[int, int]] = {}
+    table = 0x100000
+    for depth, lvl in enumerate(form.levels):
+        i = (va >> lvl.shift) & ((1 << lvl.bits) - 1)
+        last = depth == len(form.levels) - 1
+        if last or depth == leaf_depth:
+            tables.setdefault(table, {})[i] = target | extra_bits | (PAGE if last else BLOCK)
+            break
+        nxt = table + (1 << shift)
+        tables.setdefault(table, {})[i] = nxt | TABLE
+        table = nxt
+    return tables
+
+
+def a64_memory(tables: dict[int, dict[int, int]]):
+    def read(paddr: int, size: int) -> bytes:
+        t = tables.get(paddr, {})
+        return b"".join(struct.pack("<Q", t.get(i, 0)) for i in range(size // 8))
+    return read
+
+
+@pytest.mark.parametrize("shift,va_bits", [(12, 39), (12, 48), (14, 47), (16, 42), (16, 48)])
+def test_aarch64_page_and_block_translations(shift: int, va_bits: int) -> None:
+    form = paging_form(shift, va_bits)
+    va = ((1 << 64) - (1 << va_bits)) | 0x12345678 & ((1 << va_bits) - 1)
+    page = 0x40000000 & ~((1 << shift) - 1)
+    w = Walker(form, a64_decoder(shift), 0x100000,
+               a64_memory(_a64_tables(shift, va_bits, va, None, page))).walk(va)
+    assert w.paddr == page | (va & ((1 << shift) - 1)) and w.page_size == 1 << shift
+    # a block one level above the last
+    depth = len(form.levels) - 2
+    size = 1 << form.levels[depth].shift
+    block = 0x80000000 & ~(size - 1)
+    w = Walker(form, a64_decoder(shift), 0x100000,
+               a64_memory(_a64_tables(shift, va_bits, va, depth, block))).walk(va)
+    assert w.paddr == block | (va & (size - 1)) and w.page_size == size
+    # an invalid descriptor names its level
+    tables = _a64_tables(shift, va_bits, va, None, page)
+    last_table = max(tables)
+    tables[last_table] = {k: v & ~1 for k, v in tables[last_table].items()}
+    with pytest.raises(TranslationError) as info:
+        Walker(form, a64_decoder(shift), 0x100000, a64_memory(tables)).walk(va)
+    assert info.value.level == form.levels[-1].name
+
+
+def test_aarch64_52bit_physical_addresses_with_64k_lpa() -> None:
+    va = (1 << 64) - (1 << 52) + 0x123456789
+    target = 0x40000 << 16  # 0x4_0000_0000 = 16 GiB, below 2^48
+    high = 0xA  # PA[51:48]
+    tables = _a64_tables(16, 52, va, None, target, extra_bits=high << 12)
+    w = Walker(paging_form(16, 52), a64_decoder(16, 52), 0x100000, a64_memory(tables)).walk(va)
+    assert w.paddr == (high << 48) | target | (va & 0xFFFF)
+
+
+def test_aarch64_translator_from_vmcoreinfo() -> None:
+    """VMCOREINFO picks the form (VA_BITS, or 64 - TCR_EL1_T1SZ) and the root
+    (swapper_pg_dir - kimage_voffset)."""
+    import builders
+
+    from kdumptool.vmcoreinfo import VmcoreInfo
+    from kdumptool.vtop.aarch64 import Aarch64Translator
+
+    text = builders.vmcoreinfo_text(machine=183)  # VA_BITS=48, kimage_voffset 0x-prefixed
+    v = VmcoreInfo.parse(text)
+    root = v.symbol("swapper_pg_dir") - int(v.require("NUMBER(kimage_voffset)"), 16)
+    va = 0xFFFF000012345678
+    tables = _a64_tables(12, 48, va, None, 0x7654000)
+    tables = {root + (k - 0x100000): {i: (e - 0x100000 + root) if e & 3 == 3 and e < 0x7000000
+                                      else e for i, e in t.items()} for k, t in tables.items()}
+    xlat = Aarch64Translator(v, a64_memory(tables))
+    assert xlat.walker.root == root and len(xlat.form.levels) == 4
+    assert xlat.translate(va) == 0x7654678
+    assert xlat.is_kernel_address(va) and not xlat.is_kernel_address(0x0000FFFF12345678)
+    v39 = VmcoreInfo.parse(text + b"NUMBER(TCR_EL1_T1SZ)=25\n")
+    assert len(Aarch64Translator(v39, a64_memory(tables)).form.levels) == 3

@@ -17,21 +17,25 @@ from kdumptool.dump import DumpReader
 from kdumptool.errors import KdumpToolError, PageNotPresentError
 from kdumptool.filters.mem_map import MemMapError, find_mem_map
 from kdumptool.filters.page_classes import CLASS_NAMES, KEEP, PageClassifier
+from kdumptool.vtop.aarch64 import Aarch64Translator
 from kdumptool.vtop.x86_64 import X86_64Translator
 
 
-def translator_for(reader: DumpReader) -> X86_64Translator:
+def translator_for(reader: DumpReader) -> X86_64Translator | Aarch64Translator:
     """The kernel address translator for the dump's architecture.
 
     :raises KdumpToolError: no VMCOREINFO, or an architecture not supported yet
     """
     info = reader.info
     if info.vmcoreinfo is None:
-        raise KdumpToolError(f"{info.path}: the dump has no VMCOREINFO, which page filtering needs")
-    if info.machine != "x86_64":
-        raise KdumpToolError(f"{info.path}: page filtering supports x86_64 dumps only so far "
-                             f"(this one is {info.machine or 'of unknown architecture'})")
-    return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base)
+        raise KdumpToolError(f"{info.path}: the dump has no VMCOREINFO, which address "
+                             "translation needs (supply it with -i FILE)")
+    if info.machine == "x86_64":
+        return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base)
+    if info.machine == "aarch64" and info.endian == "<":
+        return Aarch64Translator(info.vmcoreinfo, reader.read)
+    raise KdumpToolError(f"{info.path}: address translation supports x86_64 and little-endian "
+                         f"aarch64 dumps so far (this one is {info.machine or 'unknown'})")
 
 
 class PageClassExclusion:

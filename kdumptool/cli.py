@@ -7,6 +7,7 @@ the traceback instead. Option names follow makedumpfile where users know them.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -18,7 +19,7 @@ import click
 
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
-from kdumptool.errors import KdumpToolError, UsageError
+from kdumptool.errors import KdumpToolError, OutputError, UsageError
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
@@ -124,15 +125,22 @@ def vmcoreinfo(dump: str, scan: bool) -> None:
         sys.stdout.buffer.write(vmci.raw if vmci.raw.endswith(b"\n") else vmci.raw + b"\n")
 
 
-def _parse_level(text: str) -> int:
-    try:
-        level = int(text)
-    except ValueError:
-        raise UsageError(f"dump level {text!r} is not a number from 0 to 31 "
-                         "(lists such as 11,31 are not supported yet)") from None
-    if not 0 <= level <= MAX_DUMP_LEVEL:
-        raise UsageError(f"dump level {level} is out of range 0..31")
-    return level
+def _parse_levels(text: str) -> list[int]:
+    """``-d 31`` or makedumpfile's list form ``-d 11,31``."""
+    levels = []
+    for part in text.split(","):
+        try:
+            level = int(part)
+        except ValueError:
+            raise UsageError(f"dump level {part!r} is not a number from 0 to 31") from None
+        if not 0 <= level <= MAX_DUMP_LEVEL:
+            raise UsageError(f"dump level {level} is out of range 0..31")
+        levels.append(level)
+    return levels
+
+
+#: errors that make the next level of a ``-d`` list worth trying (makedumpfile retries on ENOSPC)
+_RETRY_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,14 +169,15 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @main.command()
 @_output_options
 @click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
-              help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free.")
+              help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
+              "a list (11,31) retries the next level when the disk is full.")
 def convert(level_text: str, **opts: Any) -> None:
     """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F).
 
     Several IN files are the parts of a split set (makedumpfile --split), reassembled.
     With -F and a single path, the output goes to standard output.
     """
-    _write(_parse_level(level_text), **opts)
+    _write_levels(_parse_levels(level_text), **opts)
 
 
 @main.command(name="filter")
@@ -181,7 +190,20 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     Pages are classified exactly as makedumpfile 1.7 does, from VMCOREINFO and the
     kernel's struct page array; pages the input already lacks stay excluded.
     """
-    _write(_parse_level(level_text), **opts)
+    _write_levels(_parse_levels(level_text), **opts)
+
+
+def _write_levels(levels: list[int], **opts: Any) -> None:
+    """Write with the first level; when the disk (or a file size limit) is full, retry the
+    next level of the list, as makedumpfile does with ``-d 11,31``."""
+    for i, level in enumerate(levels):
+        try:
+            _write(level, **opts)
+            return
+        except OutputError as exc:
+            if exc.errno not in _RETRY_ERRNOS or i == len(levels) - 1 or opts["paths"][-1] == "-":
+                raise
+            click.echo(f"kdumptool: {exc}; retrying with dump level {levels[i + 1]}", err=True)
 
 
 def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,

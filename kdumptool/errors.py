@@ -121,7 +121,14 @@ class CodecUnavailableError(KdumpToolError):
 
 
 class OutputError(KdumpToolError):
-    """The output cannot be written (exists without --force, same as input, ...)."""
+    """The output cannot be written (exists without --force, same as input, disk full, ...).
+
+    :param errno: the operating system's error number, when an OS error caused it
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class UsageError(KdumpToolError):

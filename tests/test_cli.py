@@ -68,7 +68,7 @@ def test_convert_needs_force_and_refuses_the_input(tmp_path: Path) -> None:
     (["-c", "-l"], b"at most one"),
     (["-E", "-c"], b"not compressed"),
     (["-d", "32"], b"out of range"),
-    (["-d", "11,31"], b"not supported yet"),
+    (["-d", "11,x"], b"not a number"),
     (["-d", "31"], None),  # already filtered at 31: nothing more to exclude
     (["-d", "16", "--dry-run"], None),
 ])
@@ -123,3 +123,23 @@ def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signal
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"Traceback" not in err
     assert list(outdir.iterdir()) == []
+
+
+def test_level_list_retries_the_next_level_when_the_file_is_too_big(tmp_path: Path) -> None:
+    """-d 1,31 under a 25 MiB file-size limit: level 1 (33 MiB) does not fit, level 31 (22 MiB) does."""
+    import resource
+
+    src = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
+    out = tmp_path / "o.kdump"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (25 << 20, 25 << 20))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run([sys.executable, "-m", "kdumptool", "convert", "-q", "-l", "-d", "1,31",
+                           str(src), str(out)], capture_output=True, preexec_fn=limit,
+                          stdin=subprocess.DEVNULL, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"retrying with dump level 31" in proc.stderr
+    assert out.read_bytes() == need_corpus_file("x86_64-kdump-320m/derived/l-d31.kdump").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.kdump"]

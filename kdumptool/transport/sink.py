@@ -105,7 +105,7 @@ def open_output(
         os.replace(tmp, path)
     except OSError as exc:
         _discard(fd, tmp)
-        raise OutputError(f"{path}: {exc.strerror or exc}") from None
+        raise OutputError(f"{path}: {exc.strerror or exc}", errno=exc.errno) from None
     except BaseException:
         _discard(fd, tmp)
         raise

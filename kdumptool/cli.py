@@ -226,6 +226,9 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
     t0 = time.monotonic()
     with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
         selection = Selection(reader, level)
+        if not quiet:
+            for warning in selection.warnings:
+                click.echo(f"kdumptool: warning: {warning}", err=True)
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
             return
@@ -244,7 +247,7 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
         kind = "ELF" if elf else f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
         click.echo(f"{dst}: {kind}{', flattened' if flat else ''}, dump level {meta.dump_level}: "
                    f"{stats['pages']} pages written in {time.monotonic() - t0:.1f} s", err=True)
-        if selection.exclusion is not None:
+        if level > 1:
             click.echo(format_report(exclusion_report(selection, zero=stats.get("zero"))), err=True)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from kdumptool.codecs import Codec
 from kdumptool.dump import WINDOW_PAGES, DumpReader, PageBatch
+from kdumptool.errors import KdumpToolError
 from kdumptool.filters.levels import DL_EXCLUDE_ZERO, MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 
 __all__ = ["MAX_DUMP_LEVEL", "CompressPool", "Selection", "zero_rows"]
@@ -32,8 +33,9 @@ class Selection:
     """Which pages of a dump go to the output.
 
     ``keep`` (metadata only) is the source's present pages minus those the dump level's
-    mem_map classes exclude (levels 2, 4, 8, 16 and the always-excluded hwpoison and
-    offline pages: :class:`~kdumptool.filters.exclusion.PageClassExclusion`). Classes the
+    mem_map classes exclude (levels 2, 4, 8, 16, and at every level the hwpoisoned and
+    offline pages, as makedumpfile does when VMCOREINFO has ``NUMBER(PG_hwpoison)``:
+    :class:`~kdumptool.filters.exclusion.PageClassExclusion`). Classes the
     source already excluded (its own dump level) stay excluded without a new sweep.
     Zero pages (level 1) need the page contents: each writer applies them as its format
     requires (kdump: one shared zero page; ELF: excluded).
@@ -48,11 +50,19 @@ class Selection:
         self.reader = reader
         self.dump_level = dump_level
         self.exclusion = None
+        self.warnings: list[str] = []
         already = 0 if reclassify else (reader.info.dump_level or 0)
-        if dump_level & MEM_MAP_LEVELS & ~already:
-            from kdumptool.filters.exclusion import PageClassExclusion
+        from kdumptool.filters.exclusion import PageClassExclusion
 
+        if dump_level & MEM_MAP_LEVELS & ~already:
             self.exclusion = PageClassExclusion(reader, dump_level)
+        elif reader.info.vmcoreinfo is not None and reader.info.vmcoreinfo.has("NUMBER(PG_hwpoison)"):
+            # makedumpfile sweeps mem_map at every level when the kernel reports PG_hwpoison:
+            # hwpoisoned and offline pages are always excluded
+            try:
+                self.exclusion = PageClassExclusion(reader, dump_level & ~MEM_MAP_LEVELS)
+            except KdumpToolError as exc:
+                self.warnings.append(f"hwpoison and offline pages not checked: {exc}")
 
     @property
     def exclude_zero(self) -> bool:

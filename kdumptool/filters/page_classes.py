@@ -1,31 +1,36 @@
 """Decide, from ``struct page``, which pages dump levels 2, 4, 8 and 16 exclude.
 
 The rules are makedumpfile 1.7's (``makedumpfile.c`` ``__exclude_unnecessary_pages``,
-``page_is_buddy_v2/v3``, ``is_cache_page``, ``isHugetlb``, ``isOffline``;
-``makedumpfile.h`` ``isLRU``, ``isPrivate``, ``isCompoundHead``, ``isAnon``, ``isHWPOISON``),
-applied in the same order to each page that lies in RAM:
+``page_is_buddy_v2/v3``, ``is_cache_page``, ``isHugetlb``, ``isSlab``, ``isOffline``,
+``init_compound_offset``; ``makedumpfile.h`` ``isLRU``, ``isPrivate``, ``isCompoundHead``,
+``isAnon``, ``isUnaccepted``, ``isHWPOISON``), as of 1.7.9+ (they give 1.7.2's results on
+kernels 1.7.2 knows), applied in the same order to each page that lies in RAM:
 
-1. a compound *tail* page (``compound_head & 1``) is skipped: its head decides for it;
-2. level 16 — free: ``page_is_buddy``: ``PG_buddy`` in flags (2.6.17–2.6.37, when
-   ``NUMBER(PG_buddy)`` exists), else not ``PG_slab`` and ``_mapcount ==
-   NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)`` (2.6.38+); ``1 << private`` pages from there are
-   excluded (an order not below ``LENGTH(zone.free_area)`` is reported and the page kept);
+1. a compound *tail* page (``compound_head & 1``; ``page.compound_info`` on 7.1+) is
+   skipped: its head decides for it;
+2. level 16 — free: ``page_is_buddy``: not slab and ``_mapcount ==
+   NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)`` (2.6.38+), else ``PG_buddy`` in flags (2.6.17–2.6.37);
+   ``1 << private`` pages from there are excluded (an order not below
+   ``LENGTH(zone.free_area)`` is reported and the page kept); also unaccepted memory
+   (``_mapcount == NUMBER(PAGE_UNACCEPTED_MAPCOUNT_VALUE)``, 6.16+), ``1 << (MAX_ORDER)`` pages;
 3. level 2 — cache without private data: ``is_cache_page`` (``PG_lru``, or ``PG_swapcache``
    with ``PG_swapbacked`` — or without it before 4.10) and not ``PG_private`` and not anon;
 4. level 4 — cache, private or not: ``is_cache_page`` and not anon;
-5. level 8 — user data: anon (``mapping & PAGE_MAPPING_ANON``) or a hugetlb head
-   (``compound_dtor == NUMBER(HUGETLB_PAGE_DTOR)``, or ``== SYMBOL(free_huge_page)`` before 4.4);
-6. always: ``PG_hwpoison``; logically offline pages (not ``PG_slab`` and ``_mapcount ==
+5. level 8 — user data: anon (``mapping & PAGE_MAPPING_ANON`` and not slab) or a hugetlb
+   head;
+6. always: ``PG_hwpoison``; logically offline pages (not slab and ``_mapcount ==
    NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)``, 5.0+).
 
-For levels 2–8 a compound head excludes ``1 << compound_order`` pages (the order is
-the next ``struct page``'s ``compound_order``, a byte since 4.16, ignored when not aligned).
-Pages inside an excluded range are not examined. Each rule is used only when the
-VMCOREINFO keys it needs are present, as makedumpfile does.
-
-Kernel generations newer than makedumpfile 1.7.2's rules (6.3+ folio fields, 6.9+ page
-types for hugetlb, 6.10+ slab page type, 6.16+ unaccepted memory) are not handled yet; on
-such kernels :func:`check_supported` says so instead of filtering wrongly.
+Slab: ``_mapcount == NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)`` (page type, 6.10+) or ``PG_slab``.
+Compound order and hugetlb come from the page after the head, by kernel generation, chosen
+by which keys VMCOREINFO has: ``NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)`` (6.9+: order in the low
+byte of the next page's flags, hugetlb when the head's ``_mapcount`` is that value);
+``NUMBER(PG_hugetlb)`` (6.6+: order likewise, hugetlb when that bit is in the next page's
+flags); ``OFFSET(folio._folio_order)``/``_folio_dtor`` (6.3+, relative to the next page);
+``OFFSET(page.compound_order)``/``compound_dtor`` (a byte since 4.16); hugetlb then means
+``dtor == NUMBER(HUGETLB_PAGE_DTOR)`` (or ``SYMBOL(free_huge_page)`` before 4.4). An order
+that is not aligned with the PFN is ignored. For levels 2–8 a compound head excludes
+``1 << order`` pages; pages inside an excluded range are not examined.
 """
 
 from __future__ import annotations
@@ -82,32 +87,22 @@ class PageLayout:
         def off(name: str) -> int | None:
             return v.offset(f"page.{name}") if v.has(f"OFFSET(page.{name})") else None
 
-        return cls(v.size("page"), v.offset("page.flags"), v.offset("page.mapping"),
-                   off("_mapcount"), off("private"), off("compound_head"),
-                   off("compound_order"), off("compound_dtor"))
+        size = v.size("page")
+        order, dtor = off("compound_order"), off("compound_dtor")
+        if v.has("OFFSET(folio._folio_order)"):  # 6.3+: fields of the folio's second page
+            order = v.offset("folio._folio_order") - size
+        if v.has("OFFSET(folio._folio_dtor)"):
+            dtor = v.offset("folio._folio_dtor") - size
+        head = off("compound_head")
+        if head is None:
+            head = off("compound_info")  # 7.1+
+        return cls(size, v.offset("page.flags"), v.offset("page.mapping"),
+                   off("_mapcount"), off("private"), head, order, dtor)
 
     def field(self, raw: np.ndarray, offset: int, dtype: str) -> np.ndarray:
         """One field of every ``struct page`` in ``raw`` (uint8[n, size])."""
         width = np.dtype(dtype).itemsize
         return np.ascontiguousarray(raw[:, offset:offset + width]).view(dtype).ravel()
-
-
-def check_supported(v: VmcoreInfo) -> None:
-    """Refuse kernels whose page-type scheme needs rules newer than makedumpfile 1.7.2's.
-
-    Linux 6.9 moved hugetlb detection to a page type and 6.10 did the same for slab
-    (VMCOREINFO ``NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)``, ``NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)``);
-    6.3+ hugetlb lives in ``folio`` fields (``OFFSET(folio._folio_dtor)``).
-
-    :raises PageClassError: naming the key that shows the newer scheme
-    """
-    for key in ("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", "NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)",
-                "NUMBER(PAGE_UNACCEPTED_MAPCOUNT_VALUE)", "OFFSET(folio._folio_dtor)",
-                "NUMBER(PG_hugetlb)"):
-        if v.has(key):
-            raise PageClassError(
-                f"this kernel's VMCOREINFO has {key}: its page classes need rules kdumptool "
-                "does not have yet (kernels 6.3+); use makedumpfile 1.7.9+ for levels 2-16")
 
 
 class PageClassifier:
@@ -119,7 +114,6 @@ class PageClassifier:
 
     def __init__(self, vmcoreinfo: VmcoreInfo, level: int) -> None:
         v = vmcoreinfo
-        check_supported(v)
         self.level = level
         self.layout = PageLayout.from_vmcoreinfo(v)
 
@@ -129,6 +123,10 @@ class PageClassifier:
         self.pg_lru, self.pg_private = num("PG_lru"), num("PG_private")
         self.pg_swapcache, self.pg_swapbacked = num("PG_swapcache"), num("PG_swapbacked")
         self.pg_slab, self.pg_buddy, self.pg_hwpoison = num("PG_slab"), num("PG_buddy"), num("PG_hwpoison")
+        self.slab_value = num("PAGE_SLAB_MAPCOUNT_VALUE")  # 6.10+
+        self.hugetlb_value = num("PAGE_HUGETLB_MAPCOUNT_VALUE")  # 6.9+
+        self.pg_hugetlb = num("PG_hugetlb")  # 6.6+
+        self.unaccepted_value = num("PAGE_UNACCEPTED_MAPCOUNT_VALUE")  # 6.16+
         self.head_mask = num("PG_head_mask")
         self.buddy_value = num("PAGE_BUDDY_MAPCOUNT_VALUE")
         self.offline_value = num("PAGE_OFFLINE_MAPCOUNT_VALUE")
@@ -139,10 +137,10 @@ class PageClassifier:
         # page_is_buddy handler (makedumpfile setup_page_is_buddy)
         self.buddy = None
         if lay.private is not None:
-            if self.pg_buddy is not None:
-                self.buddy = "v2"
-            elif self.buddy_value is not None and lay.mapcount is not None:
+            if self.buddy_value is not None and lay.mapcount is not None:
                 self.buddy = "v3"
+            elif self.pg_buddy is not None:
+                self.buddy = "v2"
         if level & DL_EXCLUDE_FREE and self.buddy is None:
             raise PageClassError("free pages cannot be found: VMCOREINFO has neither "
                                  "NUMBER(PG_buddy) nor NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE) with "
@@ -168,21 +166,37 @@ class PageClassifier:
                  else np.zeros(n, np.uint64))
         pfns = pfn_start + np.arange(n, dtype=np.int64)
 
-        # compound order and destructor, read from the page after each head (4.16+: bytes)
+        # compound order and hugetlb-ness, read from the page after each head
         head = (flags & np.uint64(self.head_mask)) != 0 if self.head_mask else np.zeros(n, bool)
         head[-1:] = False  # makedumpfile cannot look past its cache: the order stays 0
         order = np.zeros(n, dtype=np.int64)
         dtor = np.zeros(n, dtype=np.int64)
-        nxt = np.flatnonzero(head) + 1
-        if lay.compound_order is not None and nxt.size:
-            order[nxt - 1] = raw[nxt, lay.compound_order]
-        if lay.compound_dtor is not None and nxt.size:
-            dtor[nxt - 1] = raw[nxt, lay.compound_dtor]
+        hugetlb = np.zeros(n, bool)
+        heads = np.flatnonzero(head)
+        nxt = heads + 1
+        if nxt.size and (self.hugetlb_value is not None or self.pg_hugetlb is not None):
+            flags_1 = flags[nxt]  # 6.6+: order in the low byte of the next page's flags
+            order[heads] = (flags_1 & np.uint64(0xFF)).astype(np.int64)
+            if self.hugetlb_value is not None:  # 6.9+
+                hugetlb[heads] = mapcount[heads] == np.int32(self.hugetlb_value)
+            else:
+                hugetlb[heads] = _bit(flags_1, self.pg_hugetlb)  # type: ignore[arg-type]
+        elif nxt.size:
+            if lay.compound_order is not None:
+                order[heads] = raw[nxt, lay.compound_order]
+            if lay.compound_dtor is not None:
+                dtor[heads] = raw[nxt, lay.compound_dtor]
+            if self.hugetlb_dtor is not None:
+                hugetlb |= head & (dtor == self.hugetlb_dtor)
+            if self.free_huge_page is not None:
+                hugetlb |= head & (dtor == self.free_huge_page)
         bad = (order >= 64) | ((pfns & ((np.int64(1) << np.minimum(order, 62)) - 1)) != 0)
         order[bad] = 0
 
         slab = _bit(flags, self.pg_slab) if self.pg_slab is not None else np.zeros(n, bool)
-        anon = (mapping & np.uint64(PAGE_MAPPING_ANON)) != 0
+        if self.slab_value is not None:
+            slab |= mapcount == np.int32(self.slab_value)
+        anon = ((mapping & np.uint64(PAGE_MAPPING_ANON)) != 0) & ~slab
         cache = _test_bit(flags, self.pg_lru) if self.pg_lru is not None else np.zeros(n, bool)
         if self.pg_swapcache is not None:
             swapcache = _test_bit(flags, self.pg_swapcache)
@@ -196,11 +210,6 @@ class PageClassifier:
             buddy = ~slab & (mapcount == np.int32(self.buddy_value))
         else:
             buddy = np.zeros(n, bool)
-        hugetlb = np.zeros(n, bool)
-        if self.hugetlb_dtor is not None:
-            hugetlb |= dtor == self.hugetlb_dtor
-        if self.free_huge_page is not None:
-            hugetlb |= dtor == self.free_huge_page
         hwpoison = (_test_bit(flags, self.pg_hwpoison) if self.pg_hwpoison is not None
                     else np.zeros(n, bool))
         offline = (~slab & (mapcount == np.int32(self.offline_value)) if self.offline_value is not None
@@ -228,6 +237,10 @@ class PageClassifier:
                 free &= ~invalid
             take(free, FREE)
             nr[free] = np.left_shift(1, np.minimum(private[free], 62).astype(np.int64))
+            if self.unaccepted_value is not None and self.max_order is not None:  # 6.16+
+                unaccepted = undecided & (mapcount == np.int32(self.unaccepted_value))
+                take(unaccepted, FREE)
+                nr[unaccepted] = 1 << (self.max_order - 1)
         if lvl & DL_EXCLUDE_CACHE:
             take(cache & ~private_flag & ~anon, CACHE)
         if lvl & DL_EXCLUDE_CACHE_PRI:

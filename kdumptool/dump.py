@@ -23,8 +23,12 @@ from kdumptool.errors import CorruptPageError, PageNotPresentError
 from kdumptool.transport.source import ByteSource
 from kdumptool.vmcoreinfo import VmcoreInfo
 
-#: Pages per window of the streaming pipeline (4 MiB of 4 KiB pages).
-WINDOW_PAGES = 1024
+#: Bytes of page data per window of the streaming pipeline.
+WINDOW_BYTES = 4 << 20
+#: Pages per window of 4 KiB pages (the usual case; see :attr:`DumpReader.window_pages`).
+WINDOW_PAGES = WINDOW_BYTES // 4096
+#: Pages per window of metadata-only passes (bitmaps: one byte per page in memory).
+METADATA_WINDOW = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,24 @@ class DumpReader:
     def max_pfn(self) -> int:
         return self.info.max_pfn
 
-    def windows(self, window: int = WINDOW_PAGES) -> Iterator[tuple[int, int]]:
-        """``(start, count)`` windows covering ``[0, max_pfn)``."""
+    @property
+    def window_pages(self) -> int:
+        """Pages per data window: :data:`WINDOW_BYTES` of pages, a multiple of 8 (>= 8)."""
+        return max(8, (WINDOW_BYTES // self.page_size) // 8 * 8)
+
+    def windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """``(start, count)`` windows covering ``[0, max_pfn)``; ``window`` must be a multiple of 8."""
+        window = window or self.window_pages
         for start in range(0, self.max_pfn, window):
             yield start, min(window, self.max_pfn - start)
 
-    def iter_batches(self, window: int = WINDOW_PAGES) -> Iterator[PageBatch]:
-        """Every window of the dump, with data."""
-        for start, count in self.windows(window):
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Windows that may hold pages with data (formats narrow this down; see ELF)."""
+        return self.windows(window)
+
+    def iter_batches(self, window: int | None = None) -> Iterator[PageBatch]:
+        """Every window of the dump that may hold data, with its data."""
+        for start, count in self.data_windows(window):
             yield self.read_batch(start, count)
 
     def count_pages(self) -> tuple[int, int]:
@@ -194,8 +208,8 @@ class DumpReader:
         if first == last:
             return self.read_page(first)[paddr % ps:paddr % ps + size]
         out = bytearray()
-        for start in range(first, last + 1, WINDOW_PAGES):
-            count = min(WINDOW_PAGES, last + 1 - start)
+        for start in range(first, last + 1, self.window_pages):
+            count = min(self.window_pages, last + 1 - start)
             if start + count > self.max_pfn:
                 raise PageNotPresentError(max(start, self.max_pfn), "hole")
             batch = self.read_batch(start, count)

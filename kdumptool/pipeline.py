@@ -1,6 +1,6 @@
 """The streaming pipeline: reader -> page selection (filters) -> codec pool -> writer.
 
-Work moves in PFN windows (:data:`~kdumptool.dump.WINDOW_PAGES` pages): bitmaps
+Work moves in PFN windows (:data:`~kdumptool.dump.WINDOW_BYTES` of pages): bitmaps
 and masks are NumPy arrays, zero-page detection is one vectorised test per
 window, and only the pages that are kept are handled one by one, to compress
 them, in a thread pool (zlib, zstd, lzo and snappy release the GIL).
@@ -15,7 +15,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 import numpy as np
 
 from kdumptool.codecs import Codec
-from kdumptool.dump import WINDOW_PAGES, DumpReader, PageBatch
+from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
 from kdumptool.filters.levels import DL_EXCLUDE_ZERO, MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 
@@ -76,12 +76,12 @@ class Selection:
         return ram, present
 
     def windows(self) -> Iterator[tuple[int, int]]:
-        return self.reader.windows(WINDOW_PAGES)
+        """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
+        return self.reader.windows(METADATA_WINDOW)
 
     def batches(self) -> Iterator[PageBatch]:
-        """Every window with its data (all present pages; callers apply ``masks``)."""
-        for start, count in self.windows():
-            yield self.reader.read_batch(start, count)
+        """Every window that may hold data, with its data (callers apply ``masks``)."""
+        return self.reader.iter_batches()
 
 
 class CompressPool:

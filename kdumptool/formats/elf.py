@@ -15,6 +15,7 @@ the first segment in program-header order provides a page.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import construct as cs
@@ -46,6 +47,8 @@ MACHINE_CODES = {name: code for code, name in MACHINES.items() if code not in (2
 
 #: Upper bound for the program header table (PN_XNUM counts are 32-bit).
 MAX_PHNUM = 1 << 24
+#: Highest PFN an ELF dump may describe (64 TiB of 4 KiB pages; real machines are smaller).
+MAX_PFN = 1 << 34
 #: Upper bound for a PT_NOTE segment we load into memory.
 MAX_NOTES = 64 << 20
 
@@ -297,13 +300,22 @@ class ElfReader(DumpReader):
         if self._truncated and self.strict:
             self._raise_out_of_file()
         for seg in self.segments:
-            fsz = seg.filesz
+            if seg.paddr + seg.memsz > MAX_PFN * ps or seg.filesz > seg.memsz + ps:
+                field = 0x18 if self.elf_class == ELFCLASS64 else 0x0C
+                raise CorruptDumpError(
+                    f"PT_LOAD (program header {seg.index}) describes impossible memory",
+                    path=self.source.name,
+                    offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
+                    expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
+                    got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
+        for seg in self.segments:
+            fsz = seg.filesz if seg.offset < size else 0  # data wholly past the end: none
             starts.append(seg.paddr // ps)
             fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
             # a page is present when its data lies wholly in the file
             fends.append((seg.paddr + fsz) // ps if fsz else seg.paddr // ps)
             mends.append((seg.paddr + seg.memsz) // ps)  # makedumpfile drops a partial last page
-            offs.append(seg.offset)
+            offs.append(min(seg.offset, size))
             paddrs.append(seg.paddr)
         self._seg_start = np.array(starts, dtype=np.int64)
         self._seg_fstart = np.array(fstarts, dtype=np.int64)
@@ -335,6 +347,22 @@ class ElfReader(DumpReader):
             "the end of the file", path=self.source.name,
             offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
             expected=f"p_offset + p_filesz <= {size:#x}", got=f"p_offset {seg.offset:#x}")
+
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Windows that overlap some segment's file data (the rest has no page to read)."""
+        window = window or self.window_pages
+        spans = sorted((int(a), int(b)) for a, b in zip(self._seg_fstart, self._seg_fend, strict=True)
+                       if b > a)
+        pos = 0
+        for a, b in spans:
+            start = max(pos, a - a % window)
+            while start < b:
+                count = min(window, self.max_pfn - start)
+                if count <= 0:
+                    return
+                yield start, count
+                start += window
+            pos = max(pos, start)
 
     def _overlapping(self, start: int, end: int) -> np.ndarray:
         return np.flatnonzero((self._seg_start < end) & (self._seg_mend > start))

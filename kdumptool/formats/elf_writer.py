@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumptool.dump import WINDOW_PAGES, DumpReader
+from kdumptool.dump import DumpReader
 from kdumptool.formats.elf import (
     DUMP_ELF_INCOMPLETE,
     ELFCLASS32,
@@ -110,7 +110,7 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
     One addition: a gap that holds a page the source has no data for always splits the
     segment, so that a page missing from the source never turns into a page of zeros.
     """
-    window = WINDOW_PAGES
+    window = selection.reader.window_pages
     segments: list[OutSegment] = []
     for reg in regions:
         seg_start = reg.start
@@ -185,7 +185,7 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
                                          "sh_info": phnum, "sh_addralign": 0, "sh_entsize": 0}))
     sink.pwrite(note_off, note_blob)
     stats = {"segments": len(segments), "pages": 0, "lost": 0}
-    window = WINDOW_PAGES
+    window = reader.window_pages
     for seg, off in zip(segments, offsets, strict=True):
         for start in range(seg.start, seg.start + seg.file_pages, window):
             count = min(window, seg.start + seg.file_pages - start)

@@ -226,6 +226,18 @@ class KdumpReader(DumpReader):
         self.bitmap_len = half if self.two_bitmaps else total_bitmap
         self.bitmap2_offset = self.bitmap_offset + (half if self.two_bitmaps else 0)
         max_mapnr = min(max_mapnr, self.bitmap_len * 8)
+        # the bitmaps of the declared PFNs must be in the file; reading tolerantly, only the
+        # PFNs whose bits the file holds exist (so a file cannot make us scan more than it has)
+        need = -(-max_mapnr // 8)
+        have = max(0, min(source.size - self.bitmap2_offset, source.size - self.bitmap_offset, need))
+        if have < need:
+            if strict:
+                raise TruncatedDumpError(
+                    "the bitmaps run past the end of the file", path=path, offset=source.size,
+                    expected=f"file size >= {self.bitmap2_offset + need:#x} "
+                             f"({max_mapnr:#x} PFNs, bitmap_blocks {hdr.bitmap_blocks})",
+                    got=f"{source.size:#x}")
+            max_mapnr = have * 8
         self.desc_offset = bs * (1 + hdr.sub_hdr_size + hdr.bitmap_blocks)
         if self.desc_offset > source.size and strict:
             raise TruncatedDumpError("file ends before the page descriptor table", path=path,

@@ -95,6 +95,9 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         sink.pwrite(bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
         sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
         ndesc += int(keep.sum())
+    used = -(-max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly so
+    for off in (bm1_off, bm2_off):  # that a file with no page still reaches its table
+        sink.pwrite(off + used, bytes(bitmap_len - used))
 
     # pass 2: descriptors and data
     dtype = s.page_desc_dtype

@@ -80,11 +80,14 @@ def output_metadata(reader: DumpReader, *, dump_level: int = 0) -> OutputMeta:
     timestamp = (info.timestamp or (0, 0))[0], 0  # tv_usec != 0 confuses libkdumpfile (32-bit trial)
     if vmci is not None and vmci.crash_time is not None and timestamp == (0, 0):
         timestamp = (vmci.crash_time, 0)
-    level = dump_level | (info.dump_level or 0)
+    level = (dump_level | (info.dump_level or 0)) & 31
+    limit = 1 << (8 * info.word_size - 1)
+    if not 0 <= timestamp[0] < limit:  # a hostile header's time does not fit the output's
+        timestamp = (0, 0)
     return OutputMeta(
         machine=info.machine, endian=info.endian, word_size=info.word_size,
         page_size=info.page_size, max_pfn=info.max_pfn, notes=list(info.notes),
         vmcoreinfo=vmci, utsname=best_utsname(reader), timestamp=timestamp,
-        nr_cpus=info.nr_cpus or 1, phys_base=phys_base, dump_level=level,
+        nr_cpus=min(max(info.nr_cpus or 1, 1), 1 << 20), phys_base=phys_base, dump_level=level,
         incomplete=info.incomplete,
     )

@@ -55,6 +55,14 @@ def lost_pages(reader: DumpReader) -> int:
     return 0
 
 
+def _iso_time(seconds: int) -> str | None:
+    """ISO 8601 UTC time, or None for a value no calendar holds (hostile headers)."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def dump_summary(reader: DumpReader) -> dict[str, Any]:
     """Everything ``info`` reports, as JSON-ready values."""
     info = reader.info
@@ -68,9 +76,9 @@ def dump_summary(reader: DumpReader) -> dict[str, Any]:
     vmci = info.vmcoreinfo
     crash_time = None
     if info.timestamp and info.timestamp[0] > 0:
-        crash_time = datetime.datetime.fromtimestamp(info.timestamp[0], datetime.UTC).isoformat()
+        crash_time = _iso_time(info.timestamp[0])
     elif vmci is not None and vmci.crash_time:
-        crash_time = datetime.datetime.fromtimestamp(vmci.crash_time, datetime.UTC).isoformat()
+        crash_time = _iso_time(vmci.crash_time)
     cpus = info.nr_cpus
     if cpus is None:
         cpus = sum(1 for n in info.notes if n.name == b"CORE" and n.type == NT_PRSTATUS) or None

@@ -86,8 +86,7 @@ class VmcoreInfo:
 
     @property
     def page_size(self) -> int | None:
-        value = self.lines.get("PAGESIZE")
-        return int(value) if value and value.isdigit() else None
+        return _decimal(self.lines.get("PAGESIZE"))
 
     @property
     def kernel_offset(self) -> int | None:
@@ -99,9 +98,15 @@ class VmcoreInfo:
 
     @property
     def crash_time(self) -> int | None:
-        value = self.lines.get("CRASHTIME")
-        return int(value) if value and value.isdigit() else None
+        return _decimal(self.lines.get("CRASHTIME"))
 
     @property
     def build_id(self) -> str | None:
         return self.lines.get("BUILD-ID")
+
+
+def _decimal(value: str | None) -> int | None:
+    """A plain ASCII decimal number, else None (``str.isdigit`` accepts other digits)."""
+    if value and value.isascii() and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None

@@ -72,7 +72,11 @@ def _page_shift(vmci: VmcoreInfo) -> int:
 def _is_extreme(vmci: VmcoreInfo) -> bool:
     if not vmci.has("LENGTH(mem_section)"):
         return True
-    nr_sections = 1 << (vmci.number("MAX_PHYSMEM_BITS") - vmci.number("SECTION_SIZE_BITS"))
+    bits = vmci.number("MAX_PHYSMEM_BITS") - vmci.number("SECTION_SIZE_BITS")
+    if not 0 <= bits <= 40 or vmci.size("mem_section") <= 0:
+        raise MemMapError("NUMBER(MAX_PHYSMEM_BITS), NUMBER(SECTION_SIZE_BITS) or SIZE(mem_section) "
+                          "is impossible")
+    nr_sections = 1 << bits
     per_root = (vmci.page_size or 4096) // vmci.size("mem_section")
     return vmci.length("mem_section") == -(-nr_sections // per_root)
 
@@ -98,6 +102,9 @@ def find_mem_map(vmci: VmcoreInfo, max_pfn: int, read_virt: Callable[[int, int],
 def _sparsemem(vmci: VmcoreInfo, max_pfn: int, read_virt: Callable[[int, int], bytes],
                is_kva: Callable[[int], bool], extreme: bool) -> list[MemMapRange]:
     pfn_shift = vmci.number("SECTION_SIZE_BITS") - _page_shift(vmci)
+    if not 0 <= pfn_shift <= 40:
+        raise MemMapError(f"NUMBER(SECTION_SIZE_BITS)={vmci.number('SECTION_SIZE_BITS')} is impossible "
+                          f"with {vmci.page_size}-byte pages")
     per_section = 1 << pfn_shift
     num_section = -(-max_pfn // per_section)
     sec_size = vmci.size("mem_section")

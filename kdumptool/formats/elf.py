@@ -237,7 +237,7 @@ class ElfReader(DumpReader):
         page_size = 4096
         if self.vmcoreinfo is not None and self.vmcoreinfo.page_size:
             ps = self.vmcoreinfo.page_size
-            if ps & (ps - 1) == 0 and 512 <= ps <= 1 << 20:
+            if ps & (ps - 1) == 0 and 1 << 10 <= ps <= 1 << 18:  # as kdump's block_size
                 page_size = ps
         self._index_segments(page_size)
         machine = MACHINES.get(eh.e_machine, f"e_machine {eh.e_machine}")
@@ -347,6 +347,21 @@ class ElfReader(DumpReader):
             "the end of the file", path=self.source.name,
             offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
             expected=f"p_offset + p_filesz <= {size:#x}", got=f"p_offset {seg.offset:#x}")
+
+    def count_pages(self) -> tuple[int, int]:
+        """RAM and present pages by interval arithmetic over the segments (no scan)."""
+        def union(pairs: list[tuple[int, int]]) -> int:
+            total, end = 0, -1
+            for a, b in sorted(p for p in pairs if p[1] > p[0]):
+                if b > end:
+                    total += b - max(a, end)
+                    end = b
+            return total
+
+        ram = union([(int(a), int(b)) for a, b in zip(self._seg_start, self._seg_mend, strict=True)])
+        present = union([(int(a), int(b)) for a, b in
+                         zip(self._seg_fstart, self._seg_fend, strict=True)])
+        return ram, present
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """Windows that overlap some segment's file data (the rest has no page to read)."""

@@ -111,6 +111,7 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
     segment, so that a page missing from the source never turns into a page of zeros.
     """
     window = selection.reader.window_pages
+    data = list(selection.reader.data_windows(window))  # no page has data outside these
     segments: list[OutSegment] = []
     for reg in regions:
         seg_start = reg.start
@@ -118,8 +119,14 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
         file_end = reg.start
         missing = 0  # pages without source data seen so far in this region
         missing_at_last = 0
-        for start in range(reg.start, reg.end, window):
-            count = min(window, reg.end - start)
+        pos = reg.start
+        for wstart, wcount in data:
+            start, end = max(wstart, reg.start), min(wstart + wcount, reg.end)
+            if start >= end:
+                continue
+            missing += start - pos  # skipped pages have no data
+            pos = end
+            count = end - start
             keep, have = _keep_mask(selection, start, count)
             missing_before = missing + np.cumsum(~have) - (~have)  # exclusive prefix counts
             idx = np.flatnonzero(keep)
@@ -144,7 +151,7 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
 
 
 def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -> OutSegment:
-    vaddr = 0 if reg.vaddr is None else reg.vaddr + (start - reg.start) * page_size
+    vaddr = 0 if reg.vaddr is None else (reg.vaddr + (start - reg.start) * page_size) % (1 << 64)
     tail = reg.tail_bytes if end == reg.end else 0
     return OutSegment(start, max(0, file_end - start), end - start, vaddr, tail)
 
@@ -156,7 +163,8 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     """
     reader = selection.reader
     ps = meta.page_size
-    elf_class = ELFCLASS64 if meta.word_size == 8 else ELFCLASS32
+    # ELF32 cannot hold addresses past 4 GiB (i386 PAE): use ELF64 then, as /proc/vmcore does
+    elf_class = ELFCLASS64 if meta.word_size == 8 or meta.max_pfn * ps > 1 << 32 else ELFCLASS32
     s = elf_structs(elf_class, meta.endian)
     note_blob = build_notes(notes_for_output(meta), meta.endian)
     segments = plan_segments(selection, source_regions(reader), ps)
@@ -174,7 +182,8 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     for seg in segments:
         offsets.append(pos if seg.file_pages else 0)
         phdrs.append(s.Phdr.build({
-            "p_type": PT_LOAD, "p_flags": PF_RWX, "p_offset": offsets[-1], "p_vaddr": seg.vaddr,
+            "p_type": PT_LOAD, "p_flags": PF_RWX, "p_offset": offsets[-1],
+            "p_vaddr": seg.vaddr & ((1 << (8 * meta.word_size)) - 1),
             "p_paddr": seg.start * ps, "p_filesz": seg.file_pages * ps,
             "p_memsz": seg.mem_pages * ps + seg.tail_bytes, "p_align": 0}))
         pos += seg.file_pages * ps

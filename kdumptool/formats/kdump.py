@@ -24,13 +24,14 @@ guided by ``utsname.machine``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import construct as cs
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, CODECS, PageDecodeError, codec_for_flags
-from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
+from kdumptool.dump import METADATA_WINDOW, DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import (
     CorruptDumpError,
     CorruptPageError,
@@ -311,6 +312,16 @@ class KdumpReader(DumpReader):
             present[max(0, hi - start):] = False
         return ram, present
 
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Only the windows whose 2nd-bitmap bits are not all clear."""
+        window = window or self.window_pages
+        step = max(window, METADATA_WINDOW // window * window)
+        for big in range(0, self.max_pfn, step):
+            _, present = self.bitmaps(big, min(step, self.max_pfn - big))
+            for off in range(0, len(present), window):
+                if present[off:off + window].any():
+                    yield big + off, min(window, self.max_pfn - big - off)
+
     def _build_rank_index(self) -> None:
         """Counts of set 2nd-bitmap bits before each chunk (within the split part)."""
         lo, hi = self.part
@@ -508,6 +519,12 @@ class KdumpReader(DumpReader):
                 corrupt: dict[int, str]) -> bytes | None:
         raw = self.source.pread(off, size)
         codec = codec_for_flags(flags)
+        if len(raw) != size or (codec is None and size != self.block_size):
+            msg = f"short read of page data ({len(raw)} of {size} bytes)"
+            if self.strict:
+                raise CorruptPageError(msg, pfn=pfn, path=self.path, offset=off)
+            corrupt[pfn] = msg
+            return None
         if codec is None:
             return raw
         try:

@@ -15,7 +15,12 @@ this is enough to read ``struct new_utsname`` from a dump.
 
 from __future__ import annotations
 
+from kdumptool.errors import KdumpToolError
 from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
+
+
+class AddressError(KdumpToolError, ValueError):
+    """An address that cannot be translated by this method."""
 
 START_KERNEL_MAP_X86_64 = 0xFFFFFFFF80000000
 MASK64 = (1 << 64) - 1
@@ -27,7 +32,7 @@ def kernel_image_to_phys(vmcoreinfo: VmcoreInfo, machine: str, vaddr: int,
 
     :param phys_base: x86_64 fallback when VMCOREINFO lacks ``NUMBER(phys_base)``
     :raises VmcoreInfoKeyError: a needed key is missing
-    :raises ValueError: the machine is not supported or the address is not in the image
+    :raises AddressError: the machine is not supported or the address is not in the image
     """
     if machine == "x86_64":
         if vmcoreinfo.has("NUMBER(phys_base)"):
@@ -37,8 +42,8 @@ def kernel_image_to_phys(vmcoreinfo: VmcoreInfo, machine: str, vaddr: int,
         else:
             raise VmcoreInfoKeyError("NUMBER(phys_base)")
         if vaddr < START_KERNEL_MAP_X86_64:
-            raise ValueError(f"{vaddr:#x} is not a kernel-image address")
+            raise AddressError(f"{vaddr:#x} is not a kernel-image address")
         return (vaddr - START_KERNEL_MAP_X86_64 + base) & MASK64
     if machine == "aarch64":
         return (vaddr - vmcoreinfo.number("kimage_voffset")) & MASK64
-    raise ValueError(f"kernel-image translation is not implemented for {machine or 'this machine'}")
+    raise AddressError(f"kernel-image translation is not implemented for {machine or 'this machine'}")

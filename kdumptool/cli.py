@@ -252,6 +252,86 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
 
 
 @main.command()
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--deep", is_flag=True, help="Also decode every page.")
+@_VMCOREINFO_OPTION
+def fsck(dump: tuple[str, ...], as_json: bool, deep: bool, vmcoreinfo_file: str | None) -> None:
+    """Check DUMP (or the parts of a split set) for every inconsistency.
+
+    Exit status: 0 clean, 1 problems repair can fix, 2 damage that loses data,
+    3 not a dump / cannot be read.
+    """
+    from kdumptool.repair.checks import fsck as run_fsck
+
+    report = run_fsck(list(dump), deep=deep, vmcoreinfo_file=vmcoreinfo_file)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(f"{report.path}: {finding}")
+        lost = report.lost_ranges()
+        if lost:
+            click.echo(f"{report.path}: lost PFN ranges: "
+                       + ", ".join(f"{a:#x}-{b - 1:#x}" for a, b in lost[:20])
+                       + (f" (+{len(lost) - 20} more)" if len(lost) > 20 else ""))
+        if deep and "pages_decoded" in report.facts:
+            click.echo(f"{report.path}: {report.facts['pages_decoded']} pages decoded")
+        if not report.findings:
+            click.echo(f"{report.path}: clean")
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--zero-fill", is_flag=True, help="Write unreadable pages as zero pages instead of missing.")
+@click.option("--in-place", is_flag=True, help="Replace IN atomically, keeping IN.bak.")
+@click.option("-E", "elf", flag_value=True, default=None, help="Write ELF (default: the input's kind).")
+@click.option("-F", "flat", is_flag=True, help="Write the flattened format.")
+@click.option("-c", "codec", flag_value="zlib", default=None, help="kdump pages with zlib.")
+@click.option("-l", "codec", flag_value="lzo", help="kdump pages with lzo.")
+@click.option("-p", "codec", flag_value="snappy", help="kdump pages with snappy.")
+@click.option("-z", "codec", flag_value="zstd", help="kdump pages with zstd.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
+@_VMCOREINFO_OPTION
+def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | None, flat: bool,
+           codec: str | None, as_json: bool, force: bool, vmcoreinfo_file: str | None) -> None:
+    """Salvage every page of IN that still decodes into a valid dump OUT (IN is never changed).
+
+    Lost and corrupt pages become missing pages (or zeros with --zero-fill); VMCOREINFO is
+    supplied with -i or recovered from memory; QEMU's empty utsname is filled.
+    """
+    from kdumptool.repair.salvage import repair as run_repair
+
+    if in_place:
+        if len(paths) != 1:
+            raise UsageError("--in-place takes exactly one input and no OUT")
+        srcs, dst = list(paths), paths[0]
+    elif len(paths) < 2:
+        raise UsageError("missing OUT (or use --in-place)")
+    else:
+        srcs, dst = list(paths[:-1]), paths[-1]
+    result = run_repair(srcs, dst, zero_fill=zero_fill, vmcoreinfo_file=vmcoreinfo_file,
+                        force=force, elf=elf, flat=flat, codec_name=codec, in_place=in_place)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for finding in result["input"]["findings"]:
+        click.echo(f"found: {finding['severity']}: "
+                   + (f"offset {finding['offset']:#x}: " if finding["offset"] is not None else "")
+                   + finding["message"])
+    for action in result["actions"]:
+        click.echo(f"done:  {action}")
+    ranges = result["lost_pfn_ranges"] or result["zero_filled_pfn_ranges"]
+    if ranges:
+        label = "lost" if result["lost_pfn_ranges"] else "zero-filled"
+        click.echo(f"{label} PFN ranges: " + ", ".join(f"{a:#x}-{b - 1:#x}" for a, b in ranges[:20])
+                   + (f" (+{len(ranges) - 20} more)" if len(ranges) > 20 else ""))
+    click.echo(f"{dst}: {result['format']}, {result['pages_written']} pages written")
+
+
+@main.command()
 @click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("address")
 @_VMCOREINFO_OPTION

@@ -309,7 +309,7 @@ class ElfReader(DumpReader):
                     expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
                     got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
         for seg in self.segments:
-            fsz = seg.filesz if seg.offset < size else 0  # data wholly past the end: none
+            fsz = seg.filesz  # data past the end of the file reads as lost pages
             starts.append(seg.paddr // ps)
             fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
             # a page is present when its data lies wholly in the file
@@ -320,6 +320,10 @@ class ElfReader(DumpReader):
         self._seg_start = np.array(starts, dtype=np.int64)
         self._seg_fstart = np.array(fstarts, dtype=np.int64)
         self._seg_fend = np.array(fends, dtype=np.int64)
+        # pages whose data is really in the file (a truncated file has fewer)
+        eff = [min(fe, (seg.paddr + max(0, size - seg.offset)) // ps)
+               for seg, fe in zip(self.segments, fends, strict=True)]
+        self._seg_fend_eff = np.array(eff, dtype=np.int64)
         self._seg_mend = np.array(mends, dtype=np.int64)
         self._seg_off = np.array(offs, dtype=np.int64)
         self._seg_paddr = np.array(paddrs, dtype=np.int64)
@@ -347,6 +351,15 @@ class ElfReader(DumpReader):
             "the end of the file", path=self.source.name,
             offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
             expected=f"p_offset + p_filesz <= {size:#x}", got=f"p_offset {seg.offset:#x}")
+
+    def lost_mask(self, start: int, count: int) -> np.ndarray:
+        """Pages the headers declare with data that the file does not hold (metadata only)."""
+        end = start + count
+        _, declared = self.bitmaps(start, count)
+        available = np.zeros(count, dtype=bool)
+        for k in self._overlapping(start, end):
+            _fill(available, int(self._seg_fstart[k]) - start, int(self._seg_fend_eff[k]) - start, True)
+        return declared & ~available
 
     def count_pages(self) -> tuple[int, int]:
         """RAM and present pages by interval arithmetic over the segments (no scan)."""

@@ -70,6 +70,7 @@ class OutSegment:
 def source_regions(reader: DumpReader) -> list[Region]:
     """The source's memory regions: its PT_LOADs (ELF), or runs of RAM (other formats)."""
     ps = reader.page_size
+    reader = getattr(reader, "inner", reader)  # a wrapper (zero-fill) keeps the source's regions
     if isinstance(reader, ElfReader):
         out = []
         for seg in reader.segments:
@@ -96,11 +97,13 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     pages the source has data for."""
     have = selection.reader.bitmaps(start, count)[1]
     keep = selection.masks(start, count)[1]
-    if not selection.exclude_zero:
+    if not selection.exclude_zero and selection.reader.strict:
         return keep, have
+    # zero pages, or pages a tolerant reader cannot deliver, are known only from the data
     batch = selection.reader.read_batch(start, count)
     keep = keep & batch.present
-    keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
+    if selection.exclude_zero:
+        keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
     return keep, batch.present
 
 

@@ -1,0 +1,328 @@
+"""``fsck`` checks: every inconsistency a dump can have, each with a severity and an offset.
+
+Spec: SPEC.md (the structures checked) and §7 (the consistency rules kdumptool applies).
+Checks read the dump tolerantly, so damage is reported rather than raised; a structure
+that cannot be read at all is a ``fatal`` finding (exit code 3).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import numpy as np
+
+from kdumptool.codecs import CODEC_FLAG_MASK
+from kdumptool.dump import DumpReader
+from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError
+from kdumptool.formats.elf import ElfReader
+from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
+from kdumptool.formats.split import SplitSetReader
+from kdumptool.open import open_dumps, supply_vmcoreinfo
+from kdumptool.repair.findings import Report, merge_ranges, ranges_of
+from kdumptool.transport.flattened import FlattenedSource
+from kdumptool.vtop.kernel_image import kernel_image_to_phys
+
+#: Stable kernels whose VMCOREINFO BUILD-ID is known to be garbage (drgn
+#: ``ignore_broken_vmcoreinfo_build_id``): (major, minor, first patch, last patch or None)
+BROKEN_BUILD_ID = [(6, 11, 3, 9), (6, 10, 14, None), (6, 6, 55, 62), (6, 1, 113, 118), (5, 15, 168, None)]
+
+
+def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = None) -> Report:
+    """Check a dump (or a split set). Never raises on bad input: see the report."""
+    report = Report(", ".join(paths))
+    try:
+        reader = open_dumps(paths, strict=False)
+    except UnknownFormatError as exc:
+        report.add("fatal", "not-a-dump", exc.message, exc.offset)
+        return report
+    except DumpError as exc:
+        report.add("fatal", "unreadable", describe(exc), exc.offset)
+        return report
+    with reader:
+        if vmcoreinfo_file:
+            supply_vmcoreinfo(reader, vmcoreinfo_file)
+        report.facts.update(format=reader.info.format, transport=reader.info.transport,
+                            max_pfn=reader.info.max_pfn, page_size=reader.info.page_size)
+        try:
+            validate_transport(reader, report)
+            if isinstance(reader, KdumpReader | SplitSetReader):
+                validate_kdump(reader, report)
+            elif isinstance(reader, ElfReader):
+                validate_elf(reader, report)
+            validate_vmcoreinfo(reader, report)
+            if deep:
+                validate_pages(reader, report)
+        except DumpError as exc:
+            report.add("fatal", "unreadable", describe(exc), exc.offset)
+    return report
+
+
+def describe(exc: DumpError) -> str:
+    """An error's message with expected/got, without its path and offset."""
+    text = exc.message
+    if exc.expected is not None or exc.got is not None:
+        text += f" (expected {exc.expected}, got {exc.got})"
+    return text
+
+
+def validate_transport(reader: DumpReader, report: Report) -> None:
+    src = reader.source
+    if isinstance(src, FlattenedSource) and not src.complete:
+        report.add("data-loss", "flat-truncated",
+                   f"flattened stream ends without its end marker after {src.records} records; "
+                   "the image's tail is missing", src.inner.size)
+
+
+# --- kdump -------------------------------------------------------------------------------
+
+def _kdump_parts(reader: DumpReader) -> list[KdumpReader]:
+    return reader.parts if isinstance(reader, SplitSetReader) else [reader]  # type: ignore[list-item]
+
+
+def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None:
+    if isinstance(reader, SplitSetReader):
+        for lo, hi in reader.gaps:
+            declared = ranges_of(np.flatnonzero(reader.parts[0]._bits(2, lo, hi - lo)) + lo)
+            report.add("data-loss", "split-part-missing",
+                       f"the split set has no part for pfn {lo:#x}-{hi:#x}", None, declared)
+    parts = _kdump_parts(reader)
+    for part in parts:
+        _validate_kdump_part(part, report, f"{part.path}: " if len(parts) > 1 else "")
+
+
+def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
+    h = r.header
+    if not 1 <= h.header_version <= 6:
+        report.add("notice", "header-version", f"{path}unusual header_version {h.header_version}", 8)
+    if h.status & ~KNOWN_STATUS:
+        report.add("notice", "status-bits", f"{path}unknown status bits {h.status & ~KNOWN_STATUS:#x}")
+    vmci = r.info.vmcoreinfo
+    if vmci is not None and vmci.page_size and vmci.page_size != h.block_size:
+        report.add("data-loss", "block-size", f"{path}block_size {h.block_size} differs from "
+                   f"VMCOREINFO PAGESIZE {vmci.page_size}")
+    # 2nd bitmap within the 1st
+    outside = 0
+    for start, count in r.windows(1 << 16):
+        ram, present = r.bitmaps(start, count)
+        outside += int((present & ~ram).sum())
+    if outside:
+        report.add("repairable", "bitmap2-not-in-bitmap1",
+                   f"{path}{outside} pages are in the 2nd bitmap but not in the 1st", r.bitmap2_offset)
+    # descriptors
+    try:
+        r._check_table_start()
+    except DumpError as exc:
+        report.add("data-loss", "bitmap-table-mismatch",
+                   f"{path}{exc.message} ({exc.expected} vs {exc.got}); pages cannot be matched "
+                   "to their data", exc.offset)
+        return
+    lost_pfns: list[np.ndarray] = []
+    corrupt_pfns: list[np.ndarray] = []
+    first_bad = None
+    first_empty = None  # file offset of the first all-zero descriptor
+    overlap_at = None
+    last_end = -1
+    data_end = -1
+    size = r.source.size
+    zero_page = None
+    for pfns, descs, pos in _iter_descs(r):
+        offs = descs["offset"].astype(np.int64)
+        sizes = descs["size"].astype(np.int64)
+        flags = descs["flags"].astype(np.int64)
+        lost = (offs == 0) | (pos + PAGE_DESC_SIZE > size)
+        bits = flags & CODEC_FLAG_MASK
+        bad = ~lost & (((flags & ~CODEC_FLAG_MASK) != 0) | ((bits & (bits - 1)) != 0) | (sizes == 0)
+                       | (sizes > r.block_size) | ((bits == 0) & (sizes != r.block_size))
+                       | (offs < r.data_offset))
+        past = ~lost & ~bad & (offs + sizes > size)
+        # data cut off by the end of the file (it starts before the end, or right where the
+        # data of the pages before it ends) is lost; an offset that jumps past the end is corrupt
+        ends = np.where(~lost & ~bad & (offs != (zero_page if zero_page is not None else -1)),
+                        offs + sizes, -1)
+        prev_end = np.maximum.accumulate(np.concatenate(([data_end], ends)))[:-1]
+        data_end = int(max(data_end, ends.max(initial=-1)))
+        cut = past & ((offs <= size) | (offs == prev_end))
+        bad |= past & ~cut
+        lost |= cut
+        empty = np.flatnonzero(offs == 0)
+        if first_empty is None and empty.size:
+            first_empty = int(pos[empty[0]])
+        lost_pfns.append(pfns[lost])
+        corrupt_pfns.append(pfns[bad])
+        if first_bad is None and bad.any():
+            first_bad = int(pos[np.flatnonzero(bad)[0]])
+        ok = ~lost & ~bad
+        if zero_page is None and ok.any():
+            zero_page = int(offs[ok].min())
+        seq = ok & (offs != zero_page)
+        o, z = offs[seq], sizes[seq]
+        if overlap_at is None and len(o):
+            starts = np.concatenate(([last_end], o[1:]))
+            ends_before = np.concatenate(([last_end], (o + z)[:-1]))
+            clash = np.flatnonzero(o < np.maximum.accumulate(ends_before)) if len(o) > 1 else []
+            if (len(o) and o[0] < last_end) or len(clash):
+                overlap_at = int(o[clash[0]] if len(clash) else o[0])
+            del starts
+        if len(o):
+            last_end = max(last_end, int((o + z).max()))
+    lost_all = np.concatenate(lost_pfns) if lost_pfns else np.empty(0, np.int64)
+    corrupt_all = np.concatenate(corrupt_pfns) if corrupt_pfns else np.empty(0, np.int64)
+    if len(lost_all):
+        incomplete = bool(h.status & DUMP_DH_COMPRESSED_INCOMPLETE)
+        if incomplete:  # a consistent dump that was cut short when it was made
+            report.add("notice", "incomplete",
+                       f"{path}the dump is marked incomplete: {len(lost_all)} pages were not "
+                       "written", 424, ranges_of(lost_all))
+        else:
+            report.add("data-loss", "pages-lost",
+                       f"{path}{len(lost_all)} pages have no data in the file (empty descriptors "
+                       "or data past the end); the dump is not marked incomplete",
+                       first_empty if first_empty is not None else size, ranges_of(lost_all))
+        if not incomplete:
+            report.add("repairable", "incomplete-flag",
+                       f"{path}lost pages but the incomplete flag (status 0x8) is not set", 424)
+    if len(corrupt_all):
+        report.add("data-loss", "bad-descriptors",
+                   f"{path}{len(corrupt_all)} page descriptors are invalid (flags, size or offset)",
+                   first_bad, ranges_of(corrupt_all))
+    if overlap_at is not None:
+        report.add("data-loss", "data-overlap",
+                   f"{path}page data overlaps or goes backwards at file offset {overlap_at:#x}",
+                   overlap_at)
+
+
+def _iter_descs(r: KdumpReader) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(pfns, descriptors, descriptor file offsets) in PFN order, window by window."""
+    rank = 0
+    for start, count in r.windows(1 << 16):
+        _, present = r.bitmaps(start, count)
+        idx = np.flatnonzero(present)
+        if not idx.size:
+            continue
+        descs = r._descs(rank, idx.size)
+        pos = r.desc_offset + (rank + np.arange(idx.size, dtype=np.int64)) * PAGE_DESC_SIZE
+        yield idx.astype(np.int64) + start, descs, pos
+        rank += idx.size
+
+
+# --- ELF ----------------------------------------------------------------------------------
+
+def validate_elf(r: ElfReader, report: Report) -> None:
+    size, ps = r.source.size, r.page_size
+    eh = r.ehdr
+    if eh.e_flags & 1:
+        report.add("notice", "elf-incomplete", "e_flags says the dump is incomplete (bit 0)",
+                   0x30 if r.elf_class == 2 else 0x24)
+    field = 8 if r.elf_class == 2 else 4
+    bad = [seg for seg in r.segments if seg.offset + seg.filesz > size]
+
+    def lost_of(seg: object) -> list[tuple[int, int]]:
+        first = -(-(seg.paddr + max(0, size - seg.offset)) // ps)  # type: ignore[attr-defined]
+        return [(first, (seg.paddr + seg.filesz) // ps)]  # type: ignore[attr-defined]
+
+    if any(seg.offset <= size for seg in bad):  # a segment straddles the end: truncation
+        lost_pfns = [np.flatnonzero(r.lost_mask(s, c)) + s for s, c in r.data_windows()]
+        lost = ranges_of(np.concatenate(lost_pfns)) if lost_pfns else []
+        report.add("data-loss", "elf-truncated",
+                   f"the file is truncated: {len(bad)} PT_LOAD segments end past its end "
+                   f"(the first at program header {bad[0].index})", size, lost)
+    else:
+        for seg in bad:
+            report.add("data-loss", "elf-bad-offset",
+                       f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) p_offset "
+                       f"{seg.offset:#x} points past the end of the file",
+                       eh.e_phoff + seg.index * eh.e_phentsize + field, lost_of(seg))
+    spans = sorted((seg.offset, seg.offset + seg.filesz, seg.index) for seg in r.segments if seg.filesz)
+    for (_, a1, ai), (b0, _, bi) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:
+            report.add("notice", "elf-file-overlap",
+                       f"PT_LOAD {ai} and {bi} share file bytes at {b0:#x}", b0)
+
+
+# --- VMCOREINFO ---------------------------------------------------------------------------
+
+def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
+    info = reader.info
+    vmci = info.vmcoreinfo
+    if vmci is None:
+        report.add("repairable", "no-vmcoreinfo",
+                   "the dump has no VMCOREINFO (repair adds one with -i FILE, or the copy "
+                   "found in memory)")
+        return
+    if not vmci.osrelease:
+        report.add("repairable", "vmcoreinfo-no-osrelease", "VMCOREINFO has no OSRELEASE")
+    if vmci.page_size and vmci.page_size != info.page_size:
+        report.add("notice", "vmcoreinfo-pagesize",
+                   f"VMCOREINFO PAGESIZE {vmci.page_size} differs from the dump's {info.page_size}")
+    uts = info.utsname
+    if info.format in ("kdump", "diskdump") and uts is not None:
+        if not uts.release:
+            report.add("repairable", "empty-utsname",
+                       "the header's utsname is empty (as QEMU writes it): drgn refuses such files; "
+                       "repair fills it from memory and VMCOREINFO", 12)
+        elif vmci.osrelease and uts.release != vmci.osrelease:
+            report.add("notice", "utsname-mismatch",
+                       f"header utsname release {uts.release!r} differs from OSRELEASE "
+                       f"{vmci.osrelease!r}", 12 + 2 * 65)
+    _check_uts_in_memory(reader, report)
+    build_id = vmci.build_id
+    if build_id is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{2,64}", build_id):
+            report.add("notice", "build-id", f"BUILD-ID {build_id[:80]!r} is not hexadecimal")
+        elif vmci.osrelease and _known_broken_build_id(vmci.osrelease):
+            report.add("notice", "build-id-broken",
+                       f"kernel {vmci.osrelease} is known to report a wrong BUILD-ID in VMCOREINFO")
+
+
+def _check_uts_in_memory(reader: DumpReader, report: Report) -> None:
+    """OSRELEASE must be what ``init_uts_ns`` holds in memory (else VMCOREINFO is not this kernel's)."""
+    info, vmci = reader.info, reader.info.vmcoreinfo
+    if vmci is None or not vmci.has("SYMBOL(init_uts_ns)") or info.machine not in ("x86_64", "aarch64"):
+        return
+    try:
+        vaddr = vmci.symbol("init_uts_ns") + (vmci.offset("uts_namespace.name")
+                                              if vmci.has("OFFSET(uts_namespace.name)") else 0)
+        paddr = kernel_image_to_phys(vmci, info.machine, vaddr, info.phys_base)
+        raw = reader.read(paddr + 2 * 65, 65)
+    except (KdumpToolError, ValueError):
+        return  # the page is not in the dump: nothing to compare
+    release = raw.split(b"\0", 1)[0].decode("latin-1")
+    if release != vmci.osrelease:
+        report.add("notice", "vmcoreinfo-mismatch",
+                   f"init_uts_ns in memory says release {release[:64]!r}, VMCOREINFO says "
+                   f"{vmci.osrelease!r}: VMCOREINFO may belong to another kernel (fabricated)")
+
+
+def _known_broken_build_id(release: str) -> bool:
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", release)
+    if not m:
+        return False
+    major, minor, patch = map(int, m.groups())
+    return any(major == a and minor == b and patch >= lo and (hi is None or patch <= hi)
+               for a, b, lo, hi in BROKEN_BUILD_ID)
+
+
+# --- pages (--deep) -----------------------------------------------------------------------
+
+def validate_pages(reader: DumpReader, report: Report) -> None:
+    """Decode every page; report pages that do not decode to exactly one page."""
+    corrupt: list[int] = []
+    first_msg = None
+    read = 0
+    for batch in reader.iter_batches():
+        read += int(batch.present.sum())
+        if batch.corrupt:
+            corrupt.extend(batch.corrupt)
+            first_msg = first_msg or next(iter(batch.corrupt.values()))
+    report.facts["pages_decoded"] = read
+    known = {p for f in report.findings if f.code == "bad-descriptors" for a, b in f.lost
+             for p in range(a, b)}
+    new = sorted(set(corrupt) - known)
+    if new:
+        offset = None
+        if isinstance(reader, KdumpReader):
+            offset = int(reader._descs(reader.rank(new[0]), 1)[0]["offset"])
+        report.add("data-loss", "corrupt-pages",
+                   f"{len(new)} pages do not decode (first: pfn {new[0]:#x}: {first_msg})", offset,
+                   merge_ranges(ranges_of(np.array(new, dtype=np.int64))))

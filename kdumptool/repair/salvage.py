@@ -1,0 +1,170 @@
+"""``repair``: salvage every page that still decodes into a valid dump of the same kind.
+
+Policy (the tolerant readers report damage per page; this module decides what to do):
+
+* pages that decode are copied byte for byte;
+* pages that are lost (cut off, empty descriptor) or corrupt (do not decode) become
+  *missing* — an all-zero descriptor and the incomplete flag in kdump output
+  (``DUMP_DH_COMPRESSED_INCOMPLETE``), holes and ``e_flags`` bit 0 in ELF output — or,
+  with ``zero_fill``, pages of zeros;
+* a missing VMCOREINFO is supplied (``-i FILE``) or recovered from memory; QEMU's empty
+  utsname is filled (the writers always do both);
+* a flattened input is rebuilt as a plain file of its inner format, its tail marked lost.
+
+The input is never modified; ``in_place`` replaces it atomically and keeps a backup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from kdumptool.codecs import get_codec
+from kdumptool.dump import DumpReader, PageBatch
+from kdumptool.errors import KdumpToolError, OutputError
+from kdumptool.formats.elf import ElfReader
+from kdumptool.metadata import output_metadata
+from kdumptool.open import open_dumps, supply_vmcoreinfo
+from kdumptool.pipeline import Selection
+from kdumptool.repair.checks import fsck
+from kdumptool.repair.findings import Report, ranges_of
+from kdumptool.scan import scan_vmcoreinfo
+from kdumptool.transport.sink import open_output
+
+
+class RepairError(KdumpToolError):
+    """The dump cannot be repaired (not a dump, or damage that cannot be undone)."""
+
+    exit_code = 3
+
+
+class ZeroFillReader(DumpReader):
+    """A tolerant reader whose lost and corrupt pages read as zeros."""
+
+    def __init__(self, inner: DumpReader) -> None:
+        super().__init__(inner.source, strict=False)
+        self.inner = inner
+        self.info = inner.info
+
+    def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner.bitmaps(start, count)
+
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        return self.inner.data_windows(window)
+
+    def read_batch(self, start: int, count: int) -> PageBatch:
+        b = self.inner.read_batch(start, count)
+        fill = b.lost.copy()
+        for pfn in b.corrupt:
+            fill[pfn - start] = True
+        if not fill.any():
+            return b
+        full = np.zeros((count, self.page_size), dtype=np.uint8)
+        full[b.present] = b.data
+        present = b.present | fill
+        return PageBatch(start, count, b.ram, present, full[present],
+                         np.zeros(count, dtype=bool), {})
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def unreadable_pages(reader: DumpReader) -> list[tuple[int, int]]:
+    """PFN ranges the dump declares but cannot deliver (lost or corrupt)."""
+    pfns: list[np.ndarray] = []
+    for b in reader.iter_batches():
+        bad = b.lost.copy()
+        for pfn in b.corrupt:
+            bad[pfn - b.start] = True
+        if bad.any():
+            pfns.append(np.flatnonzero(bad) + b.start)
+    return ranges_of(np.concatenate(pfns)) if pfns else []
+
+
+def repair(paths: list[str], out: str, *, zero_fill: bool = False,
+           vmcoreinfo_file: str | None = None, force: bool = False, elf: bool | None = None,
+           flat: bool = False, codec_name: str | None = None, threads: int | None = None,
+           in_place: bool = False) -> dict[str, Any]:
+    """Repair ``paths`` into ``out``; return the report (findings, actions, lost ranges).
+
+    :raises RepairError: the input is not a readable dump, or its pages cannot be matched
+        to their data (a damaged 2nd bitmap)
+    """
+    before: Report = fsck(paths, vmcoreinfo_file=vmcoreinfo_file)
+    fatal = [f for f in before.findings if f.severity == "fatal"]
+    if fatal:
+        raise RepairError(f"{before.path}: cannot repair: {fatal[0]}")
+    mismatch = [f for f in before.findings if f.code == "bitmap-table-mismatch"]
+    if mismatch:
+        raise RepairError(f"{before.path}: cannot repair: {mismatch[0]}")
+    actions: list[str] = []
+    reader: DumpReader = open_dumps(paths, strict=False)
+    try:
+        if vmcoreinfo_file:
+            supply_vmcoreinfo(reader, vmcoreinfo_file)
+            actions.append(f"VMCOREINFO taken from {vmcoreinfo_file}")
+        elif reader.info.vmcoreinfo is None:
+            found = scan_vmcoreinfo(reader, first_only=True)
+            if found:
+                reader.info.vmcoreinfo = found[0].vmcoreinfo
+                actions.append(f"VMCOREINFO recovered from memory at {found[0].paddr:#x}")
+        lost = unreadable_pages(reader)
+        nlost = sum(b - a for a, b in lost)
+        is_elf = isinstance(reader, ElfReader) if elf is None else elf
+        if nlost and zero_fill:
+            reader = ZeroFillReader(reader)
+            actions.append(f"{nlost} unreadable pages written as zero pages")
+        elif nlost:
+            how = "holes and e_flags bit 0" if is_elf else "empty descriptors and the incomplete flag"
+            actions.append(f"{nlost} unreadable pages marked missing ({how})")
+        if reader.info.transport == "flattened":
+            actions.append("flattened stream rebuilt as a plain file")
+        selection = Selection(reader, 0)
+        meta = output_metadata(reader)
+        if nlost and not zero_fill:
+            meta = dataclasses.replace(meta, incomplete=True)
+        codec = None
+        if not is_elf:
+            name = codec_name or (sorted(reader.info.codecs)[0] if reader.info.codecs else "zlib")
+            codec = get_codec(name)
+        target = out
+        backup = None
+        if in_place:
+            backup = paths[0] + ".bak"
+            if os.path.lexists(backup) and not force:
+                raise OutputError(f"{backup}: backup exists (use --force to replace it)")
+            if os.path.lexists(backup):
+                os.unlink(backup)
+            os.link(paths[0], backup)
+        try:
+            with open_output(target, inputs=[] if in_place else paths, force=force or in_place,
+                             flattened=flat) as sink:
+                if is_elf:
+                    from kdumptool.formats.elf_writer import write_elf
+
+                    stats = write_elf(selection, sink, meta)
+                else:
+                    from kdumptool.formats.kdump_writer import write_kdump
+
+                    stats = write_kdump(selection, sink, meta, codec, threads=threads)
+        except BaseException:
+            if backup:
+                os.unlink(backup)
+            raise
+        if backup:
+            actions.append(f"{paths[0]} replaced; the original is kept as {backup}")
+    finally:
+        reader.close()
+    return {
+        "input": before.as_dict(),
+        "output": out,
+        "format": "ELF" if is_elf else f"kdump-compressed ({codec.name if codec else 'raw'})",
+        "actions": actions,
+        "pages_written": stats["pages"],
+        "lost_pfn_ranges": [list(r) for r in (lost if not zero_fill else [])],
+        "zero_filled_pfn_ranges": [list(r) for r in (lost if zero_fill else [])],
+    }

@@ -11,6 +11,7 @@ import random
 
 import builders as b
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -60,7 +61,8 @@ def read_all(image: bytes) -> tuple[dict[int, bytes], set[int]]:
         for batch in r.iter_batches():
             for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
                 got[pfn] = row.tobytes()
-            ram.update(batch.start + i for i in range(batch.count) if batch.ram[i])
+        for start, count in r.windows():  # RAM without data lies outside the data windows
+            ram.update(start + int(i) for i in np.flatnonzero(r.bitmaps(start, count)[0]))
     return got, ram
 
 

@@ -77,7 +77,7 @@ def _is_extreme(vmci: VmcoreInfo) -> bool:
         raise MemMapError("NUMBER(MAX_PHYSMEM_BITS), NUMBER(SECTION_SIZE_BITS) or SIZE(mem_section) "
                           "is impossible")
     nr_sections = 1 << bits
-    per_root = (vmci.page_size or 4096) // vmci.size("mem_section")
+    per_root = max(1, (vmci.page_size or 4096) // vmci.size("mem_section"))
     return vmci.length("mem_section") == -(-nr_sections // per_root)
 
 
@@ -110,7 +110,9 @@ def _sparsemem(vmci: VmcoreInfo, max_pfn: int, read_virt: Callable[[int, int], b
     sec_size = vmci.size("mem_section")
     map_off = vmci.offset("mem_section.section_mem_map")
     size_page = vmci.size("page")
-    per_root = (vmci.page_size or 4096) // sec_size if extreme else 1
+    if sec_size <= 0 or size_page <= 0:
+        raise MemMapError("SIZE(mem_section) and SIZE(page) must be positive")
+    per_root = max(1, (vmci.page_size or 4096) // sec_size) if extreme else 1
     nr_roots = -(-num_section // per_root)
     symbol = vmci.symbol("mem_section")
 

@@ -418,32 +418,24 @@ class ElfReader(DumpReader):
         owner = self._owner(start, count)
         lost = np.zeros(count, dtype=bool)
         size = self.source.size
-        present = owner >= 0
-        data = np.zeros((int(present.sum()), ps), dtype=np.uint8)
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(owner)) + 1, [count]))
+        runs = []  # (first page, pages, file offset, pages whose data is in the file)
+        for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            k = int(owner[i])  # one pread per run of pages from the same segment
+            if k < 0:
+                continue
+            off = int(self._seg_off[k]) + (start + i) * ps - int(self._seg_paddr[k])
+            whole = min(j - i, max(0, size - off) // ps)
+            if whole < j - i:  # data beyond the end of a truncated file: lost pages
+                lost[i + whole:j] = True
+            if whole:
+                runs.append((i, whole, off))
+        present = (owner >= 0) & ~lost
+        data = np.empty((int(present.sum()), ps), dtype=np.uint8)
         row = np.cumsum(present) - 1
-        i = 0
-        while i < count:  # one pread per run of pages from the same segment
-            k = owner[i]
-            j = i + 1
-            while j < count and owner[j] == k:
-                j += 1
-            if k >= 0:
-                pfn0 = start + i
-                off = int(self._seg_off[k]) + pfn0 * ps - int(self._seg_paddr[k])
-                n = j - i
-                avail = max(0, min(n * ps, size - off))
-                raw = self.source.pread(off, avail) if avail else b""
-                whole = len(raw) // ps
-                if whole:
-                    r0 = row[i]
-                    data[r0:r0 + whole] = np.frombuffer(raw, np.uint8, whole * ps).reshape(whole, ps)
-                if whole < n:  # data beyond the end of a truncated file: lost pages
-                    lost[i + whole:j] = True
-            i = j
-        if lost.any():
-            keep = ~lost[present]
-            data = data[keep]
-            present = present & ~lost
+        for i, whole, off in runs:
+            raw = self.source.pread(off, whole * ps)
+            data[row[i]:row[i] + whole] = np.frombuffer(raw, np.uint8, whole * ps).reshape(whole, ps)
         return PageBatch(start, count, ram, present, data, lost)
 
 

@@ -173,6 +173,9 @@ def detect_layout(head: bytes, *, path: str | None = None) -> tuple[KdumpStructs
         order = [(kind, "<"), (kind, ">")]
     else:  # unknown machine: the order libkdumpfile tries (32-bit first)
         order = [("32pad", "<"), ("32pad", ">"), ("64", "<"), ("64", ">")]
+    # the machine's layouts first, then every other (a header may lie about its machine)
+    order += [(lay, e) for lay, e in [("32pad", "<"), ("32pad", ">"), ("64", "<"), ("64", ">"),
+                                       ("32pack", "<"), ("32pack", ">")] if (lay, e) not in order]
     for layout, endian in order:
         s = kdump_structs(layout, endian)
         hdr = parse_at(s.DiskDumpHeader, head, path=path, offset=0, what="disk_dump_header")

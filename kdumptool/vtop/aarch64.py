@@ -17,18 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdumptool.errors import KdumpToolError
 from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
 from kdumptool.vtop.walker import Level, PagingForm, PteDecoder, Walker
 
 MASK64 = (1 << 64) - 1
 
 
+class PagingError(KdumpToolError, ValueError):
+    """VMCOREINFO describes a paging setup aarch64 does not have."""
+
+
 def paging_form(page_shift: int, va_bits: int) -> PagingForm:
     """The walk for a granule (page_shift 12, 14 or 16) and kernel VA size."""
     if page_shift not in (12, 14, 16):
-        raise ValueError(f"aarch64 has no {1 << page_shift}-byte granule")
+        raise PagingError(f"aarch64 has no {1 << page_shift}-byte granule")
     if not 36 <= va_bits <= 52:
-        raise ValueError(f"aarch64 VA_BITS {va_bits} is out of range")
+        raise PagingError(f"aarch64 VA_BITS {va_bits} is out of range (36-52)")
     per_level = page_shift - 3
     levels_n = -(-(va_bits - page_shift) // per_level)
     levels = []

@@ -52,7 +52,7 @@ def _damage(name: str) -> dict:
 # file, exit code, finding code, where it must point (json key or pfn-desc), needs --deep
 BROKEN = [
     ("c-d31-bad-signature.kdump", 3, "not-a-dump", "patched_at", False),
-    ("c-d31-bad-blocksize.kdump", 3, "unreadable", "patched_at", False),
+    ("c-d31-bad-blocksize.kdump", 1, "header-block-size", "patched_at", False),
     ("E-d31-phnum0.elf", 3, "unreadable", "patched_at", False),
     ("c-d31-bad-pd-offset.kdump", 2, "bad-descriptors", "desc", False),
     ("c-d31-bad-pd-size.kdump", 2, "bad-descriptors", "desc", False),
@@ -115,6 +115,15 @@ def test_repair_keeps_every_surviving_page(tmp_path: Path, name: str) -> None:
         # were lost, that one read fails (drgn: "Linux kernel text search failed")
         unread = [p for p in repaired if theirs.get(p) is None]
         assert len(unread) <= 1, f"{peer} cannot read {len(unread)} pages"
+
+
+def test_damaged_block_size_is_rebuilt_byte_for_byte(tmp_path: Path) -> None:
+    """The sub-header's VMCOREINFO gives the page size back: the repaired file is the
+    original makedumpfile file, byte for byte."""
+    out = tmp_path / "o.kdump"
+    proc = kdumptool("repair", need_corpus_file(f"{B}/c-d31-bad-blocksize.kdump"), out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert out.read_bytes() == need_corpus_file(f"{KD}/derived/c-d31.kdump").read_bytes()
 
 
 def test_repair_refuses_what_it_cannot_undo(tmp_path: Path) -> None:

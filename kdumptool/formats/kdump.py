@@ -191,6 +191,39 @@ def detect_layout(head: bytes, *, path: str | None = None) -> tuple[KdumpStructs
     )
 
 
+def rebuild_block_size(source: ByteSource, head: bytes) -> tuple[KdumpStructs, cs.Container, str] | None:
+    """A header whose ``block_size`` is damaged, rebuilt from the sub-header and VMCOREINFO.
+
+    The sub-header sits at offset ``block_size``: each page size is tried there, and kept
+    when that sub-header points at a VMCOREINFO whose ``PAGESIZE`` is the same size and the
+    rest of the header is plausible with it.
+    """
+    machine = strip_c_string(head[_MACHINE_OFFSET:_MACHINE_OFFSET + UTS_LEN])
+    layouts = [("64", "<"), ("64", ">")] if machine not in MACHINES_32 else \
+        [("32pack" if machine in MACHINES_32_PACKED else "32pad", e) for e in "<>"]
+    for layout, endian in layouts:
+        s = kdump_structs(layout, endian)
+        hdr = s.DiskDumpHeader.parse(head[:s.DiskDumpHeader.sizeof()])
+        for bs in (4096, 16384, 65536, 8192, 2048, 1024, 32768, 131072, 262144):
+            raw = source.pread(bs, s.KdumpSubHeader.sizeof())
+            if len(raw) < s.KdumpSubHeader.sizeof():
+                continue
+            sub = s.KdumpSubHeader.parse(raw)
+            off, size = sub.offset_vmcoreinfo, sub.size_vmcoreinfo
+            if not (3 <= hdr.header_version <= 64 and bs < off and 0 < size <= MAX_VMCOREINFO
+                    and off + size <= source.size):
+                continue
+            vmci = VmcoreInfo.parse(source.pread(off, size))
+            if vmci.page_size != bs:
+                continue
+            old = hdr.block_size
+            hdr.block_size = bs
+            if _plausible(hdr):
+                return s, hdr, f"block_size {old} replaced by {bs} (the sub-header's VMCOREINFO PAGESIZE)"
+            hdr.block_size = old
+    return None
+
+
 def _popcount_bits(bits: np.ndarray) -> int:
     return int(np.unpackbits(bits).sum()) if bits.size else 0
 
@@ -208,7 +241,16 @@ class KdumpReader(DumpReader):
         if not probe(head):
             raise UnknownFormatError("not a kdump-compressed file", path=path, offset=0,
                                      expected=KDUMP_SIGNATURE, got=head[:8])
-        self.structs, hdr = detect_layout(head, path=path)
+        self.rebuilt: str | None = None
+        try:
+            self.structs, hdr = detect_layout(head, path=path)
+        except CorruptDumpError:
+            if strict:
+                raise
+            found = rebuild_block_size(source, head)  # tolerant: repair can use it
+            if found is None:
+                raise
+            self.structs, hdr, self.rebuilt = found
         self.header = hdr
         s = self.structs
         self.is_diskdump = hdr.signature == DISKDUMP_SIGNATURE

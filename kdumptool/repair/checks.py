@@ -93,6 +93,10 @@ def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None
 
 def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
     h = r.header
+    if r.rebuilt:
+        report.add("repairable", "header-block-size",
+                   f"{path}disk_dump_header.block_size is damaged: {r.rebuilt}",
+                   r.structs.DiskDumpHeader.sizeof() - 36)
     if not 1 <= h.header_version <= 6:
         report.add("notice", "header-version", f"{path}unusual header_version {h.header_version}", 8)
     if h.status & ~KNOWN_STATUS:

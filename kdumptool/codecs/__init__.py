@@ -60,8 +60,8 @@ class Codec:
         """Decode one stored page; raise :class:`PageDecodeError` unless it is exactly a page."""
         try:
             out = self._decompress(data, page_size)
-        except CodecUnavailableError:
-            raise
+        except (CodecUnavailableError, MemoryError):
+            raise  # not the page's fault
         except Exception as exc:  # each library raises its own error type
             raise PageDecodeError(f"{self.name} data does not decode: {exc}") from None
         if len(out) != page_size:

@@ -258,6 +258,7 @@ class ElfReader(DumpReader):
         self.info.details["segments"] = len(self.segments)
         self.info.details["qemu"] = any(n.name == b"QEMU" for n in self.notes)
         self.info.details["truncated_segments"] = self._truncated
+        self.info.details["implausible_filesz"] = self._implausible
 
     def _xnum_count(self) -> int:
         """With e_phnum == PN_XNUM the real count is section header 0's sh_info."""
@@ -308,8 +309,15 @@ class ElfReader(DumpReader):
                     offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
                     expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
                     got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
+        self._implausible = []
         for seg in self.segments:
             fsz = seg.filesz  # data past the end of the file reads as lost pages
+            missing = seg.offset + fsz - size
+            if missing > max(16 * size, 1 << 30):
+                # far more data past the end than the file could ever have held: p_filesz is
+                # nonsense, not a cut; keep what is in the file (fsck reports the segment)
+                self._implausible.append(seg.index)
+                fsz = max(0, min(fsz, size - seg.offset))
             starts.append(seg.paddr // ps)
             fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
             # a page is present when its data lies wholly in the file

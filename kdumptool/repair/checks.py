@@ -219,7 +219,13 @@ def validate_elf(r: ElfReader, report: Report) -> None:
         report.add("notice", "elf-incomplete", "e_flags says the dump is incomplete (bit 0)",
                    0x30 if r.elf_class == 2 else 0x24)
     field = 8 if r.elf_class == 2 else 4
-    bad = [seg for seg in r.segments if seg.offset + seg.filesz > size]
+    for index in r.info.details.get("implausible_filesz", []):  # type: ignore[union-attr]
+        report.add("data-loss", "elf-bad-filesz",
+                   f"PT_LOAD (program header {index}) p_filesz runs far past the end of the file; "
+                   "only the data in the file is used",
+                   eh.e_phoff + index * eh.e_phentsize + (0x20 if r.elf_class == 2 else 0x10))
+    bad = [seg for seg in r.segments if seg.offset + seg.filesz > size
+           and seg.index not in r.info.details.get("implausible_filesz", [])]  # type: ignore[operator]
 
     def lost_of(seg: object) -> list[tuple[int, int]]:
         first = -(-(seg.paddr + max(0, size - seg.offset)) // ps)  # type: ignore[attr-defined]

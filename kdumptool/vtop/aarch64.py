@@ -81,7 +81,10 @@ class Aarch64Translator:
 
     def _voffset(self) -> int:
         text = self.vmcoreinfo.require("NUMBER(kimage_voffset)")
-        return int(text, 16) if text.lower().startswith("0x") else int(text)
+        try:
+            return int(text, 16) if text.lower().startswith("0x") else int(text)
+        except ValueError:
+            raise PagingError(f"VMCOREINFO NUMBER(kimage_voffset)={text[:40]!r} is not a number") from None
 
     def in_image(self, vaddr: int) -> bool:
         v = self.vmcoreinfo

@@ -31,3 +31,22 @@ def kdumptool(*args: str | os.PathLike[str], stdin: bytes | None = None,
         input=stdin, capture_output=True, timeout=timeout, check=False,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+def assert_peers_read(path: str | os.PathLike[str], pages: dict[int, str],
+                      peers: tuple[str, ...] = ("drgn", "libkdumpfile"), *,
+                      max_unread: int = 0) -> None:
+    """drgn (isolated) and python3-libkdumpfile read every page of ``pages`` as we do.
+
+    :param max_unread: pages a peer may fail to read at all (never to read differently)
+    """
+    from peers import drgn_page_digests, lkdf_page_digests, require_tool
+
+    for peer in peers:
+        require_tool(peer)
+        theirs = (drgn_page_digests(path, pages, isolate=True) if peer == "drgn"
+                  else lkdf_page_digests(path, pages))
+        differ = [p for p, d in pages.items() if theirs.get(p) not in (None, d)]
+        assert not differ, f"{peer}: {len(differ)} pages differ, first pfn {differ[0]:#x}"
+        unread = [p for p in pages if theirs.get(p) is None]
+        assert len(unread) <= max_unread, f"{peer} cannot read {len(unread)} pages"

@@ -180,3 +180,21 @@ def test_qemu_dumps_are_repaired_into_files_drgn_opens(tmp_path: Path) -> None:
         ok, release = drgn_open_ok(out, isolate=True)
         assert ok and release == dump_entry("x86_64-qemu-256m/qemu-elf.vmcore")["osrelease_in_file"]
         assert b"6.1.0-56-amd64" in kdumptool("info", out).stdout
+
+
+REGRESSIONS = sorted((Path(__file__).resolve().parent.parent / "fuzz" / "regressions").glob("*.bin"))
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
+def test_fsck_and_repair_survive_hostile_inputs(tmp_path: Path, path: Path) -> None:
+    """Every input a fuzz campaign ever broke: fsck reports, repair repairs or refuses."""
+    from kdumptool.errors import KdumpToolError
+    from kdumptool.repair.checks import fsck as run_fsck
+    from kdumptool.repair.salvage import repair
+
+    report = run_fsck([str(path)], deep=True)
+    assert 0 <= report.exit_code <= 3
+    try:
+        repair([str(path)], str(tmp_path / "out"))
+    except KdumpToolError:
+        assert not (tmp_path / "out").exists()

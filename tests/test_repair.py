@@ -198,3 +198,60 @@ def test_fsck_and_repair_survive_hostile_inputs(tmp_path: Path, path: Path) -> N
         repair([str(path)], str(tmp_path / "out"))
     except KdumpToolError:
         assert not (tmp_path / "out").exists()
+
+
+def _zero_descriptors(src: Path, dst: Path, first: int, count: int) -> None:
+    from kdumptool.formats.kdump import KdumpReader
+    from kdumptool.transport.source import FileSource
+
+    with KdumpReader(FileSource(str(src))) as r:
+        at = r.desc_offset + 24 * first
+    data = bytearray(src.read_bytes())
+    data[at:at + 24 * count] = bytes(24 * count)
+    dst.write_bytes(bytes(data))
+
+
+def test_emptied_descriptors_are_rebuilt_from_page_data(tmp_path: Path) -> None:
+    """makedumpfile's page data is in PFN order: descriptors 3008-3011 of the real c-d31 file
+    (four compressed pages) come back from the data between their neighbours."""
+    src = need_corpus_file(f"{KD}/derived/c-d31.kdump")
+    broken, out = tmp_path / "b.kdump", tmp_path / "o.kdump"
+    _zero_descriptors(src, broken, 3008, 4)
+    code, report = fsck(broken)
+    assert code == 1 and report["findings"][0]["code"] == "descriptors-recoverable"
+    proc = kdumptool("repair", "--json", broken, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert lost_pfns(json.loads(proc.stdout)) == set()
+    assert out.read_bytes() == src.read_bytes()  # the same file, byte for byte
+
+
+def test_emptied_zero_page_descriptors_stay_lost(tmp_path: Path) -> None:
+    """3003-3009 hold shared zero pages, which leave no data: guessing would invent pages."""
+    src = need_corpus_file(f"{KD}/derived/c-d31.kdump")
+    broken, out = tmp_path / "b.kdump", tmp_path / "o.kdump"
+    _zero_descriptors(src, broken, 3003, 7)
+    code, report = fsck(broken)
+    assert code == 2 and "descriptors-recoverable" not in [f["code"] for f in report["findings"]]
+    proc = kdumptool("repair", "--json", broken, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(lost_pfns(json.loads(proc.stdout))) == 7
+
+
+def test_fabricated_vmcoreinfo_is_detected_and_replaced(tmp_path: Path) -> None:
+    """A VMCOREINFO note that names another kernel (as some hypervisors fabricate one): fsck
+    sees memory disagree; repair swaps in the kernel's own copy found in memory."""
+    src = need_corpus_file(f"{KD}/derived/c-d31.kdump")
+    fake = tmp_path / "fake.txt"
+    text = corpus_path(f"{KD}/vmcoreinfo.txt").read_text().replace("OSRELEASE=6.1.0-56-amd64",
+                                                                     "OSRELEASE=9.9.9-fake")
+    fake.write_text(text)
+    faked = tmp_path / "faked.kdump"
+    assert kdumptool("convert", "-q", "-c", "-i", fake, src, faked).returncode == 0
+    code, report = fsck(faked)
+    assert "vmcoreinfo-mismatch" in [f["code"] for f in report["findings"]]
+    out = tmp_path / "o.kdump"
+    proc = kdumptool("repair", faked, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"kernel's own copy" in proc.stdout
+    assert b"OSRELEASE=6.1.0-56-amd64" in kdumptool("vmcoreinfo", out).stdout
+    assert fsck(out)[0] == 0

@@ -242,6 +242,8 @@ class KdumpReader(DumpReader):
             raise UnknownFormatError("not a kdump-compressed file", path=path, offset=0,
                                      expected=KDUMP_SIGNATURE, got=head[:8])
         self.rebuilt: str | None = None
+        #: descriptor index -> (offset, size, flags, page_flags) found by scanning page data
+        self.desc_patches: dict[int, tuple[int, int, int, int]] = {}
         try:
             self.structs, hdr = detect_layout(head, path=path)
         except CorruptDumpError:
@@ -479,6 +481,9 @@ class KdumpReader(DumpReader):
         whole = len(raw) // PAGE_DESC_SIZE
         out = np.zeros(count, dtype=dtype)
         out[:whole] = np.frombuffer(raw, dtype=dtype, count=whole)
+        for index, desc in self.desc_patches.items():  # descriptors recovered by repair
+            if first <= index < first + count:
+                out[index - first] = desc
         return out
 
     # --- data ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
 from kdumptool.formats.split import SplitSetReader
 from kdumptool.open import open_dumps, supply_vmcoreinfo
+from kdumptool.repair.descriptors import recover_descriptors
 from kdumptool.repair.findings import Report, merge_ranges, ranges_of
 from kdumptool.transport.flattened import FlattenedSource
 from kdumptool.vtop.kernel_image import kernel_image_to_phys
@@ -121,6 +122,13 @@ def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
                    f"{path}{exc.message} ({exc.expected} vs {exc.got}); pages cannot be matched "
                    "to their data", exc.offset)
         return
+    runs = recover_descriptors(r)
+    rebuilt = sum(n for _, _, n in runs)
+    if rebuilt:
+        first = min(i for i, _, n in runs if n)
+        report.add("repairable", "descriptors-recoverable",
+                   f"{path}{rebuilt} emptied page descriptors can be rebuilt from the page data",
+                   r.desc_offset + first * PAGE_DESC_SIZE)
     lost_pfns: list[np.ndarray] = []
     corrupt_pfns: list[np.ndarray] = []
     first_bad = None
@@ -275,7 +283,7 @@ def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
             report.add("notice", "utsname-mismatch",
                        f"header utsname release {uts.release!r} differs from OSRELEASE "
                        f"{vmci.osrelease!r}", 12 + 2 * 65)
-    _check_uts_in_memory(reader, report)
+    check_uts_in_memory(reader, report)
     build_id = vmci.build_id
     if build_id is not None:
         if not re.fullmatch(r"[0-9a-fA-F]{2,64}", build_id):
@@ -285,7 +293,7 @@ def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
                        f"kernel {vmci.osrelease} is known to report a wrong BUILD-ID in VMCOREINFO")
 
 
-def _check_uts_in_memory(reader: DumpReader, report: Report) -> None:
+def check_uts_in_memory(reader: DumpReader, report: Report) -> None:
     """OSRELEASE must be what ``init_uts_ns`` holds in memory (else VMCOREINFO is not this kernel's)."""
     info, vmci = reader.info, reader.info.vmcoreinfo
     if vmci is None or not vmci.has("SYMBOL(init_uts_ns)") or info.machine not in ("x86_64", "aarch64"):

@@ -27,10 +27,13 @@ from kdumptool.codecs import get_codec
 from kdumptool.dump import DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError, OutputError
 from kdumptool.formats.elf import ElfReader
+from kdumptool.formats.kdump import KdumpReader
+from kdumptool.formats.split import SplitSetReader
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import Selection
-from kdumptool.repair.checks import fsck
+from kdumptool.repair.checks import check_uts_in_memory, fsck
+from kdumptool.repair.descriptors import recover_descriptors
 from kdumptool.repair.findings import Report, ranges_of
 from kdumptool.scan import scan_vmcoreinfo
 from kdumptool.transport.sink import open_output
@@ -112,6 +115,26 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
             if found:
                 reader.info.vmcoreinfo = found[0].vmcoreinfo
                 actions.append(f"VMCOREINFO recovered from memory at {found[0].paddr:#x}")
+        elif any(f.code == "vmcoreinfo-mismatch" for f in before.findings):
+            # the note disagrees with memory (a fabricated VMCOREINFO): use the kernel's own
+            # copy, if one in memory agrees with init_uts_ns
+            for cand in scan_vmcoreinfo(reader):
+                probe = Report(before.path)
+                original = reader.info.vmcoreinfo
+                reader.info.vmcoreinfo = cand.vmcoreinfo
+                check_uts_in_memory(reader, probe)
+                if not probe.findings and cand.vmcoreinfo.lines != original.lines:  # type: ignore[union-attr]
+                    actions.append("VMCOREINFO replaced by the kernel's own copy found in memory "
+                                   f"at {cand.paddr:#x} (the dump's did not match memory)")
+                    break
+                reader.info.vmcoreinfo = original
+        for part in (reader.parts if isinstance(reader, SplitSetReader) else [reader]):
+            if isinstance(part, KdumpReader):
+                runs = recover_descriptors(part)
+                found = sum(n for _, _, n in runs)
+                if found:
+                    actions.append(f"{found} of {sum(c for _, c, _ in runs)} emptied page "
+                                   "descriptors rebuilt by scanning the page data")
         lost = unreadable_pages(reader)
         nlost = sum(b - a for a, b in lost)
         is_elf = isinstance(reader, ElfReader) if elf is None else elf

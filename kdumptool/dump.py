@@ -25,8 +25,6 @@ from kdumptool.vmcoreinfo import VmcoreInfo
 
 #: Bytes of page data per window of the streaming pipeline.
 WINDOW_BYTES = 4 << 20
-#: Pages per window of 4 KiB pages (the usual case; see :attr:`DumpReader.window_pages`).
-WINDOW_PAGES = WINDOW_BYTES // 4096
 #: Pages per window of metadata-only passes (bitmaps: one byte per page in memory).
 METADATA_WINDOW = 1 << 16
 
@@ -227,9 +225,3 @@ class DumpReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def empty_batch(start: int, count: int, page_size: int) -> PageBatch:
-    """A window with no pages at all."""
-    z = np.zeros(count, dtype=bool)
-    return PageBatch(start, count, z, z.copy(), np.empty((0, page_size), np.uint8), z.copy())

@@ -65,12 +65,6 @@ class DumpError(KdumpToolError):
         parts.append(text)
         return ": ".join(parts)
 
-    def located(self, path: str) -> DumpError:
-        """Fill in the path if a lower layer did not know it; return self."""
-        if self.path is None:
-            self.path = path
-        return self
-
 
 def _show(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):

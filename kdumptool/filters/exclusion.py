@@ -53,7 +53,6 @@ class PageClassExclusion:
         vmci = reader.info.vmcoreinfo
         xlat = translator_for(reader)
         self.classifier = PageClassifier(vmci, level)  # type: ignore[arg-type]
-        self.translator = xlat
 
         def read_virt(vaddr: int, size: int) -> bytes:
             return b"".join(reader.read(p, n) for p, n in xlat.ranges(vaddr, size))

@@ -11,6 +11,3 @@ MAX_DUMP_LEVEL = 31
 
 #: bits whose decision needs ``struct page`` (mem_map)
 MEM_MAP_LEVELS = DL_EXCLUDE_CACHE | DL_EXCLUDE_CACHE_PRI | DL_EXCLUDE_USER_DATA | DL_EXCLUDE_FREE
-
-#: counter names, in the order makedumpfile's report prints them
-CLASSES = ("zero", "cache", "cache_private", "user", "free", "hwpoison", "offline")

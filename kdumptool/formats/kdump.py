@@ -68,7 +68,6 @@ MACHINES_64 = {"x86_64", "aarch64", "ppc64", "ppc64le", "s390x", "riscv64", "loo
 MIN_BLOCK_SIZE = 1024
 MAX_BLOCK_SIZE = 1 << 18
 PAGE_DESC_SIZE = 24
-LAYOUTS = ("64", "32pack", "32pad")
 
 # Offset of the utsname "machine" field, the same in every layout.
 _MACHINE_OFFSET = 8 + 4 + 4 * UTS_LEN
@@ -222,10 +221,6 @@ def rebuild_block_size(source: ByteSource, head: bytes) -> tuple[KdumpStructs, c
                 return s, hdr, f"block_size {old} replaced by {bs} (the sub-header's VMCOREINFO PAGESIZE)"
             hdr.block_size = old
     return None
-
-
-def _popcount_bits(bits: np.ndarray) -> int:
-    return int(np.unpackbits(bits).sum()) if bits.size else 0
 
 
 class KdumpReader(DumpReader):

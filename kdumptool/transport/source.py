@@ -67,9 +67,6 @@ class FileSource:
             length -= len(data)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    def fileno(self) -> int:
-        return self._fd
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -17,5 +17,8 @@ def read_virtual(reader: DumpReader, vaddr: int, size: int) -> bytes:
     """
     from kdumptool.filters.exclusion import translator_for
 
-    xlat = translator_for(reader)
+    xlat = getattr(reader, "_translator", None)
+    if xlat is None:  # one per reader: it caches page-table pages
+        xlat = translator_for(reader)
+        reader._translator = xlat  # type: ignore[attr-defined]
     return b"".join(reader.read(p, n) for p, n in xlat.ranges(vaddr, size))

@@ -86,14 +86,16 @@ def main(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--pages", is_flag=True,
               help="Count pages per class (zero, cache, user, free...) like makedumpfile --mem-usage.")
+@click.option("--deep", is_flag=True, help="Scan all of memory for identification evidence.")
 @_VMCOREINFO_OPTION
-def info(dump: tuple[str, ...], as_json: bool, pages: bool, vmcoreinfo_file: str | None) -> None:
+def info(dump: tuple[str, ...], as_json: bool, pages: bool, deep: bool,
+         vmcoreinfo_file: str | None) -> None:
     """Describe DUMP: format, kernel, architecture, pages, notes.
 
     Give every part of a split set (makedumpfile --split) to describe the whole dump.
     """
     with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
-        summary = dump_summary(reader)
+        summary = dump_summary(reader, deep=deep)
         if pages:
             summary["page_classes"] = exclusion_report(Selection(reader, MAX_DUMP_LEVEL, reclassify=True))
     if as_json:

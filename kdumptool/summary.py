@@ -12,6 +12,7 @@ from kdumptool.dump import DumpReader
 from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.notes import describe_cpus, note_kind
+from kdumptool.identify import identify
 from kdumptool.metadata import utsname_from_memory
 
 #: Keys of :func:`describe_cpus` dicts that are counts, not addresses or register values.
@@ -63,9 +64,14 @@ def _iso_time(seconds: int) -> str | None:
         return None
 
 
-def dump_summary(reader: DumpReader) -> dict[str, Any]:
-    """Everything ``info`` reports, as JSON-ready values."""
+def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
+    """Everything ``info`` reports, as JSON-ready values.
+
+    :param deep: scan all of memory for identification evidence (else stop at the first
+        confident answer, and scan only when the headers do not name the kernel)
+    """
     info = reader.info
+    ident = identify(reader, deep=deep)
     ram, present = reader.count_pages()
     lost = lost_pages(reader)
     uts = info.utsname
@@ -88,17 +94,19 @@ def dump_summary(reader: DumpReader) -> dict[str, Any]:
         "transport": info.transport,
         "header_version": info.header_version,
         "incomplete": info.incomplete,
-        "arch": info.machine or None,
+        "arch": info.machine or ident["best"]["machine"],
         "byte_order": "little" if info.endian == "<" else "big",
         "word_size": info.word_size,
         "page_size": info.page_size,
         "kernel": {
-            "release": info.release,
+            "release": info.release or ident["best"]["release"],
+            "release_source": ident["best"]["source"],
             "version": uts.version if uts else None,
-            "machine": uts.machine if uts else None,
+            "machine": uts.machine if uts else ident["best"]["machine"],
             "utsname_source": "header" if info.utsname and info.utsname.version else
                               ("memory" if uts and uts.version else "vmcoreinfo"),
         },
+        "identification": ident["evidence"],
         "crash_time": crash_time,
         "cpus": cpus,
         "cpus_state": [_cpu_state_json(c) for c in describe_cpus(info.notes, info.machine, info.endian)],
@@ -131,7 +139,8 @@ def format_summary(s: dict[str, Any]) -> str:
         + (" INCOMPLETE" if s["incomplete"] else ""),
         f"arch:          {s['arch'] or 'unknown'} ({s['byte_order']}-endian, {8 * s['word_size']}-bit)",
         f"page size:     {s['page_size']}",
-        f"kernel:        {k['release'] or 'unknown'}",
+        f"kernel:        {k['release'] or 'unknown'}"
+        + (f" (from {k['release_source']})" if k.get("release_source") not in (None, "vmcoreinfo") else ""),
     ]
     if k["version"]:
         lines.append(f"version:       {k['version']}")

@@ -334,6 +334,36 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
 
 
 @main.command()
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--partial", is_flag=True, help="Only what is after the last 'dmesg -c' (--partial-dmesg).")
+@click.option("--caller", is_flag=True, help="Print each record's caller id ([  T42]).")
+@_VMCOREINFO_OPTION
+def dmesg(dump: tuple[str, ...], as_json: bool, partial: bool, caller: bool,
+          vmcoreinfo_file: str | None) -> None:
+    """Print the kernel log held in DUMP, as makedumpfile --dump-dmesg does.
+
+    The log format (lockless ring buffer 5.10+, printk_log records 3.5-5.9, plain log_buf)
+    is chosen by VMCOREINFO keys.
+    """
+    from kdumptool.dmesg import DmesgError, dmesg_records, dmesg_text
+
+    with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if reader.info.vmcoreinfo is None:
+            raise KdumpToolError(f"{reader.info.path}: the dump has no VMCOREINFO, which the log "
+                                 "needs (supply it with -i FILE, see vmcoreinfo --scan)")
+        if as_json:
+            click.echo(json.dumps(dmesg_records(reader, partial=partial), indent=1))
+            return
+        try:
+            sys.stdout.buffer.write(dmesg_text(reader, partial=partial, caller=caller))
+        except DmesgError as exc:  # like makedumpfile: what was read, then the error
+            sys.stdout.buffer.write(exc.partial)
+            sys.stdout.buffer.flush()
+            raise
+
+
+@main.command()
 @click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("address")
 @_VMCOREINFO_OPTION

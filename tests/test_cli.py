@@ -143,3 +143,12 @@ def test_level_list_retries_the_next_level_when_the_file_is_too_big(tmp_path: Pa
     assert b"retrying with dump level 31" in proc.stderr
     assert out.read_bytes() == need_corpus_file("x86_64-kdump-320m/derived/l-d31.kdump").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.kdump"]
+
+
+def test_dmesg_command_equals_makedumpfiles_output() -> None:
+    proc = kdumptool("dmesg", BUNDLED)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (REPO / "corpus" / "x86_64-kdump-320m-dmesg.txt").read_bytes()
+    records = json.loads(kdumptool("dmesg", "--json", BUNDLED).stdout)
+    assert records[0]["text"].startswith("Linux version 6.1.0-56-amd64")
+    assert [r["seq"] for r in records] == list(range(len(records)))

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from kdumptool.dump import DumpReader
-from kdumptool.repair.checks import _known_broken_build_id
+from kdumptool.repair.checks import known_broken_build_id
 
 BANNER = b"Linux version "
 UTS_LEN = 65
@@ -62,7 +62,7 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     if vmci is not None and vmci.osrelease:
         item: dict[str, Any] = {"source": "vmcoreinfo", "release": vmci.osrelease,
                                 "build_id": vmci.build_id}
-        if vmci.build_id and _known_broken_build_id(vmci.osrelease):
+        if vmci.build_id and known_broken_build_id(vmci.osrelease):
             item["build_id_note"] = "this stable kernel reports a wrong BUILD-ID in VMCOREINFO"
         evidence.append(item)
     if info.utsname is not None and info.utsname.looks_sane():

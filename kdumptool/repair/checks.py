@@ -288,7 +288,7 @@ def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
     if build_id is not None:
         if not re.fullmatch(r"[0-9a-fA-F]{2,64}", build_id):
             report.add("notice", "build-id", f"BUILD-ID {build_id[:80]!r} is not hexadecimal")
-        elif vmci.osrelease and _known_broken_build_id(vmci.osrelease):
+        elif vmci.osrelease and known_broken_build_id(vmci.osrelease):
             report.add("notice", "build-id-broken",
                        f"kernel {vmci.osrelease} is known to report a wrong BUILD-ID in VMCOREINFO")
 
@@ -312,7 +312,7 @@ def check_uts_in_memory(reader: DumpReader, report: Report) -> None:
                    f"{vmci.osrelease!r}: VMCOREINFO may belong to another kernel (fabricated)")
 
 
-def _known_broken_build_id(release: str) -> bool:
+def known_broken_build_id(release: str) -> bool:
     m = re.match(r"(\d+)\.(\d+)\.(\d+)", release)
     if not m:
         return False

@@ -298,18 +298,16 @@ class ElfReader(DumpReader):
         for seg in self.segments:
             if seg.offset + seg.filesz > size:
                 self._truncated.append(seg.index)
+        self._implausible: list[int] = []
         if self._truncated and self.strict:
             self._raise_out_of_file()
         for seg in self.segments:
             if seg.paddr + seg.memsz > MAX_PFN * ps or seg.filesz > seg.memsz + ps:
-                field = 0x18 if self.elf_class == ELFCLASS64 else 0x0C
                 raise CorruptDumpError(
                     f"PT_LOAD (program header {seg.index}) describes impossible memory",
-                    path=self.source.name,
-                    offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
+                    path=self.source.name, offset=self.field_offset(seg, "p_paddr"),
                     expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
                     got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
-        self._implausible = []
         for seg in self.segments:
             fsz = seg.filesz  # data past the end of the file reads as lost pages
             missing = seg.offset + fsz - size
@@ -337,27 +335,38 @@ class ElfReader(DumpReader):
         self._seg_paddr = np.array(paddrs, dtype=np.int64)
         self._max_pfn = int(self._seg_mend.max()) if len(self.segments) else 0
 
-    def _raise_out_of_file(self) -> None:
-        """Segment data past the end of the file: a truncated file, or a bad ``p_offset``.
+    def out_of_file(self) -> tuple[str, list[Segment]]:
+        """Why segment data lies past the end of the file: ``("truncated", segs)``,
+        ``("bad-offset", segs)`` or ``("", [])``.
 
         A file cut short has a segment that straddles (or starts exactly at) its end; when
         every other segment fits, a segment that starts beyond the end has a bad p_offset.
         """
         size = self.source.size
-        bad = [seg for seg in self.segments if seg.index in self._truncated]
-        straddle = [seg for seg in bad if seg.offset <= size]
-        if straddle:
-            seg = straddle[0]
+        bad = [seg for seg in self.segments if seg.index in self._truncated
+               and seg.index not in self._implausible]
+        if not bad:
+            return "", []
+        return ("truncated" if any(seg.offset <= size for seg in bad) else "bad-offset"), bad
+
+    def field_offset(self, seg: Segment, field: str) -> int:
+        """File offset of a program header field (``p_offset``, ``p_filesz``, ``p_paddr``)."""
+        at = {"p_offset": (8, 4), "p_paddr": (0x18, 0x0C), "p_filesz": (0x20, 0x10)}[field]
+        return self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + at[self.elf_class == ELFCLASS32]
+
+    def _raise_out_of_file(self) -> None:
+        size = self.source.size
+        kind, bad = self.out_of_file()
+        seg = bad[0]
+        if kind == "truncated":
+            seg = next(s for s in bad if s.offset <= size)
             raise TruncatedDumpError(
                 f"file is truncated: PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) "
                 "ends past the end of the file", path=self.source.name, offset=size,
                 expected=f"file size >= {seg.offset + seg.filesz:#x}", got=f"{size:#x}")
-        seg = bad[0]
-        field = 8 if self.elf_class == ELFCLASS64 else 4
         raise CorruptDumpError(
             f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) p_offset points past "
-            "the end of the file", path=self.source.name,
-            offset=self.ehdr.e_phoff + seg.index * self.ehdr.e_phentsize + field,
+            "the end of the file", path=self.source.name, offset=self.field_offset(seg, "p_offset"),
             expected=f"p_offset + p_filesz <= {size:#x}", got=f"p_offset {seg.offset:#x}")
 
     def lost_mask(self, start: int, count: int) -> np.ndarray:

@@ -170,12 +170,10 @@ def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
         seq = ok & (offs != zero_page)
         o, z = offs[seq], sizes[seq]
         if overlap_at is None and len(o):
-            starts = np.concatenate(([last_end], o[1:]))
             ends_before = np.concatenate(([last_end], (o + z)[:-1]))
             clash = np.flatnonzero(o < np.maximum.accumulate(ends_before)) if len(o) > 1 else []
             if (len(o) and o[0] < last_end) or len(clash):
                 overlap_at = int(o[clash[0]] if len(clash) else o[0])
-            del starts
         if len(o):
             last_end = max(last_end, int((o + z).max()))
     lost_all = np.concatenate(lost_pfns) if lost_pfns else np.empty(0, np.int64)
@@ -222,35 +220,28 @@ def _iter_descs(r: KdumpReader) -> Iterator[tuple[np.ndarray, np.ndarray, np.nda
 
 def validate_elf(r: ElfReader, report: Report) -> None:
     size, ps = r.source.size, r.page_size
-    eh = r.ehdr
-    if eh.e_flags & 1:
+    if r.ehdr.e_flags & 1:
         report.add("notice", "elf-incomplete", "e_flags says the dump is incomplete (bit 0)",
                    0x30 if r.elf_class == 2 else 0x24)
-    field = 8 if r.elf_class == 2 else 4
-    for index in r.info.details.get("implausible_filesz", []):  # type: ignore[union-attr]
-        report.add("data-loss", "elf-bad-filesz",
-                   f"PT_LOAD (program header {index}) p_filesz runs far past the end of the file; "
-                   "only the data in the file is used",
-                   eh.e_phoff + index * eh.e_phentsize + (0x20 if r.elf_class == 2 else 0x10))
-    bad = [seg for seg in r.segments if seg.offset + seg.filesz > size
-           and seg.index not in r.info.details.get("implausible_filesz", [])]  # type: ignore[operator]
-
-    def lost_of(seg: object) -> list[tuple[int, int]]:
-        first = -(-(seg.paddr + max(0, size - seg.offset)) // ps)  # type: ignore[attr-defined]
-        return [(first, (seg.paddr + seg.filesz) // ps)]  # type: ignore[attr-defined]
-
-    if any(seg.offset <= size for seg in bad):  # a segment straddles the end: truncation
+    for seg in r.segments:
+        if seg.index in r.info.details.get("implausible_filesz", []):  # type: ignore[operator]
+            report.add("data-loss", "elf-bad-filesz",
+                       f"PT_LOAD (program header {seg.index}) p_filesz runs far past the end of "
+                       "the file; only the data in the file is used", r.field_offset(seg, "p_filesz"))
+    kind, bad = r.out_of_file()
+    if kind:  # pages no other segment provides are lost
         lost_pfns = [np.flatnonzero(r.lost_mask(s, c)) + s for s, c in r.data_windows()]
         lost = ranges_of(np.concatenate(lost_pfns)) if lost_pfns else []
+    if kind == "truncated":
         report.add("data-loss", "elf-truncated",
                    f"the file is truncated: {len(bad)} PT_LOAD segments end past its end "
                    f"(the first at program header {bad[0].index})", size, lost)
-    else:
-        for seg in bad:
-            report.add("data-loss", "elf-bad-offset",
-                       f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) p_offset "
-                       f"{seg.offset:#x} points past the end of the file",
-                       eh.e_phoff + seg.index * eh.e_phentsize + field, lost_of(seg))
+    for seg in bad if kind == "bad-offset" else []:
+        first, end = seg.paddr // ps, -(-(seg.paddr + seg.filesz) // ps)
+        report.add("data-loss", "elf-bad-offset",
+                   f"PT_LOAD (program header {seg.index}, paddr {seg.paddr:#x}) p_offset "
+                   f"{seg.offset:#x} points past the end of the file", r.field_offset(seg, "p_offset"),
+                   [(max(a, first), min(b, end)) for a, b in lost if a < end and b > first])
     spans = sorted((seg.offset, seg.offset + seg.filesz, seg.index) for seg in r.segments if seg.filesz)
     for (_, a1, ai), (b0, _, bi) in zip(spans, spans[1:], strict=False):
         if b0 < a1:

@@ -128,20 +128,19 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
             stats["lost"] += int((~have).sum())
             todo = [pages[r].tobytes() for r in np.flatnonzero(~zero)]
             packed = pool.compress(todo)
-            chunks = []
-            for slot, raw, comp in zip(slots[~zero].tolist(), todo, packed, strict=True):
-                if codec is not None and len(comp) < bs:
-                    descs[slot] = (data_pos, len(comp), codec.flag, 0)
-                    stats["compressed"] += 1
-                    chunks.append(comp)
-                    data_pos += len(comp)
-                else:
-                    descs[slot] = (data_pos, bs, 0, 0)
-                    chunks.append(raw)
-                    data_pos += bs
+            # a page is stored compressed only when that is smaller than a page
+            chunks = [c if codec is not None and len(c) < bs else r
+                      for r, c in zip(todo, packed, strict=True)]
             if chunks:
-                blob = b"".join(chunks)
-                sink.pwrite(data_pos - len(blob), blob)
+                sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+                stored = slots[~zero]
+                descs["offset"][stored] = data_pos + np.cumsum(sizes) - sizes
+                descs["size"][stored] = sizes
+                compressed = sizes < bs
+                descs["flags"][stored] = np.where(compressed, codec.flag if codec else 0, 0)
+                stats["compressed"] += int(compressed.sum())
+                sink.pwrite(data_pos, b"".join(chunks))
+                data_pos += int(sizes.sum())
             sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
             rank += idx.size
             stats["pages"] += int(have.sum())

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from kdumptool.dump import DumpReader
-from kdumptool.repair.checks import known_broken_build_id
+from kdumptool.vmcoreinfo import known_broken_build_id
 
 BANNER = b"Linux version "
 UTS_LEN = 65

@@ -11,6 +11,7 @@ Keys come in kinds: plain (``OSRELEASE``, ``BUILD-ID``, ``PAGESIZE``,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from kdumptool.errors import KdumpToolError
@@ -110,3 +111,18 @@ def _decimal(value: str | None) -> int | None:
     if value and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     return None
+
+
+#: Stable kernels whose VMCOREINFO BUILD-ID is known to be garbage (drgn
+#: ``ignore_broken_vmcoreinfo_build_id``): (major, minor, first patch, last patch or None)
+BROKEN_BUILD_ID = [(6, 11, 3, 9), (6, 10, 14, None), (6, 6, 55, 62), (6, 1, 113, 118), (5, 15, 168, None)]
+
+
+def known_broken_build_id(release: str) -> bool:
+    """True for a kernel release whose VMCOREINFO BUILD-ID is known to be wrong."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", release)
+    if not m:
+        return False
+    major, minor, patch = map(int, m.groups())
+    return any(major == a and minor == b and patch >= lo and (hi is None or patch <= hi)
+               for a, b, lo, hi in BROKEN_BUILD_ID)

@@ -22,11 +22,8 @@ from kdumptool.open import open_dumps, supply_vmcoreinfo
 from kdumptool.repair.descriptors import recover_descriptors
 from kdumptool.repair.findings import Report, merge_ranges, ranges_of
 from kdumptool.transport.flattened import FlattenedSource
+from kdumptool.vmcoreinfo import known_broken_build_id
 from kdumptool.vtop.kernel_image import kernel_image_to_phys
-
-#: Stable kernels whose VMCOREINFO BUILD-ID is known to be garbage (drgn
-#: ``ignore_broken_vmcoreinfo_build_id``): (major, minor, first patch, last patch or None)
-BROKEN_BUILD_ID = [(6, 11, 3, 9), (6, 10, 14, None), (6, 6, 55, 62), (6, 1, 113, 118), (5, 15, 168, None)]
 
 
 def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = None) -> Report:
@@ -301,15 +298,6 @@ def check_uts_in_memory(reader: DumpReader, report: Report) -> None:
         report.add("notice", "vmcoreinfo-mismatch",
                    f"init_uts_ns in memory says release {release[:64]!r}, VMCOREINFO says "
                    f"{vmci.osrelease!r}: VMCOREINFO may belong to another kernel (fabricated)")
-
-
-def known_broken_build_id(release: str) -> bool:
-    m = re.match(r"(\d+)\.(\d+)\.(\d+)", release)
-    if not m:
-        return False
-    major, minor, patch = map(int, m.groups())
-    return any(major == a and minor == b and patch >= lo and (hi is None or patch <= hi)
-               for a, b, lo, hi in BROKEN_BUILD_ID)
 
 
 # --- pages (--deep) -----------------------------------------------------------------------

@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import os
+import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,7 +83,7 @@ class Campaign:
                 return None
             i = self.next_index
             self.next_index += 1
-            return i
+            return self.args.start + i
 
     def run(self) -> None:
         t0 = time.monotonic()
@@ -88,10 +91,15 @@ class Campaign:
                    for k in range(self.args.workers)]
         for t in threads:
             t.start()
+        last = time.monotonic()
         try:
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(1.0)
+                if self.args.checkpoint and time.monotonic() - last >= self.args.checkpoint:
+                    last = time.monotonic()
+                    self.seconds_total = last - t0
+                    self.write_summary(final=False)
         except KeyboardInterrupt:
             self.log("interrupted: writing the summary of what ran")
             with self.lock:
@@ -205,13 +213,27 @@ class Campaign:
         self.log(f"{done}/{self.args.n} inputs; {kinds}; {nsig} distinct failures")
 
     # --- summary -------------------------------------------------------------------------
-    def summary(self) -> str:
+    def write_summary(self, *, final: bool = True) -> None:
+        """Write the summary to ``--out`` atomically (also as a checkpoint while running)."""
+        with self.lock:
+            text = self.summary(final=final)
+        out = Path(self.args.out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+
+    def summary(self, *, final: bool = True) -> str:
         a = self.args
         lines = [
             "# kdumptool fuzz campaign",
             "",
             f"- command: `python fuzz/campaign.py {a.n} --seed {a.seed} --workers {a.workers}"
+            f"{f' --start {a.start}' if a.start else ''}"
             f"{' --groups all' if a.groups == 'all' else ''}{' --no-shared' if a.no_shared else ''}`",
+            *([] if final else [f"- **checkpoint** of a campaign still running ({self.done} of {a.n} "
+                                "inputs so far)"]),
+            f"- inputs: indices {a.start} to {a.start + a.n - 1} of seed {a.seed} (input i is a pure "
+            "function of the seed, i and the seed files)",
             f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
             f"- inputs run: **{self.done}** in {self.seconds_total:.0f} s "
             f"({self.done / max(self.seconds_total, 1e-9):.1f}/s) with {a.workers} workers; "
@@ -394,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-save", action="store_true", help="do not write regression files")
     p.add_argument("--minimize-budget", type=int, default=150, help="checks per minimisation")
     p.add_argument("--progress", type=int, default=500, help="log every N inputs")
+    p.add_argument("--start", type=int, default=0, help="index of the first input (to resume or shard)")
+    p.add_argument("--checkpoint", type=float, default=600.0,
+                   help="write the summary every N seconds while running (0: only at the end)")
+    p.add_argument("--tmp", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
+                   help="directory for the workers' files (default /dev/shm: fsync is free there)")
     p.add_argument("--replay", nargs="+", metavar="FILE", help="run saved inputs and report")
     p.add_argument("--show-input", metavar="SEED:I", help="print (and --write) how input I was made")
     p.add_argument("--write", metavar="FILE", help="with --show-input: write the input there")
@@ -410,12 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         return save_inputs(args.save_input, args)
     if args.atheris:
         return run_atheris(args.atheris, args)
+    if args.tmp:
+        os.environ["TMPDIR"] = args.tmp  # the spawned workers inherit it
+        tempfile.tempdir = None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # end like ^C: write the summary
     c = Campaign(args)
     c.run()
-    text = c.summary()
-    Path(args.out).write_text(text)
+    c.write_summary()
     c.log(f"summary written to {args.out}")
-    print(text)
+    print(c.summary())
     return 0
 
 

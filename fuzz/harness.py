@@ -367,6 +367,56 @@ def _cli_simple(ctx: _Ctx, name: str, args: list[str], stdin: bytes | None = Non
     _step(ctx, f"cli.{name}", lambda: _invoke(args, stdin))
 
 
+def _invoke_fsck(args: list[str]) -> Any:
+    """``fsck`` reports damage by its exit status (0-3) without an error line: all are results."""
+    from click.testing import CliRunner
+
+    from kdumptool.cli import main
+
+    res = CliRunner().invoke(main, args, catch_exceptions=True)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    if res.exit_code in (0, 1, 2, 3) and res.output.strip():
+        return res
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    raise _CliBadExit(f"exit {res.exit_code}: {err.strip()[:300]}")
+
+
+def _fsck(ctx: _Ctx) -> None:
+    args = ["fsck", *(["--json"] if ctx.variant & 1 else []), *(["--deep"] if ctx.variant & 2 else []),
+            str(ctx.path)]
+    _step(ctx, "cli.fsck", lambda: _invoke_fsck(args))
+
+
+def _repair(ctx: _Ctx) -> None:
+    out = ctx.workdir / "out.repaired"
+    args = ["repair", "--force", *(["--zero-fill"] if ctx.variant & 4 else []),
+            *(["-E"] if ctx.variant & 8 else []), str(ctx.path), str(out)]
+    try:
+        if _step(ctx, "cli.repair", lambda: _invoke(args)) is not None and out.exists():
+            _step(ctx, "cli.repair.roundtrip", lambda: _roundtrip(out), handled_kind="bad_output")
+    finally:
+        with contextlib.suppress(OSError):
+            out.unlink()
+
+
+def _filter(ctx: _Ctx) -> None:
+    out = ctx.workdir / "out.filtered"
+    args = ["filter", "-q", "--force", "-d", "31", str(ctx.path), str(out)]
+    try:
+        if _step(ctx, "cli.filter_d31", lambda: _invoke(args)) is not None and out.exists():
+            _step(ctx, "cli.filter_d31.roundtrip", lambda: _roundtrip(out), handled_kind="bad_output")
+    finally:
+        with contextlib.suppress(OSError):
+            out.unlink()
+
+
+#: Addresses for ``vtop``: the direct map, the kernel image (unrandomised, and the bundled
+#: kdump's ``init_uts_ns`` and ``prb``), the top of the address space, a user address.
+_VTOP_ADDRESSES = ["0xffff888000001000", "0xffffffff81000000", "0xffffffff99bfb000",
+                   "0xffffffff99a643e0", "0xffffffffffffffff", "0x1000"]
+
+
 #: Operation groups, in the order they run; a group that hangs ends the input's run.
 GROUPS: dict[str, Callable[[_Ctx], None]] = {
     "strict": lambda c: _lib_group(c, True),
@@ -378,14 +428,18 @@ GROUPS: dict[str, Callable[[_Ctx], None]] = {
     "cli.info": lambda c: _cli_simple(c, "info", ["info", str(c.path)]),
     "cli.info_json": lambda c: _cli_simple(c, "info_json", ["info", "--json", str(c.path)]),
     "cli.info_stdin": lambda c: _cli_simple(c, "info_stdin", ["info", "-"], c.data),
-}
-#: Commands outside the contract that the lead is building (run with ``groups=ALL_GROUPS``).
-EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {
     "cli.info_pages": lambda c: _cli_simple(c, "info_pages", ["info", "--pages", str(c.path)]),
-    "cli.filter_d31": lambda c: _cli_simple(
-        c, "filter_d31", ["filter", "-q", "--force", "-d", "31", str(c.path),
-                          str(c.workdir / "out.filtered")]),
+    "cli.vmcoreinfo_scan": lambda c: _cli_simple(c, "vmcoreinfo_scan", ["vmcoreinfo", "--scan", str(c.path)]),
+    "cli.dmesg": lambda c: _cli_simple(
+        c, "dmesg", ["dmesg", *(["--json"] if c.variant & 1 else []), str(c.path)]),
+    "cli.vtop": lambda c: _cli_simple(
+        c, "vtop", ["vtop", str(c.path), _VTOP_ADDRESSES[(c.variant >> 2) % len(_VTOP_ADDRESSES)]]),
+    "cli.fsck": _fsck,
+    "cli.repair": _repair,
+    "cli.filter_d31": _filter,
 }
+#: Operation groups outside the contract (none today; kept for commands being built).
+EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {}
 DEFAULT_GROUPS = tuple(GROUPS)
 ALL_GROUPS = (*GROUPS, *EXTRA_GROUPS)
 
@@ -1466,6 +1520,58 @@ def shrink_with_writer(path: Path, fmt: str, *, first: int = 12, extra: int = 6,
         return sink.getvalue()
 
 
+def _working_set(reader: DumpReader) -> list[int]:
+    """The PFNs that ``dmesg`` and ``vtop`` (a few kernel addresses) read from ``reader``."""
+    from kdumptool.dmesg import dmesg_text
+    from kdumptool.filters.exclusion import translator_for
+
+    touched: set[int] = set()
+    inner = reader.read_batch
+
+    def recording(start: int, count: int) -> PageBatch:
+        batch = inner(start, count)
+        if count <= 4096:  # random access, not a sweep
+            touched.update(batch.pfns().tolist())
+        return batch
+
+    reader.read_batch = recording  # type: ignore[method-assign]
+    try:
+        with contextlib.suppress(KdumpToolError):
+            dmesg_text(reader)
+        with contextlib.suppress(KdumpToolError, ValueError):
+            walker = translator_for(reader).walker
+            for a in _VTOP_ADDRESSES:
+                with contextlib.suppress(KdumpToolError, ValueError):
+                    walker.walk(int(a, 0))
+    finally:
+        reader.read_batch = inner  # type: ignore[method-assign]
+    return sorted(touched)
+
+
+def shrink_to_working_set(path: Path, fmt: str) -> bytes:
+    """A small real dump holding what ``dmesg``, ``vtop`` and the utsname need (kdump: zlib)."""
+    from kdumptool.codecs import get_codec
+    from kdumptool.formats.elf_writer import write_elf
+    from kdumptool.formats.kdump_writer import write_kdump
+    from kdumptool.metadata import output_metadata
+    from kdumptool.pipeline import Selection
+    from kdumptool.transport.sink import BytesSink
+
+    with open_dump(str(path)) as inner:
+        from kdumptool.scan import scan_vmcoreinfo
+
+        keep = _working_set(inner) + _uts_pfns(inner)
+        keep += [f.paddr // inner.page_size for f in scan_vmcoreinfo(inner, first_only=True)]
+        sub = _Subset(inner, keep)
+        sink = BytesSink()
+        meta = output_metadata(sub)
+        if fmt == "elf":
+            write_elf(Selection(sub, 0), sink, meta)
+        else:
+            write_kdump(Selection(sub, 0), sink, meta, get_codec("zlib"), threads=1)
+        return sink.getvalue()
+
+
 def shrink_kdump_bytes(path: Path, *, first: int = 16, extra: int = 6) -> bytes:
     """The real kdump ``path`` cut to a few pages, keeping its header, notes and bitmap bytes.
 
@@ -1557,6 +1663,8 @@ def real_seeds(*, shared: bool = True, log: Callable[[str], None] | None = None)
     add("real-kdump-shrunk", "kdump", lambda: shrink_kdump_bytes(k))
     add("real-kdump-rewritten", "kdump", lambda: shrink_with_writer(k, "kdump"))
     add("real-kdump-as-elf", "elf", lambda: shrink_with_writer(k, "elf"))
+    add("real-kdump-dmesg-set", "kdump", lambda: shrink_to_working_set(k, "kdump"))
+    add("real-kdump-dmesg-set-elf", "elf", lambda: shrink_to_working_set(k, "elf"))
     if out:
         first = out[1].data if len(out) > 1 else out[0].data
         add("real-kdump-shrunk-flat", "flat", lambda: bytes(B.flatten(first, record_size=4096)))
@@ -1581,6 +1689,8 @@ def real_seeds(*, shared: bool = True, log: Callable[[str], None] | None = None)
         add(f"real-elf-{name}-shrunk", "elf", lambda rel=rel: shrink_elf_bytes(cf(rel)))
     add("real-elf-vmcore-rewritten", "elf",
         lambda: shrink_with_writer(cf("x86_64-kdump-320m/vmcore.elf"), "elf"))
+    add("real-elf-qemu-dmesg-set", "elf",
+        lambda: shrink_to_working_set(cf("x86_64-qemu-256m/qemu-elf.vmcore"), "elf"))
     add("real-flat-F-c-d31-prefix256k", "flat",
         lambda: _prefix(cf("x86_64-kdump-320m/derived/F-c-d31.flat")))
     add("real-kdump-qemu-shrunk", "kdump",

@@ -127,6 +127,22 @@ def vmcoreinfo(dump: str, scan: bool) -> None:
         sys.stdout.buffer.write(vmci.raw if vmci.raw.endswith(b"\n") else vmci.raw + b"\n")
 
 
+@main.command()
+@click.argument("dump", type=click.Path(dir_okay=False, allow_dash=True))
+def ikconfig(dump: str) -> None:
+    """Print the kernel configuration embedded in DUMP's memory (CONFIG_IKCONFIG), like extract-ikconfig."""
+    from kdumptool.identify import find_config
+
+    with _open([dump], strict=False, vmcoreinfo_file=None) as reader:
+        config = find_config(reader)
+        if config is None:
+            raise KdumpToolError(f"{dump}: no IKCFG_ST configuration blob in the dump's memory "
+                                 "(the kernel was built without CONFIG_IKCONFIG=y, or the configs "
+                                 "module was not loaded)")
+        click.echo(f"found at physical address {config.paddr:#x}", err=True)
+        sys.stdout.write(config.text)
+
+
 def _parse_levels(text: str) -> list[int]:
     """``-d 31`` or makedumpfile's list form ``-d 11,31``."""
     levels = []
@@ -350,8 +366,7 @@ def dmesg(dump: tuple[str, ...], as_json: bool, partial: bool, caller: bool,
 
     with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if reader.info.vmcoreinfo is None:
-            raise KdumpToolError(f"{reader.info.path}: the dump has no VMCOREINFO, which the log "
-                                 "needs (supply it with -i FILE, see vmcoreinfo --scan)")
+            _recover_vmcoreinfo(reader)
         if as_json:
             click.echo(json.dumps(dmesg_records(reader, partial=partial), indent=1))
             return
@@ -361,6 +376,21 @@ def dmesg(dump: tuple[str, ...], as_json: bool, partial: bool, caller: bool,
             sys.stdout.buffer.write(exc.partial)
             sys.stdout.buffer.flush()
             raise
+
+
+def _recover_vmcoreinfo(reader: Any) -> None:
+    """Use the VMCOREINFO text found in memory for a dump that carries none (or fail clearly)."""
+    from kdumptool.scan import scan_vmcoreinfo
+
+    found = scan_vmcoreinfo(reader, first_only=True)
+    if not found:
+        raise KdumpToolError(f"{reader.info.path}: the dump has no VMCOREINFO and none was found in its "
+                             "memory (supply it with -i FILE)")
+    from kdumptool.open import adopt_vmcoreinfo
+
+    adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
+    click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory at "
+               f"{found[0].paddr:#x}", err=True)
 
 
 @main.command()

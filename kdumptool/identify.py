@@ -8,7 +8,13 @@ Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md 
 3. ``struct new_utsname`` found in memory: a 65-byte ``"Linux"`` field followed by a
    nodename and a release that starts with a digit (the whole structure gives the machine,
    so the architecture is known even when no header names it);
-4. the ``"Linux version "`` banner found in memory.
+4. the ``"Linux version "`` banner found in memory;
+5. the kernel's own configuration (``IKCFG_ST`` gzip blob, :mod:`kdumptool.ikconfig`) found
+   in memory: architecture, version and key options;
+6. CPU state (QEMU's ``QEMUCPUState`` notes): CR3 → the kernel image mapping → the KASLR
+   offset and ``phys_base`` (:mod:`kdumptool.vtop.kaslr`), read from 3-4 page-table pages;
+7. evidence a format reader found in its own headers (``info.details["evidence"]``: Xen
+   version notes, Hyper-V's guest OS ID...).
 
 The memory scan reads the dump's pages window by window (one ``bytes.find`` per window),
 stops at the first confident answer unless ``deep`` is set, and never reads a page twice.
@@ -19,7 +25,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
+
 from kdumptool.dump import DumpReader
+from kdumptool.ikconfig import ConfigScanner, KernelConfig
 from kdumptool.vmcoreinfo import known_broken_build_id
 
 BANNER = b"Linux version "
@@ -68,7 +77,11 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     if info.utsname is not None and info.utsname.looks_sane():
         evidence.append({"source": "header utsname", "release": info.utsname.release,
                          "version": info.utsname.version, "machine": info.utsname.machine})
-    if deep or not evidence:
+    evidence.extend(cpu_state_evidence(reader))
+    extra = info.details.get("evidence")
+    if isinstance(extra, list):
+        evidence.extend(e for e in extra if isinstance(e, dict))
+    if deep or not any(e.get("release") for e in evidence):
         evidence.extend(_scan_memory(reader, deep=deep))
     best: dict[str, Any] = {"release": None, "machine": info.machine or None, "source": None}
     for item in evidence:
@@ -82,13 +95,73 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     return {"best": best, "evidence": evidence}
 
 
+def cpu_state_evidence(reader: DumpReader) -> list[dict[str, Any]]:
+    """x86_64: the kernel image found through each distinct CR3 of QEMU's CPU notes."""
+    from kdumptool.formats.notes import describe_cpus
+    from kdumptool.vtop.kaslr import kernel_image_from_cr3
+
+    info = reader.info
+    if info.machine != "x86_64":
+        return []
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for cpu in describe_cpus(info.notes, info.machine, info.endian):
+        cr3 = cpu.get("cr3")
+        if not cr3 or cr3 in seen:
+            continue
+        seen.add(cr3)
+        image = kernel_image_from_cr3(reader, cr3, cpu.get("cr4") or 0)
+        if image is None:
+            continue
+        out.append({"source": "QEMU CPU state", "cpu": cpu["cpu"], "machine": "x86_64",
+                    "cr3": hex(cr3), "idt_base": hex(cpu.get("idt_base") or 0),
+                    "paging_levels": image.levels, "kernel_text": hex(image.text),
+                    "kernel_text_phys": hex(image.text_phys),
+                    "kaslr_offset": hex(image.kaslr_offset), "phys_base": hex(image.phys_base)})
+        break  # every CPU maps the kernel the same way: one walk is enough
+    return out
+
+
+def find_config(reader: DumpReader) -> KernelConfig | None:
+    """The first kernel configuration blob in the dump's memory (reads until found)."""
+    config = ConfigScanner()
+    ps = reader.page_size
+    for batch in reader.iter_batches():
+        pfns = batch.pfns()
+        for a, b in _runs(pfns):
+            config.feed(batch.data[a:b].tobytes(), int(pfns[a]) * ps)
+        if config.found is not None:
+            break
+    return config.found
+
+
+def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
+    """``[(first_row, end_row)]`` of consecutive PFNs."""
+    if not len(pfns):
+        return []
+    cut = np.flatnonzero(np.diff(pfns) != 1) + 1
+    edges = [0, *cut.tolist(), len(pfns)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
 def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     uts = banner = None
+    config = ConfigScanner()
     tail = b""
+    ps = reader.page_size
     for batch in reader.iter_batches():
         if not len(batch.data):
             continue
+        pfns = batch.pfns()
+        for a, b in _runs(pfns):
+            config.feed(batch.data[a:b].tobytes(), int(pfns[a]) * ps)
+        if config.found is not None and not any(e["source"] == "kernel config in memory" for e in found):
+            cfg = config.found
+            header = cfg.header
+            found.append({"source": "kernel config in memory", "paddr": hex(cfg.paddr),
+                          "machine": cfg.machine, "config_version": header[1] if header else None,
+                          "options": cfg.key_options(), "option_count": len(cfg.options)})
         blob = tail + batch.data.tobytes()
         if uts is None and (u := _find_utsname(blob)) is not None:
             uts = u
@@ -100,6 +173,6 @@ def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:
             found.append({"source": "banner in memory", "banner": b,
                           "release": release.group().decode() if release else None})
         if uts is not None and banner is not None and not deep:
-            break
+            break  # the config is only looked for until the release is known
         tail = blob[-6 * UTS_LEN:]
     return found

@@ -12,6 +12,7 @@ from kdumptool.errors import DumpError, KdumpToolError
 from kdumptool.formats import open_source
 from kdumptool.transport import flattened
 from kdumptool.transport.source import ByteSource, FileSource
+from kdumptool.vmcoreinfo import VmcoreInfo
 
 
 def open_dump(path: str, *, strict: bool = True) -> DumpReader:
@@ -76,8 +77,7 @@ def supply_vmcoreinfo(reader: DumpReader, path: str) -> None:
 
     :raises KdumpToolError: the file cannot be read, is too large or has no OSRELEASE
     """
-    from kdumptool.dump import Utsname
-    from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
+    from kdumptool.vmcoreinfo import MAX_VMCOREINFO
 
     try:
         with open(path, "rb") as f:
@@ -89,6 +89,13 @@ def supply_vmcoreinfo(reader: DumpReader, path: str) -> None:
     vmci = VmcoreInfo.parse(raw)
     if not vmci.osrelease:
         raise KdumpToolError(f"{path}: not VMCOREINFO text (no OSRELEASE= line)")
+    adopt_vmcoreinfo(reader, vmci)
+
+
+def adopt_vmcoreinfo(reader: DumpReader, vmci: VmcoreInfo) -> None:
+    """Use ``vmci`` (from a file or found in memory) as this dump's VMCOREINFO."""
+    from kdumptool.dump import Utsname
+
     info = reader.info
     info.vmcoreinfo = vmci
     if vmci.has("NUMBER(phys_base)"):

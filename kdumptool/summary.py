@@ -161,4 +161,22 @@ def format_summary(s: dict[str, Any]) -> str:
                                       if v["present"] else "no"))
     if s["notes"]:
         lines.append("notes:         " + ", ".join(f"{n} x{c}" for n, c in s["notes"].items()))
+    ev = [_evidence_line(e) for e in s.get("identification", []) if e.get("source") != "vmcoreinfo"]
+    for i, line in enumerate(ev):
+        lines.append(("evidence:      " if i == 0 else " " * 15) + line)
     return "\n".join(lines)
+
+
+def _evidence_line(e: dict[str, Any]) -> str:
+    """One identification source in a line of text (everything is in ``--json``)."""
+    src = e.get("source", "?")
+    if src == "QEMU CPU state":
+        return (f"{src}: KASLR offset {e['kaslr_offset']}, kernel text {e['kernel_text']} (phys "
+                f"{e['kernel_text_phys']}), phys_base {e['phys_base']}; CR3 {e['cr3']} of cpu {e['cpu']}")
+    if src == "kernel config in memory":
+        return (f"{src}: {e.get('machine') or 'unknown arch'}, version {e.get('config_version') or '?'}, "
+                f"{e.get('option_count', 0)} options at {e.get('paddr')}")
+    if "banner" in e:
+        return f"{src}: {e['banner'][:100]}"
+    parts = [f"{k} {v}" for k, v in e.items() if k != "source" and isinstance(v, (str, int)) and v != ""]
+    return f"{src}: " + ", ".join(parts)[:140]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ours import kdumptool
 
-from corpus import dump_entry, need_corpus_file
+from corpus import corpus_text, dump_entry, need_corpus_file
 
 KD = "x86_64-kdump-320m"
 DUMPS = [f"{KD}/vmcore.elf", f"{KD}/derived/c-d31.kdump", f"{KD}/derived/E-d31.elf",
@@ -67,3 +67,128 @@ def test_qemu_dump_made_without_vmcoreinfo_is_identified() -> None:
     s = info(need_corpus_file("x86_64-qemu-256m-novmcoreinfo/qemu-elf.vmcore"))
     assert s["kernel"]["release"] == "6.1.0-56-amd64"
     assert s["kernel"]["release_source"] != "vmcoreinfo"
+
+
+# --------------------------------------------------------------------------------------------
+# CPU state: CR3 -> the kernel image mapping -> KASLR offset (no VMCOREINFO needed)
+
+
+def _kallsyms_text(rel_set: str) -> int:
+    import gzip
+
+    from corpus import corpus_path
+
+    kallsyms = corpus_path(f"{rel_set}/guest-info/idle/kallsyms.gz")
+    for line in gzip.decompress(kallsyms.read_bytes()).decode().splitlines():
+        addr, _, name = line.split()[:3]
+        if name == "_text":
+            return int(addr, 16)
+    raise AssertionError("no _text in kallsyms")
+
+
+@pytest.mark.parametrize("rel", ["x86_64-qemu-256m/qemu-elf.vmcore",
+                                 "x86_64-qemu-256m/qemu-kdump-zlib.vmcore"])
+def test_kaslr_offset_from_cr3_matches_vmcoreinfo(rel: str) -> None:
+    s = info(need_corpus_file(rel))
+    cpu = next(e for e in s["identification"] if e["source"] == "QEMU CPU state")
+    vmci = dict(line.split("=", 1) for line in corpus_text("x86_64-qemu-256m/vmcoreinfo.txt").splitlines()
+                if "=" in line)
+    assert int(cpu["kaslr_offset"], 16) == int(vmci["KERNELOFFSET"], 16)
+    assert int(cpu["phys_base"], 16) == int(vmci["NUMBER(phys_base)"]) % (1 << 64)
+    assert int(cpu["kernel_text"], 16) == int(vmci["SYMBOL(_stext)"], 16)
+    assert cpu["paging_levels"] == 4
+
+
+def test_kaslr_offset_of_dump_without_vmcoreinfo_matches_kallsyms() -> None:
+    """The guest's own /proc/kallsyms (taken before the dump) names _text: the walk finds it."""
+    rel_set = "x86_64-qemu-256m-novmcoreinfo"
+    s = info(need_corpus_file(f"{rel_set}/qemu-elf.vmcore"))
+    cpu = next(e for e in s["identification"] if e["source"] == "QEMU CPU state")
+    text = _kallsyms_text(rel_set)
+    assert int(cpu["kernel_text"], 16) == text
+    assert int(cpu["kaslr_offset"], 16) == text - 0xFFFFFFFF81000000
+    out = kdumptool("info", need_corpus_file(f"{rel_set}/qemu-elf.vmcore")).stdout.decode()
+    assert f"KASLR offset {cpu['kaslr_offset']}" in out
+
+
+def test_cr3_walk_tolerates_garbage() -> None:
+    from kdumptool.open import open_dumps
+    from kdumptool.vtop.kaslr import kernel_image_from_cr3
+
+    reader = open_dumps([str(need_corpus_file("x86_64-qemu-256m/qemu-elf.vmcore"))])
+    for cr3 in (0, 0x1000, 1 << 51, (1 << 64) - 1, 0xF702000 | (1 << 12)):
+        image = kernel_image_from_cr3(reader, cr3)
+        assert image is None or image.text >= 0xFFFFFFFF80000000
+    # with PTI the user copy (bit 12) and the PCID bits are masked off: the same answer
+    a = kernel_image_from_cr3(reader, 0xF702000)
+    b = kernel_image_from_cr3(reader, 0xF702000 | (1 << 12) | 0x5 | (1 << 63))
+    assert a is not None and a == dataclass_replace(b, cr3=a.cr3)
+
+
+def dataclass_replace(obj: object, **kw: object) -> object:
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)  # type: ignore[type-var]
+
+
+# --------------------------------------------------------------------------------------------
+# the kernel's own configuration (IKCFG), on an image made of real pages plus the blob
+
+
+def _config_text() -> bytes:
+    lines = ["#", "# Automatically generated file; DO NOT EDIT.",
+             "# Linux/x86 6.1.192 Kernel Configuration", "#",
+             'CONFIG_CC_VERSION_TEXT="gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"',
+             "CONFIG_X86_64=y", "CONFIG_X86=y", "CONFIG_PGTABLE_LEVELS=5", "CONFIG_X86_5LEVEL=y",
+             "CONFIG_RANDOMIZE_BASE=y", "CONFIG_SPARSEMEM_VMEMMAP=y", 'CONFIG_LOCALVERSION=""',
+             "# CONFIG_FLATMEM is not set"]
+    lines += [f"CONFIG_FILLER_{i}=m" for i in range(4000)]  # a realistic size (~80 KiB)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _image_with_config(tmp_path: Path, at: int, *, corrupt: bool = False) -> Path:
+    """ELF of 64 real pages of the kdump vmcore with the IKCFG blob written at byte ``at``."""
+    import gzip
+
+    from builders import build_elf
+
+    from kdumptool.open import open_dumps
+
+    reader = open_dumps([str(need_corpus_file(f"{KD}/vmcore.elf"))])
+    blob = b"IKCFG_ST" + gzip.compress(_config_text()) + b"IKCFG_ED"
+    if corrupt:
+        blob = blob[:40] + bytes(64) + blob[104:]
+    pages = {}
+    first = 0x1000
+    mem = bytearray(reader.read(first * 4096, 2048 * 4096))
+    mem[at:at + len(blob)] = blob
+    for i in range(2048):
+        pages[first + i] = bytes(mem[i * 4096:(i + 1) * 4096])
+    path = tmp_path / "ikcfg.elf"
+    path.write_bytes(build_elf(pages))
+    return path
+
+
+@pytest.mark.parametrize("at", [4096 * 5 + 100, 4 * 1024 * 1024 - 3000])  # inside a window; across two
+def test_kernel_config_in_memory_is_found(tmp_path: Path, at: int) -> None:
+    path = _image_with_config(tmp_path, at)
+    s = info(path, "--deep")
+    cfg = next(e for e in s["identification"] if e["source"] == "kernel config in memory")
+    assert cfg["machine"] == "x86_64"
+    assert cfg["config_version"] == "6.1.192"
+    assert cfg["options"]["CONFIG_PGTABLE_LEVELS"] == "5"
+    assert cfg["options"]["CONFIG_CC_VERSION_TEXT"].startswith("gcc-12")
+    assert cfg["option_count"] == 4008
+    assert int(cfg["paddr"], 16) == 0x1000 * 4096 + at
+    proc = kdumptool("ikconfig", path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == _config_text()
+
+
+def test_damaged_kernel_config_is_not_reported(tmp_path: Path) -> None:
+    path = _image_with_config(tmp_path, 8192, corrupt=True)
+    s = info(path, "--deep")
+    assert not [e for e in s["identification"] if e["source"] == "kernel config in memory"]
+    proc = kdumptool("ikconfig", path)
+    assert proc.returncode == 1
+    assert b"no IKCFG_ST configuration blob" in proc.stderr

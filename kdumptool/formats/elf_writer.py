@@ -17,6 +17,7 @@ headers use ``PN_XNUM`` with the real count in section header 0.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,8 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
     """
     window = selection.reader.window_pages
     data = list(selection.reader.data_windows(window))  # no page has data outside these
+    data_ends = [w + c for w, c in data]
+    cached: tuple[int, np.ndarray, np.ndarray] | None = None  # one window's masks, for many regions
     segments: list[OutSegment] = []
     for reg in regions:
         seg_start = reg.start
@@ -123,14 +126,17 @@ def plan_segments(selection: Selection, regions: list[Region], page_size: int) -
         missing = 0  # pages without source data seen so far in this region
         missing_at_last = 0
         pos = reg.start
-        for wstart, wcount in data:
+        for wstart, wcount in data[bisect.bisect_right(data_ends, reg.start):]:
+            if wstart >= reg.end:
+                break
             start, end = max(wstart, reg.start), min(wstart + wcount, reg.end)
             if start >= end:
                 continue
             missing += start - pos  # skipped pages have no data
             pos = end
-            count = end - start
-            keep, have = _keep_mask(selection, start, count)
+            if cached is None or cached[0] != wstart:
+                cached = (wstart, *_keep_mask(selection, wstart, wcount))
+            keep, have = cached[1][start - wstart:end - wstart], cached[2][start - wstart:end - wstart]
             missing_before = missing + np.cumsum(~have) - (~have)  # exclusive prefix counts
             idx = np.flatnonzero(keep)
             missing += int((~have).sum())

@@ -30,7 +30,7 @@ from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.split import SplitSetReader
 from kdumptool.metadata import output_metadata
-from kdumptool.open import open_dumps, supply_vmcoreinfo
+from kdumptool.open import adopt_vmcoreinfo, open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import Selection
 from kdumptool.repair.checks import check_uts_in_memory, fsck
 from kdumptool.repair.descriptors import recover_descriptors
@@ -113,7 +113,7 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
         elif reader.info.vmcoreinfo is None:
             found = scan_vmcoreinfo(reader, first_only=True)
             if found:
-                reader.info.vmcoreinfo = found[0].vmcoreinfo
+                adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
                 actions.append(f"VMCOREINFO recovered from memory at {found[0].paddr:#x}")
         elif any(f.code == "vmcoreinfo-mismatch" for f in before.findings):
             # the note disagrees with memory (a fabricated VMCOREINFO): use the kernel's own
@@ -126,6 +126,7 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
                 if not probe.findings and cand.vmcoreinfo.lines != original.lines:  # type: ignore[union-attr]
                     actions.append("VMCOREINFO replaced by the kernel's own copy found in memory "
                                    f"at {cand.paddr:#x} (the dump's did not match memory)")
+                    adopt_vmcoreinfo(reader, cand.vmcoreinfo)
                     break
                 reader.info.vmcoreinfo = original
         for part in (reader.parts if isinstance(reader, SplitSetReader) else [reader]):

@@ -48,6 +48,7 @@ class Campaign:
         self.lock = threading.Lock()
         self.next_index = 0
         self.done = 0
+        self.stopping = False
         self.kinds: collections.Counter[str] = collections.Counter()
         self.op_kinds: collections.Counter[tuple[str, str]] = collections.Counter()
         self.handled: collections.Counter[str] = collections.Counter()
@@ -101,6 +102,7 @@ class Campaign:
                     self.seconds_total = last - t0
                     self.write_summary(final=False)
         except KeyboardInterrupt:
+            self.stopping = True
             self.log("interrupted: writing the summary of what ran")
             with self.lock:
                 self.next_index = self.args.n
@@ -116,6 +118,8 @@ class Campaign:
             while (i := self._take()) is not None:
                 data, desc = self.gen.generate(self.args.seed, i)
                 out = w.check(data)
+                if self.stopping:  # the worker may have been signalled too: not a finding
+                    break
                 new = self._record(i, data, desc, out)
                 for sig in new:
                     self._save(w, sig, data, desc)

@@ -31,7 +31,7 @@ import construct as cs
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, CODECS, PageDecodeError, codec_for_flags
-from kdumptool.dump import METADATA_WINDOW, DumpInfo, DumpReader, Note, PageBatch, Utsname
+from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import (
     CorruptDumpError,
     CorruptPageError,
@@ -228,6 +228,8 @@ class KdumpReader(DumpReader):
 
     #: 2nd-bitmap bits per entry of the rank index
     RANK_CHUNK = 1 << 18
+    #: PFNs per step of the metadata passes that work on bitmap bytes (128 KiB of bitmap)
+    COUNT_CHUNK = 1 << 20
 
     def __init__(self, source: ByteSource, *, strict: bool = True, transport: str = "plain") -> None:
         super().__init__(source, strict=strict)
@@ -345,6 +347,33 @@ class KdumpReader(DumpReader):
         out[:end - start] = bits[start - b0 * 8:end - b0 * 8].astype(bool)
         return out
 
+    def _count(self, which: int, start: int, end: int) -> int:
+        """Set bits of a bitmap in PFNs ``[start, end)``, counted on the bytes (no unpacking)."""
+        end = min(end, self._max_mapnr)
+        if end <= start:
+            return 0
+        head = min(-start % 8, end - start)
+        n = int(self._bits(which, start, head).sum()) if head else 0
+        start += head
+        full = (end - start) // 8
+        if full:
+            n += int(np.bitwise_count(self._bitmap_bytes(which, start // 8, full)).sum())
+        if start + full * 8 < end:
+            n += int(self._bits(which, start + full * 8, end - start - full * 8).sum())
+        return n
+
+    def _count_present(self, start: int, end: int) -> int:
+        lo, hi = self.part
+        return self._count(2 if self.two_bitmaps else 1, max(start, lo), min(end, hi))
+
+    def count_pages(self) -> tuple[int, int]:
+        ram = present = 0
+        step = self.COUNT_CHUNK
+        for start in range(0, self._max_mapnr, step):
+            ram += self._count(1, start, start + step)
+            present += self._count_present(start, start + step)
+        return ram, present
+
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         ram = self._bits(1, start, count)
         present = self._bits(2, start, count) if self.two_bitmaps else ram.copy()
@@ -357,21 +386,26 @@ class KdumpReader(DumpReader):
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """Only the windows whose 2nd-bitmap bits are not all clear."""
         window = window or self.window_pages
-        step = max(window, METADATA_WINDOW // window * window)
-        for big in range(0, self.max_pfn, step):
-            _, present = self.bitmaps(big, min(step, self.max_pfn - big))
-            for off in range(0, len(present), window):
-                if present[off:off + window].any():
-                    yield big + off, min(window, self.max_pfn - big - off)
+        lo, hi = self.part
+        which = 2 if self.two_bitmaps else 1
+        step = max(window, self.COUNT_CHUNK // window * window)
+        for big in range(lo // window * window, min(self.max_pfn, hi, self._max_mapnr), step):
+            n = min(step, self._max_mapnr - big)
+            raw = self._bitmap_bytes(which, big // 8, -(-n // 8))
+            per = window // 8  # windows are multiples of 8 pages: whole bytes
+            full = np.zeros(-(-len(raw) // per) * per, dtype=np.uint8)
+            full[:len(raw)] = raw
+            for k in np.flatnonzero(full.reshape(-1, per).any(axis=1)).tolist():
+                start = big + k * window
+                if start < hi and start + window > lo:
+                    yield start, min(window, self.max_pfn - start)
 
     def _build_rank_index(self) -> None:
         """Counts of set 2nd-bitmap bits before each chunk (within the split part)."""
-        lo, hi = self.part
         counts = [0]
         total = 0
         for start in range(0, self._max_mapnr, self.RANK_CHUNK):
-            _, present = self.bitmaps(start, min(self.RANK_CHUNK, self._max_mapnr - start))
-            total += int(present.sum())
+            total += self._count_present(start, start + self.RANK_CHUNK)
             counts.append(total)
         self._rank_base = np.array(counts, dtype=np.int64)
         self.num_descs = total

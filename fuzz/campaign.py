@@ -113,7 +113,8 @@ class Campaign:
 
     def _thread(self, k: int) -> None:
         w = H.Worker(group_timeout=self.args.group_timeout, mem_mb=self.args.mem_mb,
-                     groups=self.groups)
+                     groups=self.groups, cpu_clock=self.args.cpu_clock,
+                     hard_extra=120.0 if self.args.cpu_clock else 15.0)
         try:
             while (i := self._take()) is not None:
                 data, desc = self.gen.generate(self.args.seed, i)
@@ -171,7 +172,8 @@ class Campaign:
         slow = res.kind in ("hang", "crash")
         budget = max(4, self.args.minimize_budget // 5) if slow else self.args.minimize_budget
         if res.kind == "hang":  # a shorter limit: these inputs do not end at all
-            w = H.Worker(group_timeout=min(1.0, self.args.group_timeout), mem_mb=self.args.mem_mb)
+            w = H.Worker(group_timeout=min(1.0, self.args.group_timeout), mem_mb=self.args.mem_mb,
+                         cpu_clock=self.args.cpu_clock, hard_extra=120.0 if self.args.cpu_clock else 15.0)
 
         def reproduces(cand: bytes, g: str | None) -> bool:
             out = w.check(cand, [g] if g else self.groups)
@@ -233,6 +235,8 @@ class Campaign:
             "",
             f"- command: `python fuzz/campaign.py {a.n} --seed {a.seed} --workers {a.workers}"
             f"{f' --start {a.start}' if a.start else ''}"
+            f"{f' --group-timeout {a.group_timeout:g}' if a.group_timeout != 3.0 else ''}"
+            f"{' --cpu-clock' if a.cpu_clock else ''}"
             f"{' --groups all' if a.groups == 'all' else ''}{' --no-shared' if a.no_shared else ''}`",
             *([] if final else [f"- **checkpoint** of a campaign still running ({self.done} of {a.n} "
                                 "inputs so far)"]),
@@ -242,7 +246,9 @@ class Campaign:
             f"- inputs run: **{self.done}** in {self.seconds_total:.0f} s "
             f"({self.done / max(self.seconds_total, 1e-9):.1f}/s) with {a.workers} workers; "
             f"worker restarts: {self.restarts}",
-            f"- limits: {a.group_timeout} s per operation group, RLIMIT_AS {a.mem_mb} MiB per worker",
+            f"- limits: {a.group_timeout} {'CPU ' if a.cpu_clock else ''}s per operation group"
+            f"{' (wall-clock kill after 120 s more)' if a.cpu_clock else ''}, RLIMIT_AS {a.mem_mb} MiB "
+            "per worker",
             f"- kdumptool: {self.version_start} at the start"
             + ("" if self.version_end == self.version_start else
                f"; {self.version_end} at the end (workers load the code when they start, and "
@@ -420,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-save", action="store_true", help="do not write regression files")
     p.add_argument("--minimize-budget", type=int, default=150, help="checks per minimisation")
     p.add_argument("--progress", type=int, default=500, help="log every N inputs")
+    p.add_argument("--cpu-clock", action="store_true",
+                   help="count --group-timeout in CPU seconds (for campaigns sharing a busy machine)")
     p.add_argument("--start", type=int, default=0, help="index of the first input (to resume or shard)")
     p.add_argument("--checkpoint", type=float, default=600.0,
                    help="write the summary every N seconds while running (0: only at the end)")

@@ -445,12 +445,14 @@ ALL_GROUPS = (*GROUPS, *EXTRA_GROUPS)
 
 
 def run_ops(data: bytes, groups: Iterable[str] | None = None, *, workdir: Path | None = None,
-            group_timeout: float | None = 3.0,
+            group_timeout: float | None = 3.0, cpu_clock: bool = False,
             progress: Callable[[str], None] | None = None) -> Outcome:
     """Run every operation group on ``data`` in this process and classify each step.
 
     :param groups: names from :data:`GROUPS` / :data:`EXTRA_GROUPS` (default: the contract)
     :param group_timeout: seconds per group (SIGALRM; main thread only; None: no limit)
+    :param cpu_clock: count the limit in CPU seconds of this process (``ITIMER_PROF``), not
+        wall-clock seconds: a campaign that shares the machine then finds no false hangs
     :param progress: called with each group's name as it starts
     """
     groups = list(groups or DEFAULT_GROUPS)
@@ -464,7 +466,9 @@ def run_ops(data: bytes, groups: Iterable[str] | None = None, *, workdir: Path |
     gsec: dict[str, float] = {}
     gpeak: dict[str, int] = {}
     timer = group_timeout is not None and threading_main()
-    old = signal.signal(signal.SIGALRM, _on_alarm) if timer else None
+    which, signum = ((signal.ITIMER_PROF, signal.SIGPROF) if cpu_clock
+                     else (signal.ITIMER_REAL, signal.SIGALRM))
+    old = signal.signal(signum, _on_alarm) if timer else None
     try:
         hung = False
         for name in groups:
@@ -478,12 +482,12 @@ def run_ops(data: bytes, groups: Iterable[str] | None = None, *, workdir: Path |
             t0 = time.monotonic()
             try:
                 if timer:
-                    signal.setitimer(signal.ITIMER_REAL, group_timeout)  # type: ignore[arg-type]
+                    signal.setitimer(which, group_timeout)  # type: ignore[arg-type]
                 try:
                     fn(ctx)
                 finally:
                     if timer:
-                        signal.setitimer(signal.ITIMER_REAL, 0)
+                        signal.setitimer(which, 0)
             except _Stop:
                 hung = True
             except OpTimeout as exc:  # fired between steps, in harness code
@@ -495,7 +499,7 @@ def run_ops(data: bytes, groups: Iterable[str] | None = None, *, workdir: Path |
             peak = max(peak, gpeak[name])
     finally:
         if timer:
-            signal.signal(signal.SIGALRM, old)
+            signal.signal(signum, old)
         if own:
             shutil.rmtree(wd, ignore_errors=True)
         else:
@@ -549,7 +553,7 @@ def _worker_main(conn: Any, cfg: dict[str, Any]) -> None:
             return
         data, groups = msg
         out = run_ops(data, groups, workdir=workdir, group_timeout=cfg["group_timeout"],
-                      progress=lambda g: conn.send(("group", g)))
+                      cpu_clock=cfg["cpu_clock"], progress=lambda g: conn.send(("group", g)))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the CLI installs its own handler
         conn.send(("done", out))
 
@@ -579,11 +583,13 @@ class Worker:
     :param fsize_mb: RLIMIT_FSIZE of the worker (bounds convert outputs)
     :param hard_extra: seconds past ``group_timeout`` before the process is killed
     :param recycle: restart the process after this many inputs
+    :param cpu_clock: the soft limit counts CPU seconds (see :func:`run_ops`)
     """
 
     def __init__(self, *, group_timeout: float = 3.0, mem_mb: int = 512, fsize_mb: int = 256,
                  hard_extra: float = 15.0, recycle: int = 2000,
-                 groups: Iterable[str] = DEFAULT_GROUPS) -> None:
+                 groups: Iterable[str] = DEFAULT_GROUPS, cpu_clock: bool = False) -> None:
+        self.cpu_clock = cpu_clock
         self.group_timeout = group_timeout
         self.mem_mb = mem_mb
         self.fsize_mb = fsize_mb
@@ -604,7 +610,8 @@ class Worker:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         cfg = {"mem_mb": self.mem_mb, "fsize_mb": self.fsize_mb, "tbfile": str(self.tbfile),
-               "workdir": str(work), "group_timeout": self.group_timeout}
+               "workdir": str(work), "group_timeout": self.group_timeout,
+               "cpu_clock": self.cpu_clock}
         saved = {k: os.environ.get(k) for k in _WORKER_ENV}
         os.environ.update(_WORKER_ENV)
         main = sys.modules.get("__main__")

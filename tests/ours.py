@@ -24,12 +24,16 @@ def our_digests(*paths: str | os.PathLike[str], strict: bool = True) -> dict[int
 
 
 def kdumptool(*args: str | os.PathLike[str], stdin: bytes | None = None,
-              timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
-    """Run the command line in a subprocess (as a user would), capturing bytes."""
+              timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the command line in a subprocess (as a user would), capturing bytes.
+
+    :param env: variables added to this process's environment
+    """
     return subprocess.run(
         [sys.executable, "-m", "kdumptool", *(os.fspath(a) for a in args)],
         input=stdin, capture_output=True, timeout=timeout, check=False,
         stdin=None if stdin is not None else subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
 
 

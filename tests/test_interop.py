@@ -19,7 +19,7 @@ from peers import (
     run_makedumpfile,
 )
 
-from corpus import need_corpus_file
+from corpus import corpus_bytes, need_corpus_file
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.transport.source import FileSource
 
@@ -38,8 +38,8 @@ def vmcore_pages(vmcore: Path) -> dict[int, str]:
     return our_digests(vmcore)
 
 
-def convert(*args: str | Path) -> None:
-    proc = kdumptool("convert", "-q", *args)
+def convert(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    proc = kdumptool("convert", "-q", *args, env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     assert not proc.stderr, proc.stderr.decode()
 
@@ -130,7 +130,7 @@ def test_level1_kdump_matches_makedumpfile(tmp_path: Path, vmcore: Path, codec: 
     """-d 1 keeps exactly the PFNs makedumpfile -d 1 keeps; with LZO (deterministic) and zlib
     (same library) the whole file is byte-identical to makedumpfile 1.7.2's."""
     ours = tmp_path / "o.kdump"
-    convert(codec, "-d", "1", vmcore, ours)
+    convert(codec, "-d", "1", vmcore, ours, env={"KDUMPTOOL_ZLIB": "zlib"})  # not ISA-L
     theirs = need_corpus_file(f"{KDUMP}/derived/{ref}")
     assert np.array_equal(_bitmap2(ours), _bitmap2(theirs))
     assert our_digests(ours) == our_digests(theirs)
@@ -187,3 +187,25 @@ def test_crash_reads_release_of_our_outputs(tmp_path: Path, vmcore: Path) -> Non
     convert("-E", "-d", "1", vmcore, elf)
     assert run_crash_osrelease(kd) == RELEASE
     assert run_crash_osrelease(elf) == RELEASE
+
+
+def test_isal_zlib_pages_read_back_in_drgn_and_makedumpfile(tmp_path: Path, vmcore: Path,
+                                                            vmcore_pages: dict[int, str]) -> None:
+    """-c with ISA-L (the default when ``isal`` is installed) writes standard zlib streams."""
+    from kdumptool.codecs import zlib_implementation
+
+    if zlib_implementation() != "isal":
+        pytest.skip("isal is not installed")
+    ours, plain = tmp_path / "isal.kdump", tmp_path / "zlib.kdump"
+    convert("-c", "-d", "31", vmcore, ours)
+    convert("-c", "-d", "31", vmcore, plain, env={"KDUMPTOOL_ZLIB": "zlib"})
+    assert ours.read_bytes() != plain.read_bytes()  # really another compressor
+    digests = our_digests(ours)
+    assert digests == our_digests(plain)
+    assert all(vmcore_pages[pfn] == d for pfn, d in digests.items())
+    assert_peers_read(ours, dict(list(digests.items())[::97]))
+    require_tool("makedumpfile")
+    txt = tmp_path / "dmesg.txt"
+    proc = run_makedumpfile(["--dump-dmesg", ours, txt])
+    assert proc.returncode == 0, proc.stderr
+    assert txt.read_bytes() == corpus_bytes(f"{KDUMP}/derived/dmesg.txt")

@@ -384,3 +384,20 @@ def test_no_log_in_vmcoreinfo() -> None:
     mem.info.vmcoreinfo = None
     with pytest.raises(KdumpToolError, match="no VMCOREINFO"):
         dmesg_text(mem, mem.read)
+
+
+_DERIVED = ["c-d0.kdump", "c-d1.kdump", "c-d2.kdump", "c-d4.kdump", "c-d8.kdump", "c-d16.kdump",
+            "l-d0.kdump", "l-d1.kdump", "l-d31.kdump", "p-d31.kdump", "z-d31.kdump", "F-l-d0.flat",
+            "reassembled-split2-c-d31.kdump", "split2-c-d31.1+split2-c-d31.2"]
+_CAPTURE = ["capture-E-d31.elf", "capture-F-c-d31.flat", "capture-c-d31.kdump", "capture-l-d31.kdump"]
+
+
+@pytest.mark.parametrize("rel", [f"derived/{n}" for n in _DERIVED]
+                         + [f"capture-kernel/{n}" for n in _CAPTURE])
+def test_every_dump_of_the_kdump_set_gives_the_same_log(rel: str) -> None:
+    """Every dump made from the crashed kernel (every level, codec, split part pair, and the
+    ones makedumpfile made inside the capture kernel) holds the log makedumpfile 1.7.2 printed."""
+    folder, _, names = rel.partition("/")
+    paths = [str(need_corpus_file(f"x86_64-kdump-320m/{folder}/{n}")) for n in names.split("+")]
+    with open_dumps(paths) as reader:
+        assert dmesg_text(reader) == corpus_bytes(KDUMP_REF)

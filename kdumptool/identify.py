@@ -68,7 +68,12 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     if info.utsname is not None and info.utsname.looks_sane():
         evidence.append({"source": "header utsname", "release": info.utsname.release,
                          "version": info.utsname.version, "machine": info.utsname.machine})
-    if deep or not evidence:
+    # evidence the format itself carries (e.g. the Hyper-V guest OS ID: a kernel version, not
+    # a release string, so it does not make the memory scan unnecessary)
+    extra = info.details.get("identification")
+    if isinstance(extra, list):
+        evidence.extend(item for item in extra if isinstance(item, dict))
+    if deep or not any(item.get("release") for item in evidence):
         evidence.extend(_scan_memory(reader, deep=deep))
     best: dict[str, Any] = {"release": None, "machine": info.machine or None, "source": None}
     for item in evidence:

@@ -161,4 +161,10 @@ def format_summary(s: dict[str, Any]) -> str:
                                       if v["present"] else "no"))
     if s["notes"]:
         lines.append("notes:         " + ", ".join(f"{n} x{c}" for n, c in s["notes"].items()))
+    for item in s["identification"]:
+        if item.get("text"):  # evidence the format carries besides VMCOREINFO and utsname
+            lines.append(f"evidence:      {item['source']}: {item['text']}")
+    notices = s["details"].get("notices")
+    for notice in notices if isinstance(notices, list) else []:
+        lines.append(f"notice:        {notice}")
     return "\n".join(lines)

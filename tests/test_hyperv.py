@@ -485,3 +485,27 @@ def test_reader_class_directly(small: tuple[Path, Layout]) -> None:
     src = FileSource(os.fspath(small[0]))
     with HyperVReader(src) as r:
         assert r.info.nr_cpus == 1 and r.read_page(0x100)[:8] == struct.pack("<Q", 0x100)
+
+
+def test_cuts_anywhere_raise_only_our_errors(tmp_path: Path) -> None:
+    """openvmm's layout (key tables after the RAM): a cut file loses its keys, in both modes."""
+    path = tmp_path / "cut.vmrs"
+    layout = build_vmrs(path, [(0, 2 * BLOCK)], _pages, compress=[1])
+    base = path.read_bytes()
+    cuts = sorted({0, 10, 46, 4096, 8192, 8200, 8192 + 4096, layout.key_tables[0] + 5,
+                   layout.replay_log + 20, *range(8192, layout.replay_log, 65537)})
+    for cut in cuts:
+        for strict in (True, False):
+            if cut > layout.replay_log and not strict:
+                with open_bytes(base[:cut], strict=False) as r:  # the replay log is not needed
+                    assert r.count_pages() == (512, 512)
+                    assert any("replay log" in n for n in r.info.details["notices"])
+                continue
+            with pytest.raises((TruncatedDumpError, UnknownFormatError)) as info:
+                open_bytes(base[:cut], strict=strict).close()
+            if cut > 10:
+                assert isinstance(info.value, TruncatedDumpError)
+            if 8192 + 4096 < cut:
+                assert info.value.offset == cut
+    with open_bytes(base[:layout.replay_log + 40]) as r:  # only the replay log's padding is cut
+        assert r.count_pages() == (512, 512)

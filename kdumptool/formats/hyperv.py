@@ -365,6 +365,16 @@ class HyperVReader(DumpReader):
     # --- opening ---------------------------------------------------------------------------
     def _no_memory(self, vsv: bool, version: int | None) -> None:
         path = self.source.name
+        lost = self.store.lost_key_tables
+        if lost or self.store.truncated:
+            size = self.source.size
+            where = (f"{len(lost)} key tables (the first at {lost[0]:#x}) lie" if lost
+                     else "its object table runs")
+            raise TruncatedDumpError(
+                f"file is truncated: {where} past the end of the file, so no guest RAM can be "
+                "located", path=path, offset=size,
+                expected=f"file size > {max(lost):#x}" if lost else "the whole object table",
+                got=f"{size:#x}")
         stem, _ = os.path.splitext(path)
         bins = [p for p in (stem + ".bin", stem + ".BIN") if os.path.exists(p)]
         if vsv and bins:

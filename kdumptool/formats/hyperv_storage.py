@@ -158,6 +158,9 @@ class HyperVStorage:
         self.path = source.name
         self.strict = strict
         self.notices: list[str] = []
+        #: offsets of key tables past the end of the file (tolerant mode): their keys are lost
+        self.lost_key_tables: list[int] = []
+        self.truncated = False  # (tolerant mode) some structure lies past the end of the file
         self.header, self.header_copy = self._read_header()
         self.format_version = self.header.format_version
         self.objects: list[tuple[int, int, int, int]] = []  # (type, offset, size, entry offset)
@@ -173,6 +176,8 @@ class HyperVStorage:
         """Raise in strict mode, else remember the problem as a notice."""
         if self.strict:
             raise exc
+        if isinstance(exc, TruncatedDumpError):
+            self.truncated = True
         self.notices.append(str(exc).removeprefix(f"{self.path}: "))
 
     def _check_crc(self, raw: bytes, what: str, offset: int, stored: int) -> bool:
@@ -290,6 +295,7 @@ class HyperVStorage:
                             f"{eoff:#x}) ends past the end of the file", path=self.path, offset=size,
                             expected=f"file size >= {foff + fsize:#x}", got=f"{size:#x}"))
                         if otype == OBJ_KEY_TABLE:
+                            self.lost_key_tables.append(foff)
                             continue
                     self.objects.append((otype, foff, fsize, eoff))
                 elif otype not in (OBJ_EMPTY, OBJ_FREE):
@@ -435,7 +441,13 @@ class HyperVStorage:
         off = h.replay_log_offset
         raw = self.source.pread(off, ReplayLogHeader.sizeof())
         if off == 0 or len(raw) < ReplayLogHeader.sizeof():
-            self.notices.append(f"replay log header at {off:#x} is missing or past the end of the file")
+            if off and off < self.source.size + ReplayLogHeader.sizeof():
+                self._damage(TruncatedDumpError(
+                    "file is truncated: it ends inside the replay log header", path=self.path,
+                    offset=self.source.size, expected=f"file size >= {off + ReplayLogHeader.sizeof():#x}",
+                    got=f"{self.source.size:#x}"))
+            else:
+                self.notices.append(f"replay log header offset {off:#x} lies outside the file")
             return {"offset": off, "state": "missing"}
         rl = ReplayLogHeader.parse(raw)
         if rl.signature != REPLAY_LOG_SIGNATURE or crc_zeroed(raw, 4) != rl.checksum:

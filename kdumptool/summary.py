@@ -53,7 +53,8 @@ def lost_pages(reader: DumpReader) -> int:
         return lost
     if isinstance(reader, ElfReader) and reader.info.details.get("truncated_segments"):
         return sum(int(b.lost.sum()) for b in reader.iter_batches())
-    return 0
+    counter = getattr(reader, "lost_pages", None)  # formats that count them from metadata
+    return int(counter()) if callable(counter) else 0
 
 
 def _iso_time(seconds: int) -> str | None:

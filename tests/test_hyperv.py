@@ -331,13 +331,12 @@ def test_key_entry_crc_loses_its_block(small: tuple[Path, Layout]) -> None:
     _patch(path, at, b"\x11\x22\x33\x44")
     _expect(path, CorruptDumpError, at, "key entry CRC-32 mismatch")
     with open_dump(str(path), strict=False) as r:
-        assert r.count_pages() == (1536, 1280)
+        assert r.count_pages() == (1536, 1536) and r.lost_pages() == 256
         batch = r.read_batch(0x200, 256)
         assert batch.lost.all() and not batch.present.any()
         assert any("CRC-32" in n for n in r.info.details["notices"])
-    s = info_json(path)
-    assert s["pages"]["lost"] == 0 or s["pages"]["present"] == 1280  # info opens tolerant
-    assert s["pages"]["present"] == 1280
+    s = info_json(path)  # info opens tolerant
+    assert s["pages"] == {"ram": 1536, "present": 1536, "excluded": 0, "lost": 256}
 
 
 def test_missing_block(tmp_path: Path) -> None:
@@ -345,7 +344,7 @@ def test_missing_block(tmp_path: Path) -> None:
     build_vmrs(path, [(0, 4 * BLOCK)], _pages, omit_blocks=[3])
     _expect(path, CorruptDumpError, None, r"RamBlock3 \(guest pfn 0x300\) is missing")
     with open_dump(str(path), strict=False) as r:
-        assert r.count_pages() == (1024, 768)
+        assert r.count_pages() == (1024, 1024) and r.lost_pages() == 256
         assert r.read_batch(0x300, 256).lost.all()
 
 
@@ -360,12 +359,14 @@ def test_truncated(tmp_path: Path, cut: str) -> None:
     _expect(path, TruncatedDumpError, size, "truncated|file ends")
     if cut == "ram":
         with open_dump(str(path), strict=False) as r:
-            assert r.count_pages() == (1024, 512 + 5)  # blocks 0-1 and the whole pages of block 2
+            assert r.lost_pages() == 1024 - 512 - 5  # kept: blocks 0-1, the whole pages of block 2
             batch = r.read_batch(0x200, 256)
             assert batch.present[:5].all() and batch.lost[5:].all()
             assert batch.data[4].tobytes() == _pages(0x204000, 4096)
         s = info_json(path)
-        assert s["pages"]["present"] == 517
+        assert s["pages"]["lost"] == 507
+        proc = kdumptool("convert", path, tmp_path / "out.kdump")  # convert reads strictly
+        assert proc.returncode == 4 and f"offset {size:#x}: file is truncated".encode() in proc.stderr
 
 
 def test_replay_log_is_reported_not_applied(tmp_path: Path) -> None:

@@ -515,12 +515,19 @@ class HyperVReader(DumpReader):
         return machine, notes, details
 
     # --- pages -----------------------------------------------------------------------------
+    # Hyper-V saves every RAM page, so every RAM page is declared present (the kdump "2nd
+    # bitmap"); one whose data is missing or cut off is *lost* (read_batch, lost_pages).
     def count_pages(self) -> tuple[int, int]:
         ram = int(self.runs[:, 1].sum()) if len(self.runs) else 0
-        present = 0
+        return ram, ram
+
+    def lost_pages(self) -> int:
+        """RAM pages whose RamBlock is missing or lies (partly) past the end of the file."""
+        lost = 0
         for start, count in self.data_windows(1 << 16):
-            present += int(self.bitmaps(start, count)[1].sum())
-        return ram, present
+            loc = self._locate(start, count)
+            lost += int((loc["ram"] & ~loc["present"]).sum())
+        return lost
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         window = window or self.window_pages
@@ -557,8 +564,8 @@ class HyperVReader(DumpReader):
         return {"ram": ram, "present": present, "raw": raw, "bi": bic, "slot": slot, "page_off": page_off}
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        loc = self._locate(start, count)
-        return loc["ram"], loc["present"]
+        ram = self._locate(start, count)["ram"]
+        return ram, ram.copy()
 
     def _block(self, bi: int) -> tuple[np.ndarray, np.ndarray, str]:
         if bi in self._cache:

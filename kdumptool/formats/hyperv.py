@@ -445,9 +445,7 @@ class HyperVReader(DumpReader):
         return raw
 
     def _damage(self, exc: CorruptDumpError) -> None:
-        if self.strict:
-            raise exc
-        self.notices.append(str(exc).removeprefix(f"{self.source.name}: "))
+        self.store._damage(exc)  # raises in strict mode; else kept in store.damage and notices
 
     def _check_blocks(self) -> None:
         """Every RamBlock the memory blocks need exists, fits in the file and is at most 1 MiB."""
@@ -523,11 +521,13 @@ class HyperVReader(DumpReader):
 
     def lost_pages(self) -> int:
         """RAM pages whose RamBlock is missing or lies (partly) past the end of the file."""
-        lost = 0
+        return int(sum(len(m) for m in self.lost_pfns()))
+
+    def lost_pfns(self) -> Iterator[np.ndarray]:
+        """PFNs of lost pages, window by window (metadata only)."""
         for start, count in self.data_windows(1 << 16):
             loc = self._locate(start, count)
-            lost += int((loc["ram"] & ~loc["present"]).sum())
-        return lost
+            yield np.flatnonzero(loc["ram"] & ~loc["present"]) + start
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         window = window or self.window_pages

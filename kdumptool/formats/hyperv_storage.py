@@ -161,6 +161,7 @@ class HyperVStorage:
         #: offsets of key tables past the end of the file (tolerant mode): their keys are lost
         self.lost_key_tables: list[int] = []
         self.truncated = False  # (tolerant mode) some structure lies past the end of the file
+        self.damage: list[CorruptDumpError] = []  # (tolerant mode) what strict mode would raise
         self.header, self.header_copy = self._read_header()
         self.format_version = self.header.format_version
         self.objects: list[tuple[int, int, int, int]] = []  # (type, offset, size, entry offset)
@@ -178,6 +179,7 @@ class HyperVStorage:
             raise exc
         if isinstance(exc, TruncatedDumpError):
             self.truncated = True
+        self.damage.append(exc)
         self.notices.append(str(exc).removeprefix(f"{self.path}: "))
 
     def _check_crc(self, raw: bytes, what: str, offset: int, stored: int) -> bool:

@@ -247,7 +247,7 @@ def prstatus_note(machine: str, vp_index: int, regs: dict[str, Any]) -> Note | N
         return None
     s = prstatus_struct(machine, "<")
     fields = {sub.name: 0 for sub in s.subcons if sub.name}
-    fields.update(pr_pid=vp_index + 1, pr_utime={"tv_sec": 0, "tv_usec": 0},
+    fields.update(pr_pid=(vp_index + 1) & 0x7FFFFFFF, pr_utime={"tv_sec": 0, "tv_usec": 0},
                   pr_stime={"tv_sec": 0, "tv_usec": 0}, pr_cutime={"tv_sec": 0, "tv_usec": 0},
                   pr_cstime={"tv_sec": 0, "tv_usec": 0})
     layout = [sub for sub in s.subcons if sub.name == "pr_reg"][0]
@@ -342,7 +342,6 @@ class HyperVReader(DumpReader):
                              word_size=8, machine=machine, page_size=PAGE, max_pfn=max_pfn,
                              transport=transport, notes=notes, nr_cpus=len(notes) or None)
         compressed = int((self.blocks.value_size < BLOCK).sum())
-        self.info.codecs = {"xpress"} if compressed else set()
         d = self.info.details
         d["vm_version"] = f"{version >> 8}.{version & 0xFF}" if version is not None else "unknown"
         d["storage_format_version"] = f"{st.format_version >> 8}.{st.format_version & 0xFF}"
@@ -354,7 +353,7 @@ class HyperVReader(DumpReader):
             d["saved_state_type"] = kind
         d["memory_blocks"] = len(self.runs)
         d["ram_blocks"] = len(self.blocks.number)
-        d["compressed_ram_blocks"] = compressed
+        d["compressed_ram_blocks"] = compressed  # records with XPRESS pages (not a kdump codec)
         d.update(details)
         if compressed:
             self.notices.append(f"{compressed} RAM blocks are compressed (record layout reverse-"

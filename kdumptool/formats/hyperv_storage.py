@@ -391,6 +391,7 @@ class HyperVStorage:
                 data = table[name_end:end]
                 if flags & FLAG_FILE_OBJECT:
                     vsize, voff = fod.unpack(data)
+                    voff = min(voff, 1 << 62)  # past any file; keeps the int64 index valid
                     inline = b""
                 elif ktype in (KEY_STRING, KEY_ARRAY):
                     voff, vsize, inline = toff + name_end + 4, dlen - 4, data[4:]

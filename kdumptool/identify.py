@@ -13,8 +13,8 @@ Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md 
    in memory: architecture, version and key options;
 6. CPU state (QEMU's ``QEMUCPUState`` notes): CR3 → the kernel image mapping → the KASLR
    offset and ``phys_base`` (:mod:`kdumptool.vtop.kaslr`), read from 3-4 page-table pages;
-7. evidence a format reader found in its own headers (``info.details["evidence"]``: Xen
-   version notes, Hyper-V's guest OS ID...).
+7. evidence a format reader found in its own headers (``info.details["identification"]``:
+   Xen version notes, Hyper-V's guest OS ID...).
 
 The memory scan reads the dump's pages window by window (one ``bytes.find`` per window),
 stops at the first confident answer unless ``deep`` is set, and never reads a page twice.
@@ -78,10 +78,12 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
         evidence.append({"source": "header utsname", "release": info.utsname.release,
                          "version": info.utsname.version, "machine": info.utsname.machine})
     evidence.extend(cpu_state_evidence(reader))
-    extra = info.details.get("evidence")
+    # evidence the format itself carries (e.g. the Hyper-V guest OS ID: a kernel version, not
+    # a release string, so it does not make the memory scan unnecessary)
+    extra = info.details.get("identification")
     if isinstance(extra, list):
-        evidence.extend(e for e in extra if isinstance(e, dict))
-    if deep or not any(e.get("release") for e in evidence):
+        evidence.extend(item for item in extra if isinstance(item, dict))
+    if deep or not any(item.get("release") for item in evidence):
         evidence.extend(_scan_memory(reader, deep=deep))
     best: dict[str, Any] = {"release": None, "machine": info.machine or None, "source": None}
     for item in evidence:

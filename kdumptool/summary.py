@@ -53,7 +53,8 @@ def lost_pages(reader: DumpReader) -> int:
         return lost
     if isinstance(reader, ElfReader) and reader.info.details.get("truncated_segments"):
         return sum(int(b.lost.sum()) for b in reader.iter_batches())
-    return 0
+    counter = getattr(reader, "lost_pages", None)  # formats that count them from metadata
+    return int(counter()) if callable(counter) else 0
 
 
 def _iso_time(seconds: int) -> str | None:
@@ -164,6 +165,9 @@ def format_summary(s: dict[str, Any]) -> str:
     ev = [_evidence_line(e) for e in s.get("identification", []) if e.get("source") != "vmcoreinfo"]
     for i, line in enumerate(ev):
         lines.append(("evidence:      " if i == 0 else " " * 15) + line)
+    notices = s["details"].get("notices")
+    for notice in notices if isinstance(notices, list) else []:
+        lines.append(f"notice:        {notice}")
     return "\n".join(lines)
 
 
@@ -178,5 +182,7 @@ def _evidence_line(e: dict[str, Any]) -> str:
                 f"{e.get('option_count', 0)} options at {e.get('paddr')}")
     if "banner" in e:
         return f"{src}: {e['banner'][:100]}"
+    if e.get("text"):  # evidence a format carries, already in words
+        return f"{src}: {e['text']}"
     parts = [f"{k} {v}" for k, v in e.items() if k != "source" and isinstance(v, (str, int)) and v != ""]
     return f"{src}: " + ", ".join(parts)[:140]

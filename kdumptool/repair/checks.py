@@ -16,6 +16,7 @@ from kdumptool.codecs import CODEC_FLAG_MASK
 from kdumptool.dump import DumpReader
 from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError
 from kdumptool.formats.elf import ElfReader
+from kdumptool.formats.hyperv import HyperVReader
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
 from kdumptool.formats.split import SplitSetReader
 from kdumptool.open import open_dumps, supply_vmcoreinfo
@@ -48,6 +49,8 @@ def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = 
                 validate_kdump(reader, report)
             elif isinstance(reader, ElfReader):
                 validate_elf(reader, report)
+            elif isinstance(reader, HyperVReader):
+                validate_hyperv(reader, report)
             validate_vmcoreinfo(reader, report)
             if deep:
                 validate_pages(reader, report)
@@ -244,6 +247,23 @@ def validate_elf(r: ElfReader, report: Report) -> None:
         if b0 < a1:
             report.add("notice", "elf-file-overlap",
                        f"PT_LOAD {ai} and {bi} share file bytes at {b0:#x}", b0)
+
+
+def validate_hyperv(r: HyperVReader, report: Report) -> None:
+    """What the tolerant Hyper-V reader skipped (CRC, structure, truncation) and the pages lost."""
+    for exc in r.store.damage:
+        report.add("repairable", "hyperv-damage", exc.message
+                   + (f" (expected {exc.expected}, got {exc.got})" if exc.got is not None else ""),
+                   exc.offset)
+    pfns = [m for m in r.lost_pfns() if len(m)]
+    if pfns:
+        lost = ranges_of(np.concatenate(pfns))
+        report.add("data-loss", "hyperv-lost-pages",
+                   "guest RAM pages whose RamBlock is missing or cut off", None, lost)
+    if r.store.replay_log.get("entries"):
+        report.add("notice", "hyperv-replay-log",
+                   f"replay log holds {r.store.replay_log['entries']} uncommitted entries (not applied)",
+                   int(str(r.store.replay_log["offset"])))
 
 
 # --- VMCOREINFO ---------------------------------------------------------------------------

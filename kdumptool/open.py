@@ -146,6 +146,11 @@ def _open_stream(stream: BinaryIO, name: str, *, strict: bool, kind: str | None 
         transport = "flattened" if flat else "stdin"
     try:
         return open_source(src, strict=strict, transport=transport)
+    except DumpError:
+        src.close()
+        if src.damage is not None:  # what is left of a damaged stream is no dump: say why
+            raise src.damage from None
+        raise
     except BaseException:
         src.close()
         raise

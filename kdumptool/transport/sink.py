@@ -119,8 +119,10 @@ class LimitedSink:
         return lo
 
     def reserve(self, writes: list[tuple[int, int]]) -> None:
-        """Set aside room for writes ``(offset, length)`` made at the end (headers)."""
-        self.reserved = sum(self.cost(off, n) for off, n in writes)
+        """Set aside room for writes ``(offset, length)`` made at the end (headers, at the start
+        of the image: they cost nothing in a plain file that has grown past them, but are
+        records of their own in a flattened stream)."""
+        self.reserved = sum(_RECORD + n for _, n in writes if n) if self.flattened else 0
 
     def release(self) -> None:
         """Give back the reserved room, before making the reserved writes."""

@@ -25,7 +25,8 @@ from kdumptool.open import open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
 from kdumptool.report import exclusion_report, format_report
 from kdumptool.summary import dump_summary, format_summary
-from kdumptool.transport.sink import open_output
+from kdumptool.transport.compressed import WRITE_KINDS
+from kdumptool.transport.sink import LimitReached, open_output
 
 
 class _Group(click.Group):
@@ -157,8 +158,35 @@ def _parse_levels(text: str) -> list[int]:
     return levels
 
 
-#: errors that make the next level of a ``-d`` list worth trying (makedumpfile retries on ENOSPC)
+#: errors that make the next level of a ``-d`` list worth trying (makedumpfile retries on ENOSPC,
+#: and on reaching its ``-L`` limit)
 _RETRY_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+_SIZE_SUFFIXES = "KMGTPE"
+
+
+def parse_size(text: str) -> int:
+    """makedumpfile's ``-L`` size (its ``memparse``): a number (``0x`` hex, leading-``0``
+    octal, else decimal) and an optional suffix K, M, G, T, P or E (powers of 1024).
+
+    :raises UsageError: not a size, or zero
+    """
+    body, shift = text.strip(), 0
+    if body and body[-1].upper() in _SIZE_SUFFIXES:
+        shift = 10 * (_SIZE_SUFFIXES.index(body[-1].upper()) + 1)
+        body = body[:-1]
+    try:
+        if body.lower().startswith("0x"):
+            value = int(body[2:], 16)
+        elif len(body) > 1 and body.startswith("0"):
+            value = int(body[1:], 8)
+        else:
+            value = int(body, 10)
+    except ValueError:
+        value = -1
+    if value <= 0 or not body.isalnum():
+        raise UsageError(f"size limit {text!r} is invalid (a number of bytes, with K, M or G)")
+    return value << shift
 
 
 def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -173,6 +201,13 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-l", "codec_lzo", is_flag=True, help="Compress pages with lzo."),
         click.option("-p", "codec_snappy", is_flag=True, help="Compress pages with snappy."),
         click.option("-z", "codec_zstd", is_flag=True, help="Compress pages with zstd."),
+        click.option("--stream-compress", type=click.Choice(WRITE_KINDS), default=None,
+                     help="With -F: write the flattened stream through one zstd or lz4 frame "
+                     "(read back by kdumptool, or by zstd -dc / lz4 -dc | makedumpfile -R)."),
+        click.option("-L", "size_limit", metavar="SIZE", default=None,
+                     help="Limit the output to SIZE bytes (K, M, G suffixes): try the next level of "
+                     "a -d list, else stop writing pages and mark the dump incomplete "
+                     "(makedumpfile -L)."),
         click.option("--dry-run", is_flag=True, help="Print what would be excluded; write nothing."),
         click.option("--threads", type=click.IntRange(1, 1024), default=None,
                      help="Compression threads (default: all cores)."),
@@ -211,22 +246,30 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
-def _write_levels(levels: list[int], **opts: Any) -> None:
-    """Write with the first level; when the disk (or a file size limit) is full, retry the
-    next level of the list, as makedumpfile does with ``-d 11,31``."""
+def _write_levels(levels: list[int], *, size_limit: str | None, **opts: Any) -> None:
+    """Write with the first level; when the disk (or a file size limit, or the ``-L`` limit)
+    is full, retry the next level of the list, as makedumpfile does with ``-d 11,31``.
+
+    When the ``-L`` limit is reached at the last level, the dump is kept, incomplete (pages
+    left out, marked so in its header), and the exit status is 1, as with makedumpfile.
+    """
+    limit = parse_size(size_limit) if size_limit is not None else None
+    to_stdout = len(opts["paths"]) == 1 or opts["paths"][-1] == "-"
     for i, level in enumerate(levels):
+        last = i == len(levels) - 1 or to_stdout
         try:
-            _write(level, **opts)
+            _write(level, limit=limit, keep_cut=last, **opts)
             return
         except OutputError as exc:
-            if exc.errno not in _RETRY_ERRNOS or i == len(levels) - 1 or opts["paths"][-1] == "-":
+            if exc.errno not in _RETRY_ERRNOS or last:
                 raise
             click.echo(f"kdumptool: {exc}; retrying with dump level {levels[i + 1]}", err=True)
 
 
 def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
-           threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
+           threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
+           stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True) -> None:
     chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
                               ("zstd", codec_zstd)) if on]
     if len(chosen) > 1:
@@ -241,6 +284,9 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
     else:
         srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
         flat = flat or dst == "-"
+    if stream_compress and not flat:
+        raise UsageError("--stream-compress needs -F: the kdump and ELF writers go back to fill in "
+                         "headers and tables, which a compressed stream cannot take")
     t0 = time.monotonic()
     with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
         selection = Selection(reader, level)
@@ -252,7 +298,8 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
             return
         assert dst is not None
         meta = output_metadata(reader, dump_level=level)
-        with open_output(dst, inputs=srcs, force=force, flattened=flat) as sink:
+        with open_output(dst, inputs=srcs, force=force, flattened=flat, compress=stream_compress,
+                         limit=limit) as sink:
             if elf:
                 from kdumptool.formats.elf_writer import write_elf
 
@@ -261,12 +308,21 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
                 from kdumptool.formats.kdump_writer import write_kdump
 
                 stats = write_kdump(selection, sink, meta, codec, threads=threads)
-    if not quiet and dst != "-":
-        kind = "ELF" if elf else f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
-        click.echo(f"{dst}: {kind}{', flattened' if flat else ''}, dump level {meta.dump_level}: "
-                   f"{stats['pages']} pages written in {time.monotonic() - t0:.1f} s", err=True)
-        if level > 1:
-            click.echo(format_report(exclusion_report(selection, zero=stats.get("zero"))), err=True)
+            if stats.get("cut") and not keep_cut:  # discard it: the next level may fit
+                raise LimitReached(f"{dst}: the size limit of {limit} bytes is reached at dump level "
+                                   f"{meta.dump_level}")
+        if not quiet and dst != "-":
+            kind = "ELF" if elf else f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
+            click.echo(f"{dst}: {kind}{', flattened' if flat else ''}"
+                       f"{f', {stream_compress} stream' if stream_compress else ''}, dump level "
+                       f"{meta.dump_level}: {stats['pages']} pages written in {time.monotonic() - t0:.1f} s",
+                       err=True)
+            if level > 1:
+                click.echo(format_report(exclusion_report(selection, zero=stats.get("zero"))), err=True)
+    if stats.get("cut"):
+        raise OutputError(f"{dst}: the size limit of {limit} bytes is reached at dump level "
+                          f"{meta.dump_level}: the dump is incomplete ({stats['lost']} pages left out "
+                          "or lost) and marked so in its header, but may still be analysed")
 
 
 @main.command()

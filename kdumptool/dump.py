@@ -66,7 +66,7 @@ class DumpInfo:
     machine: str  # "x86_64", "aarch64", ... ("" if unknown)
     page_size: int
     max_pfn: int  # one past the highest PFN the dump describes
-    transport: str = "plain"  # "plain", "flattened", "stdin"
+    transport: str = "plain"  # "plain", "flattened", "stdin", "zstd stream[, flattened]", ...
     notes: list[Note] = field(default_factory=list)
     vmcoreinfo: VmcoreInfo | None = None
     utsname: Utsname | None = None

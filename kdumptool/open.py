@@ -1,4 +1,13 @@
-"""Opening a dump: choose the transport (plain, flattened, standard input), then the format."""
+"""Opening a dump: choose the transport (plain, flattened, compressed, standard input), then the format.
+
+A plain or flattened file is read in place. Standard input and compressed files
+(``.zst``, ``.xz``, ``.gz``, ``.lz4``: recognised by their magic, see
+:mod:`kdumptool.transport.compressed`) cannot be read at random, so they are read
+once, front to back, into a temporary file in ``$TMPDIR`` (deleted at once, kept
+open until the reader closes): a flattened stream is rearranged on the way as
+``makedumpfile -R`` does, any other image is copied. That file needs as much
+free space as the uncompressed image.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +15,54 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import BinaryIO
 
 from kdumptool.dump import DumpReader
 from kdumptool.errors import DumpError, KdumpToolError
 from kdumptool.formats import open_source
-from kdumptool.transport import flattened
-from kdumptool.transport.source import ByteSource, FileSource
+from kdumptool.transport import compressed, flattened
+from kdumptool.transport.source import ByteSource, FileSource, SpooledSource
 from kdumptool.vmcoreinfo import VmcoreInfo
+
+#: Bytes read to recognise a compressed file (room for leading skippable frames).
+DETECT_BYTES = 4096
 
 
 def open_dump(path: str, *, strict: bool = True) -> DumpReader:
-    """Open a dump file of any supported format, plain or flattened; ``-`` is standard input.
+    """Open a dump file of any supported format, plain, flattened or compressed; ``-`` is
+    standard input (which may be any of those).
 
-    Standard input is read front to back once (never seeked): a flattened stream
-    is rearranged into a temporary file as ``makedumpfile -R`` does, any other
-    image is copied there. The temporary file is deleted when the reader closes.
+    Standard input and compressed files are read front to back once (never seeked):
+    a flattened stream is rearranged into a temporary file as ``makedumpfile -R``
+    does, any other image is copied there. The temporary file is deleted when the
+    reader closes.
 
-    :param strict: raise on damage instead of reporting lost/corrupt pages
+    :param strict: raise on damage instead of reporting lost/corrupt pages; when
+        False, a compressed stream that is cut short or corrupt gives the image up to
+        the damage (``source.damage`` says what happened)
     :raises UnknownFormatError: not a dump
-    :raises CorruptDumpError: a dump, but damaged (strict)
+    :raises CorruptDumpError: a dump, but damaged (strict), or its compression is
     """
     if path == "-":
-        return _open_stdin(strict=strict)
+        return _open_stream(sys.stdin.buffer, "<stdin>", strict=strict)
     try:
         src: ByteSource = FileSource(path)
     except OSError as exc:
         raise KdumpToolError(f"{path}: cannot open: {exc.strerror}") from None
     try:
-        return _open_plain_or_flat(src, strict=strict)
+        kind = compressed.detect(src.pread(0, DETECT_BYTES))
+        if kind is None:
+            return _open_plain_or_flat(src, strict=strict)
     except BaseException:
         src.close()
         raise
+    src.close()
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise KdumpToolError(f"{path}: cannot open: {exc.strerror}") from None
+    with raw:
+        return _open_stream(raw, path, strict=strict, kind=kind)
 
 
 def open_dumps(paths: list[str], *, strict: bool = True) -> DumpReader:
@@ -112,33 +138,69 @@ def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     return open_source(src, strict=strict)
 
 
-def _open_stdin(*, strict: bool) -> DumpReader:
-    stream = sys.stdin.buffer
-    fd, tmp = tempfile.mkstemp(prefix="kdumptool-stdin-")
-    try:
-        with os.fdopen(fd, "w+b") as out:
-            head = stream.read(flattened.HEADER_SIZE)
-            if flattened.probe(head):
-                transport = "flattened"
-                rest = _Prefixed(head, stream)
-                flattened.rearrange_stream(rest, out)  # type: ignore[arg-type]
-            else:
-                transport = "stdin"
-                out.write(head)
-                shutil.copyfileobj(stream, out, 1 << 20)
-        src = FileSource(tmp, display_name="<stdin>")
-    except DumpError:
-        os.unlink(tmp)
-        raise
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    os.unlink(tmp)  # the open descriptor keeps the data until the reader closes
+def _open_stream(stream: BinaryIO, name: str, *, strict: bool, kind: str | None = None) -> DumpReader:
+    """Open a dump that can only be read front to back: standard input or a compressed file."""
+    if name == "<stdin>":
+        head = flattened.read_full(stream, DETECT_BYTES)
+        kind = compressed.detect(head)
+        stream = _Prefixed(head, stream)  # type: ignore[assignment]
+    if kind is not None:
+        stream = compressed.DecompressingReader(stream, kind, name)  # type: ignore[assignment]
+    src, flat = _spool(stream, name, kind=kind, strict=strict)
+    if kind is not None:
+        transport = f"{kind} stream" + (", flattened" if flat else "")
+    else:
+        transport = "flattened" if flat else "stdin"
     try:
         return open_source(src, strict=strict, transport=transport)
+    except DumpError:
+        src.close()
+        if src.damage is not None:  # what is left of a damaged stream is no dump: say why
+            raise src.damage from None
+        raise
     except BaseException:
         src.close()
         raise
+
+
+def _spool(stream: BinaryIO, name: str, *, kind: str | None, strict: bool) -> tuple[SpooledSource, bool]:
+    """Copy (or rearrange, if flattened) ``stream`` into an unlinked temporary file.
+
+    :return: the file as a source, and whether the stream was flattened
+    """
+    shown = name if kind is None else f"{name} ({kind}-decompressed)"
+    tmpdir = tempfile.gettempdir()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="kdumptool-spool-")
+    except OSError as exc:
+        raise KdumpToolError(f"{name}: cannot create a temporary file in {tmpdir}: {exc.strerror}") from None
+    damage: DumpError | None = None
+    flat = False
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            try:
+                head = flattened.read_full(stream, flattened.HEADER_SIZE)
+                if flattened.probe(head):
+                    flat = True
+                    flattened.rearrange_stream(_Prefixed(head, stream), out,  # type: ignore[arg-type]
+                                               name=shown)
+                else:
+                    out.write(head)
+                    shutil.copyfileobj(stream, out, 1 << 20)
+            except DumpError as exc:
+                if strict:
+                    raise
+                damage = exc  # keep the image up to the damage
+        src = SpooledSource(tmp, display_name=shown, damage=damage)
+    except OSError as exc:
+        what = "decompress" if kind is not None else "copy"
+        raise KdumpToolError(
+            f"{name}: cannot {what} the dump into {tmpdir}: {exc.strerror or exc} (it needs as "
+            "much free space as the uncompressed dump; set TMPDIR to a roomier file system)"
+        ) from None
+    finally:
+        os.unlink(tmp)  # an open descriptor keeps the data until the reader closes
+    return src, flat
 
 
 class _Prefixed:
@@ -149,6 +211,9 @@ class _Prefixed:
         self.stream = stream
 
     def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            out, self.prefix = self.prefix, b""
+            return out + self.stream.read()  # type: ignore[attr-defined]
         if self.prefix:
             out, self.prefix = self.prefix[:n], self.prefix[n:]
             if len(out) < n:

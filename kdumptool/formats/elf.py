@@ -299,8 +299,9 @@ class ElfReader(DumpReader):
             if seg.offset + seg.filesz > size:
                 self._truncated.append(seg.index)
         self._implausible: list[int] = []
-        if self._truncated and self.strict:
-            self._raise_out_of_file()
+        if self._truncated and self.strict and not (
+                self.ehdr.e_flags & DUMP_ELF_INCOMPLETE and self.out_of_file()[0] == "truncated"):
+            self._raise_out_of_file()  # (a file marked incomplete may end early: lost pages)
         for seg in self.segments:
             if seg.paddr + seg.memsz > MAX_PFN * ps or seg.filesz > seg.memsz + ps:
                 raise CorruptDumpError(

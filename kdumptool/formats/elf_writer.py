@@ -13,6 +13,13 @@ written as data (with the page contents, or zeros where the source has none);
 excluded pages at the end of a segment become ``p_memsz > p_filesz``. Zero
 pages are excluded when the dump level has bit 1. More than 65534 program
 headers use ``PN_XNUM`` with the real count in section header 0.
+
+Under a size limit (``-L``, a :class:`~kdumptool.transport.sink.LimitedSink`), the
+headers and notes must fit (else :class:`~kdumptool.transport.sink.LimitReached`);
+segment data is then written in file order while whole pages fit, and the file
+ends there with ``e_flags`` bit 0 (``DUMP_ELF_INCOMPLETE``) set: the program
+headers still describe every segment, so the pages past the end read as lost,
+as in an ELF dump makedumpfile cut at its ``-L`` limit.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from kdumptool.formats.elf import (
 from kdumptool.formats.kdump_writer import notes_for_output
 from kdumptool.metadata import OutputMeta
 from kdumptool.pipeline import Selection, zero_rows
-from kdumptool.transport.sink import ByteSink
+from kdumptool.transport.sink import ByteSink, LimitedSink
 
 #: A run of at least this many excluded pages splits a PT_LOAD (makedumpfile PFN_EXCLUDED).
 PFN_EXCLUDED = 256
@@ -168,7 +175,9 @@ def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -
 def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
     """Write the selected pages of a dump as an ELF core file.
 
-    :return: counts: ``segments``, ``pages`` written with data, ``lost`` pages
+    :return: counts: ``segments``, ``pages`` written with data, ``lost`` pages, ``cut``: 1 when
+        a size limit stopped the writing of pages
+    :raises LimitReached: the size limit is too small for the headers and notes
     """
     reader = selection.reader
     ps = meta.page_size
@@ -196,24 +205,42 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
             "p_paddr": seg.start * ps, "p_filesz": seg.file_pages * ps,
             "p_memsz": seg.mem_pages * ps + seg.tail_bytes, "p_align": 0}))
         pos += seg.file_pages * ps
+    limited = sink if isinstance(sink, LimitedSink) else None
+    if limited is not None:  # the ELF header is written last
+        limited.reserve([(0, ehsize)])
     sink.pwrite(phoff, b"".join(phdrs))
     if use_xnum:
         sink.pwrite(shoff, s.Shdr.build({"sh_name": 0, "sh_type": 0, "sh_flags": 0, "sh_addr": 0,
                                          "sh_offset": 0, "sh_size": 0, "sh_link": 0,
                                          "sh_info": phnum, "sh_addralign": 0, "sh_entsize": 0}))
     sink.pwrite(note_off, note_blob)
-    stats = {"segments": len(segments), "pages": 0, "lost": 0}
+    stats = {"segments": len(segments), "pages": 0, "lost": 0, "cut": 0}
     window = reader.window_pages
+    file_pages = sum(seg.file_pages for seg in segments)
+    done = 0
     for seg, off in zip(segments, offsets, strict=True):
         for start in range(seg.start, seg.start + seg.file_pages, window):
             count = min(window, seg.start + seg.file_pages - start)
-            batch = reader.read_batch(start, count)
-            out = np.zeros((count, ps), dtype=np.uint8)
-            out[batch.present] = batch.data
-            stats["pages"] += int(batch.present.sum())
-            stats["lost"] += int(batch.lost.sum())
-            sink.pwrite(off + (start - seg.start) * ps, out.tobytes())
-    incomplete = meta.incomplete or stats["lost"] > 0
+            pos = off + (start - seg.start) * ps
+            if limited is not None and not limited.fits(pos, count * ps):
+                count = limited.fit(count, lambda j, pos=pos, lim=limited: lim.cost(pos, j * ps))
+                stats["cut"] = 1
+            batch = reader.read_batch(start, count) if count else None
+            if batch is not None:
+                out = np.zeros((count, ps), dtype=np.uint8)
+                out[batch.present] = batch.data
+                stats["pages"] += int(batch.present.sum())
+                stats["lost"] += int(batch.lost.sum())
+                sink.pwrite(pos, out.tobytes())
+            done += count
+            if stats["cut"]:
+                break
+        if stats["cut"]:
+            stats["lost"] += file_pages - done  # described by the program headers, not in the file
+            break
+    if limited is not None:
+        limited.release()
+    incomplete = meta.incomplete or stats["lost"] > 0 or stats["cut"] > 0
     ident = (ELFMAG + bytes([elf_class, ELFDATA2LSB if meta.endian == "<" else ELFDATA2MSB, 1, 0])
              ).ljust(16, b"\0")
     sink.pwrite(0, s.Ehdr.build({

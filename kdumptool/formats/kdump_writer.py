@@ -17,6 +17,12 @@ counts the pages (metadata only), which fixes where the data starts; the second
 writes descriptors and data. Pages the source declares but cannot deliver
 (lost in an incomplete or truncated dump, tolerant mode) get an all-zero
 descriptor and the output is marked incomplete (``DUMP_DH_COMPRESSED_INCOMPLETE``).
+
+Under a size limit (``-L``, a :class:`~kdumptool.transport.sink.LimitedSink`), the
+headers, bitmaps and the whole descriptor table must fit (else
+:class:`~kdumptool.transport.sink.LimitReached`); pages are then stored in PFN order
+while they fit, and every later page keeps an all-zero descriptor (lost) in a file
+marked incomplete, as makedumpfile leaves a dump cut by ``-L``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from kdumptool.formats.kdump import (
 )
 from kdumptool.metadata import OutputMeta
 from kdumptool.pipeline import CompressPool, Selection, zero_rows
-from kdumptool.transport.sink import ByteSink
+from kdumptool.transport.sink import ByteSink, LimitedSink
 
 
 def notes_for_output(meta: OutputMeta) -> list[Note]:
@@ -67,11 +73,28 @@ def _vmcoreinfo_desc_span(notes: list[Note], blob_offset: int) -> tuple[int, int
     return 0, 0
 
 
+def _fit_prefix(limited: LimitedSink, n: int, stored: np.ndarray, sizes: np.ndarray, data_pos: int,
+                desc_pos: int) -> int:
+    """How many of a window's ``n`` kept pages fit: their data (``sizes`` of the pages at
+    slots ``stored``, at ``data_pos``) and their descriptors (at ``desc_pos``)."""
+    per_slot = np.zeros(n + 1, dtype=np.int64)
+    per_slot[stored + 1] = sizes
+    data_before = np.cumsum(per_slot)  # data bytes of the first j pages, j = 0..n
+
+    def cost(j: int) -> int:
+        return (limited.cost(data_pos, int(data_before[j]))
+                + limited.cost(desc_pos, j * PAGE_DESC_SIZE))
+
+    return limited.fit(n, cost)
+
+
 def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
                 *, threads: int | None = None) -> dict[str, int]:
     """Write the selected pages of a dump as a kdump-compressed file.
 
-    :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages
+    :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages,
+        ``cut``: 1 when a size limit stopped the writing of pages
+    :raises LimitReached: the size limit is too small for the metadata
     """
     layout = "64" if meta.word_size == 8 else ("32pack" if meta.machine in MACHINES_32_PACKED
                                                else "32pad")
@@ -88,6 +111,9 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     bm2_off = bm1_off + bitmap_len
     desc_off = bm2_off + bitmap_len
 
+    limited = sink if isinstance(sink, LimitedSink) else None
+    if limited is not None:  # the headers are written last
+        limited.reserve([(0, bs), (bs, sub_hdr_size * bs)])
     # pass 1: bitmaps (metadata only) and the number of descriptors
     ndesc = 0
     for start, count in selection.windows():
@@ -103,8 +129,10 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     dtype = s.page_desc_dtype
     data_pos = desc_off + ndesc * PAGE_DESC_SIZE
     zero_desc = np.zeros(1, dtype=dtype)
-    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0}
+    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
     share_zero = bool(meta.dump_level & 1)  # as makedumpfile: one stored zero page at level 1
+    if limited is not None and ndesc:  # the table's extent: holes read as lost pages
+        sink.pwrite(data_pos - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
     if ndesc and share_zero:
         zero_desc["offset"], zero_desc["size"] = data_pos, bs
         sink.pwrite(data_pos, bytes(bs))
@@ -124,16 +152,31 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
             zero = zero_rows(pages) if share_zero else np.zeros(len(pages), dtype=bool)
             slots = np.flatnonzero(have)
             descs[slots[zero]] = zero_desc
-            stats["zero"] += int(zero.sum())
-            stats["lost"] += int((~have).sum())
             todo = [pages[r].tobytes() for r in np.flatnonzero(~zero)]
             packed = pool.compress(todo)
             # a page is stored compressed only when that is smaller than a page
             chunks = [c if codec is not None and len(c) < bs else r
                       for r, c in zip(todo, packed, strict=True)]
+            stored = slots[~zero]
+            sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+            n = idx.size
+            if limited is not None:
+                fit = _fit_prefix(limited, n, stored, sizes, data_pos, desc_off + rank * PAGE_DESC_SIZE)
+                if fit < n:  # the limit is reached: store the pages before ``fit`` only
+                    stats["cut"] = 1
+                    keep_chunk = stored < fit
+                    chunks = [c for c, k in zip(chunks, keep_chunk.tolist(), strict=True) if k]
+                    stored, sizes = stored[keep_chunk], sizes[keep_chunk]
+                    descs[fit:] = 0
+                    stats["lost"] += n - fit + int((~have[:fit]).sum())
+                    stats["zero"] += int((slots[zero] < fit).sum())
+                    stats["pages"] += int(have[:fit].sum())
+                    n = fit
+            if not stats["cut"]:
+                stats["zero"] += int(zero.sum())
+                stats["lost"] += int((~have).sum())
+                stats["pages"] += int(have.sum())
             if chunks:
-                sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-                stored = slots[~zero]
                 descs["offset"][stored] = data_pos + np.cumsum(sizes) - sizes
                 descs["size"][stored] = sizes
                 compressed = sizes < bs
@@ -141,12 +184,16 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
                 stats["compressed"] += int(compressed.sum())
                 sink.pwrite(data_pos, b"".join(chunks))
                 data_pos += int(sizes.sum())
-            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
+            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
             rank += idx.size
-            stats["pages"] += int(have.sum())
-    assert rank == ndesc, "the selection changed between the two passes"
+            if stats["cut"]:
+                stats["lost"] += ndesc - rank  # the pages after this window: all-zero descriptors
+                break
+    assert rank == ndesc or stats["cut"], "the selection changed between the two passes"
+    if limited is not None:
+        limited.release()
 
-    incomplete = meta.incomplete or stats["lost"] > 0
+    incomplete = meta.incomplete or stats["lost"] > 0 or stats["cut"] > 0
     status = (codec.flag if codec is not None else 0) | (DUMP_DH_COMPRESSED_INCOMPLETE if incomplete
                                                           else 0)
     uts = {f: getattr(meta.utsname, f).encode("latin-1")[:UTS_LEN - 1].ljust(UTS_LEN, b"\0")

@@ -69,6 +69,11 @@ def describe(exc: DumpError) -> str:
 
 def validate_transport(reader: DumpReader, report: Report) -> None:
     src = reader.source
+    damage = getattr(src, "damage", None)
+    if damage is not None:  # a compressed stream (or stdin) cut short or corrupt
+        report.add("data-loss", "transport-damaged",
+                   f"{describe(damage)}; the image stops there (its tail "
+                   "is missing)", damage.offset)
     if isinstance(src, FlattenedSource) and not src.complete:
         report.add("data-loss", "flat-truncated",
                    f"flattened stream ends without its end marker after {src.records} records; "

@@ -145,7 +145,7 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
         elif nlost:
             how = "holes and e_flags bit 0" if is_elf else "empty descriptors and the incomplete flag"
             actions.append(f"{nlost} unreadable pages marked missing ({how})")
-        if reader.info.transport == "flattened":
+        if "flattened" in reader.info.transport:
             actions.append("flattened stream rebuilt as a plain file")
         selection = Selection(reader, 0)
         meta = output_metadata(reader)

@@ -221,12 +221,12 @@ def rearrange_stream(stream: BinaryIO, out: BinaryIO, *, name: str = "<stdin>") 
     :raises CorruptDumpError: a record header is invalid
     """
     pos = 0
-    head = _read_full(stream, HEADER_SIZE)
+    head = read_full(stream, HEADER_SIZE)
     pos += len(head)
     if not probe(head):
         raise CorruptDumpError("not a flattened stream", path=name, offset=0)
     while True:
-        hdr = _read_full(stream, _DATA_HDR.size)
+        hdr = read_full(stream, _DATA_HDR.size)
         if len(hdr) < _DATA_HDR.size:
             raise TruncatedDumpError(
                 "flattened stream ends without its end marker", path=name, offset=pos,
@@ -255,7 +255,7 @@ def rearrange_stream(stream: BinaryIO, out: BinaryIO, *, name: str = "<stdin>") 
             remaining -= len(chunk)
 
 
-def _read_full(stream: BinaryIO, n: int) -> bytes:
+def read_full(stream: BinaryIO, n: int) -> bytes:
     chunks = []
     while n:
         chunk = stream.read(n)

@@ -5,19 +5,26 @@ and renamed over the destination only when the writer has finished, so an
 interrupted or failed run leaves nothing half-written. An existing output is
 replaced only with ``force``; an output that is the same file as an input
 (same inode) is always refused.
+
+A flattened output may be written through a zstd or lz4 frame
+(``--stream-compress``). A size limit (makedumpfile's ``-L``) is a
+:class:`LimitedSink` around the sink: writers ask it how much still fits and
+stop writing pages there (see SPEC.md "Transport compression and the size limit").
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from kdumptool.errors import OutputError
-from kdumptool.transport.flattened import FlattenedSink
+from kdumptool.transport.compressed import CompressingWriter, compress_bound
+from kdumptool.transport.flattened import HEADER_SIZE, FlattenedSink
 
 
 class ByteSink(Protocol):
@@ -47,6 +54,102 @@ class FileSink:
         os.fsync(self.fd)
 
 
+class LimitReached(OutputError):
+    """The output would exceed its size limit (``-L``): like a full disk, it makes the next
+    dump level of a ``-d`` list worth trying."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno=errno.EFBIG)
+
+
+_RECORD = 16  # a flattened record header
+
+
+class LimitedSink:
+    """A sink whose output may not grow past ``limit`` bytes (makedumpfile ``-L``).
+
+    The size counted is the output file's: for a plain file, the end of the furthest
+    write; for a flattened stream, every record (16-byte header and data) plus the
+    stream's header and end marker. Writers ask :meth:`cost` / :meth:`fit` and write
+    only what fits; a write that does not fit raises :class:`LimitReached` (the
+    writer's metadata does not fit at all). Writes the writer will make last (its
+    headers) are set aside first with :meth:`reserve`.
+
+    :param inner: the real sink
+    :param limit: the largest output size, in bytes
+    :param flattened: ``inner`` writes a flattened stream
+    :param name: the output, for errors
+    """
+
+    def __init__(self, inner: ByteSink, limit: int, *, flattened: bool, name: str = "output") -> None:
+        self.inner = inner
+        self.limit = limit
+        self.flattened = flattened
+        self.name = name
+        self.size = HEADER_SIZE + _RECORD if flattened else 0  # flattened: header and end marker
+        self.reserved = 0
+
+    def cost(self, offset: int, length: int) -> int:
+        """How many bytes the output grows by if ``length`` bytes are written at ``offset``."""
+        if length <= 0:
+            return 0
+        if self.flattened:
+            return _RECORD + length
+        return max(0, offset + length - self.size)
+
+    def room(self) -> int:
+        """Bytes the output may still grow by (after what is reserved)."""
+        return self.limit - self.size - self.reserved
+
+    def fits(self, offset: int, length: int) -> bool:
+        return self.cost(offset, length) <= self.room()
+
+    def fit(self, n: int, cost: Callable[[int], int]) -> int:
+        """The largest ``j <= n`` whose ``cost(j)`` fits (``cost`` grows with ``j``)."""
+        room = self.room()
+        if cost(n) <= room:
+            return n
+        lo, hi = 0, n  # cost(lo) fits or lo == 0; cost(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cost(mid) <= room:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def reserve(self, writes: list[tuple[int, int]]) -> None:
+        """Set aside room for writes ``(offset, length)`` made at the end (headers, at the start
+        of the image: they cost nothing in a plain file that has grown past them, but are
+        records of their own in a flattened stream)."""
+        self.reserved = sum(_RECORD + n for _, n in writes if n) if self.flattened else 0
+
+    def release(self) -> None:
+        """Give back the reserved room, before making the reserved writes."""
+        self.reserved = 0
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        grow = self.cost(offset, len(data))
+        if grow > self.room():
+            raise LimitReached(
+                f"{self.name}: the size limit of {self.limit} bytes is too small for the dump's "
+                f"headers, bitmaps and page table (a write of {len(data)} bytes at {offset:#x} does "
+                f"not fit in the {max(self.room(), 0)} bytes left)")
+        self.inner.pwrite(offset, data)
+        self.size += grow
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+
+def uncompressed_limit(limit: int) -> int:
+    """The uncompressed stream size whose compressed form surely fits in ``limit`` bytes."""
+    n = max(0, (limit - 4096) * 255 // 256)
+    while n and compress_bound("zstd", n) > limit:
+        n -= 1 + n // 1024
+    return n
+
+
 def check_output_path(path: str, inputs: list[str], *, force: bool) -> None:
     """Refuse an output that is an input, or that exists without ``force``.
 
@@ -65,21 +168,45 @@ def check_output_path(path: str, inputs: list[str], *, force: bool) -> None:
 
 
 @contextlib.contextmanager
+def _flattened_sink(stream: Any, *, compress: str | None, limit: int | None,
+                    name: str) -> Iterator[ByteSink]:
+    """A flattened stream into ``stream``, through a compressed frame if asked, limited if asked."""
+    target = CompressingWriter(stream, compress) if compress else stream
+    fsink = FlattenedSink(target)
+    if limit is not None and compress:
+        limit = uncompressed_limit(limit)
+    yield LimitedSink(fsink, limit, flattened=True, name=name) if limit is not None else fsink
+    fsink.finish()
+    if isinstance(target, CompressingWriter):
+        target.finish()
+
+
+@contextlib.contextmanager
 def open_output(
-    path: str, *, inputs: list[str], force: bool = False, flattened: bool = False
+    path: str, *, inputs: list[str], force: bool = False, flattened: bool = False,
+    compress: str | None = None, limit: int | None = None,
 ) -> Iterator[ByteSink]:
     """Open ``path`` (``-`` for standard output) as a sink, atomically.
 
     :param flattened: emit makedumpfile's flattened stream instead of a plain image
         (required for standard output, which cannot seek)
+    :param compress: write the flattened stream through one ``"zstd"`` or ``"lz4"`` frame
+        (only with ``flattened``: the other outputs are written out of order)
+    :param limit: the output may not exceed this many bytes (the sink is a
+        :class:`LimitedSink`; with ``compress``, the uncompressed stream is limited so that
+        the compressed file surely fits)
     :raises OutputError: see :func:`check_output_path`
+    :raises LimitReached: (from the writer) the limit is too small
     """
+    if compress and not flattened:
+        raise OutputError("a compressed output stream needs the flattened format (-F)")
     if path == "-":
         if not flattened:
             raise OutputError("writing to standard output needs the flattened format (-F)")
-        sink = FlattenedSink(sys.stdout.buffer)
-        yield sink
-        sink.finish()
+        with _flattened_sink(sys.stdout.buffer, compress=compress, limit=limit,
+                             name="standard output") as sink:
+            yield sink
+        sys.stdout.buffer.flush()
         return
     check_output_path(path, inputs, force=force)
     directory = os.path.dirname(os.path.abspath(path))
@@ -90,14 +217,13 @@ def open_output(
         raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
     try:
         if flattened:
-            with os.fdopen(os.dup(fd), "wb", buffering=1 << 20) as stream:
-                fsink = FlattenedSink(stream)
+            with os.fdopen(os.dup(fd), "wb", buffering=1 << 20) as stream, \
+                    _flattened_sink(stream, compress=compress, limit=limit, name=path) as fsink:
                 yield fsink
-                fsink.finish()
             os.fsync(fd)
         else:
             sink = FileSink(fd)
-            yield sink
+            yield LimitedSink(sink, limit, flattened=False, name=path) if limit is not None else sink
             sink.finish()
         os.fchmod(fd, 0o644 & ~_umask())
         os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from kdumptool.errors import TruncatedDumpError
+from kdumptool.errors import DumpError, TruncatedDumpError
 
 
 class ByteSource(Protocol):
@@ -77,6 +77,19 @@ class FileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SpooledSource(FileSource):
+    """A temporary copy of a dump that could only be read front to back (standard input,
+    a compressed file), already unlinked.
+
+    :param damage: the error that stopped the copy early (tolerant mode), else None
+    """
+
+    def __init__(self, path: str, *, display_name: str | None = None,
+                 damage: DumpError | None = None) -> None:
+        super().__init__(path, display_name=display_name)
+        self.damage = damage
 
 
 class BytesSource:

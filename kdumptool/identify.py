@@ -1,6 +1,6 @@
 """Which kernel is this? Every source of evidence a dump holds, cheapest first.
 
-Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md §7):
+Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md §10):
 
 1. VMCOREINFO ``OSRELEASE`` and ``BUILD-ID`` (a BUILD-ID from a stable kernel known to
    report a wrong one is flagged);

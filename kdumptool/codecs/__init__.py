@@ -86,7 +86,9 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 def _zlib_compressor() -> Callable[[bytes], bytes]:
     """ISA-L's deflate (``isal``) when installed: the same zlib stream format, decoded by every
     zlib reader, about 3x faster at level 1 for the same ratio on kernel pages (measured in
-    ``bench/``). ``KDUMPTOOL_ZLIB=zlib`` selects the standard library, whose level-1 output is
+    ``bench/``). ISA-L's output is valid but not bit-reproducible from run to run (its hash
+    tables keep stale entries between calls; matches are verified, so streams stay correct).
+    ``KDUMPTOOL_ZLIB=zlib`` selects the standard library: reproducible, and its level-1 output is
     byte-identical to makedumpfile's ``-c`` (``compress2(..., Z_BEST_SPEED)``)."""
     if zlib_implementation() == "isal":
         from isal import isal_zlib

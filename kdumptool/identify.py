@@ -10,6 +10,10 @@ Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md 
    so the architecture is known even when no header names it);
 4. the ``"Linux version "`` banner found in memory.
 
+The hypervisor of a Xen guest image is reported as one more item (``"xen version note"``
+from a ``Xen``/``XEN_ELFNOTE_DUMPCORE_XEN_VERSION`` note, or ``"xen stream header"`` from a
+migration stream's domain header): evidence about the dump, never a kernel release.
+
 The memory scan reads the dump's pages window by window (one ``bytes.find`` per window),
 stops at the first confident answer unless ``deep`` is set, and never reads a page twice.
 """
@@ -19,7 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kdumptool.dump import DumpReader
+from kdumptool.dump import DumpInfo, DumpReader
+from kdumptool.formats.notes import XEN_ELFNOTE_DUMPCORE_XEN_VERSION
+from kdumptool.formats.xen_core import parse_xen_version, xen_version_string
 from kdumptool.vmcoreinfo import known_broken_build_id
 
 BANNER = b"Linux version "
@@ -70,6 +76,9 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
                          "version": info.utsname.version, "machine": info.utsname.machine})
     if deep or not evidence:
         evidence.extend(_scan_memory(reader, deep=deep))
+    xen = xen_evidence(info)
+    if xen is not None:
+        evidence.append(xen)
     best: dict[str, Any] = {"release": None, "machine": info.machine or None, "source": None}
     for item in evidence:
         if item.get("release"):
@@ -80,6 +89,22 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
             best["machine"] = best["machine"] or item["machine"]
             break
     return {"best": best, "evidence": evidence}
+
+
+def xen_evidence(info: DumpInfo) -> dict[str, Any] | None:
+    """The Xen hypervisor version a guest image names (its XEN_VERSION note, else the version
+    a migration stream's domain header gives), None for other dumps."""
+    for note in info.notes:
+        if note.name == b"Xen" and note.type == XEN_ELFNOTE_DUMPCORE_XEN_VERSION:
+            v = parse_xen_version(note.desc, info.endian)
+            if v is not None:
+                return {"source": "xen version note", "xen_version": xen_version_string(v),
+                        "changeset": v["changeset"], "capabilities": v["capabilities"],
+                        "compiler": v["compiler"]}
+    version = info.details.get("xen_version")
+    if info.format == "xen-stream" and isinstance(version, str):
+        return {"source": "xen stream header", "xen_version": version}
+    return None
 
 
 def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:

@@ -178,6 +178,15 @@ def test_legacy_formats_are_refused_by_name() -> None:
     assert "legacy Xen dump-core format without .note.Xen" in str(e) and e.offset == 0
 
 
+def test_elf_without_program_headers_or_xen_sections_is_corrupt() -> None:
+    img = bytearray(build_xc_core(PAGES))
+    for name in (b".note.Xen\0", b".xen_pages\0"):
+        at = img.rfind(name)
+        img[at:at + 2] = b".z"
+    e = _err(bytes(img))
+    assert e.offset == 0x38 and "no program headers" in str(e)
+
+
 def test_truncated_file_names_the_lost_structure() -> None:
     img = build_xc_core(PAGES, vcpus=[_ctx()])
     for cut in (len(img) - 5, 0x3000 + 10 * 4096, 0x300):

@@ -196,10 +196,12 @@ class XenCoreReader(PfnIndexReader):
                 raise UnknownFormatError(
                     "unsupported (legacy Xen dump-core format without .note.Xen)", path=path,
                     offset=0, expected=f"a {SEC_NOTE} section", got=sorted(names))
-            raise UnknownFormatError(
-                "ELF core file without program headers and without Xen dump-core sections",
-                path=path, offset=eh.e_shoff, expected=f"{SEC_NOTE} and {SEC_PAGES} sections",
-                got=sorted(n for n in names if n) or "no named section")
+            # not Xen after all: the generic ELF reader's verdict on such a file
+            raise CorruptDumpError(
+                "ELF core file has no program headers (and no Xen dump-core sections)",
+                path=path, offset=0x38 if self.elf_class == ELFCLASS64 else 0x2C,
+                expected="e_phnum > 0, or .note.Xen and .xen_pages sections",
+                got=f"e_phnum 0, sections {sorted(n for n in names if n)}")
         self.notes_xen = self._read_notes()
         hdr = self._header()
         self.hvm = hdr.xch_magic == XC_CORE_MAGIC_HVM

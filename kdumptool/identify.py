@@ -16,6 +16,10 @@ Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md 
 7. evidence a format reader found in its own headers (``info.details["identification"]``:
    Xen version notes, Hyper-V's guest OS ID...).
 
+The hypervisor of a Xen guest image is reported as one more item (``"xen version note"``
+from a ``Xen``/``XEN_ELFNOTE_DUMPCORE_XEN_VERSION`` note, or ``"xen stream header"`` from a
+migration stream's domain header): evidence about the dump, never a kernel release.
+
 The memory scan reads the dump's pages window by window (one ``bytes.find`` per window),
 stops at the first confident answer unless ``deep`` is set, and never reads a page twice.
 """
@@ -27,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from kdumptool.dump import DumpReader
+from kdumptool.dump import DumpInfo, DumpReader
+from kdumptool.formats.notes import XEN_ELFNOTE_DUMPCORE_XEN_VERSION
+from kdumptool.formats.xen_core import parse_xen_version, xen_version_string
 from kdumptool.ikconfig import ConfigScanner, KernelConfig
 from kdumptool.vmcoreinfo import known_broken_build_id
 
@@ -85,6 +91,9 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
         evidence.extend(item for item in extra if isinstance(item, dict))
     if deep or not any(item.get("release") for item in evidence):
         evidence.extend(_scan_memory(reader, deep=deep))
+    xen = xen_evidence(info)
+    if xen is not None:
+        evidence.append(xen)
     best: dict[str, Any] = {"release": None, "machine": info.machine or None, "source": None}
     for item in evidence:
         if item.get("release"):
@@ -144,6 +153,22 @@ def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
     cut = np.flatnonzero(np.diff(pfns) != 1) + 1
     edges = [0, *cut.tolist(), len(pfns)]
     return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def xen_evidence(info: DumpInfo) -> dict[str, Any] | None:
+    """The Xen hypervisor version a guest image names (its XEN_VERSION note, else the version
+    a migration stream's domain header gives), None for other dumps."""
+    for note in info.notes:
+        if note.name == b"Xen" and note.type == XEN_ELFNOTE_DUMPCORE_XEN_VERSION:
+            v = parse_xen_version(note.desc, info.endian)
+            if v is not None:
+                return {"source": "xen version note", "xen_version": xen_version_string(v),
+                        "changeset": v["changeset"], "capabilities": v["capabilities"],
+                        "compiler": v["compiler"]}
+    version = info.details.get("xen_version")
+    if info.format == "xen-stream" and isinstance(version, str):
+        return {"source": "xen stream header", "xen_version": version}
+    return None
 
 
 def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:

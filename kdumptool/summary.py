@@ -41,6 +41,15 @@ def _cpu_line(cpu: dict[str, Any]) -> str:
     return f"{'cpu ' + str(cpu['cpu']) + ':':<15}" + ", ".join(parts)
 
 
+def _xen_summary(evidence: list[dict[str, Any]], details: dict[str, Any]) -> dict[str, Any] | None:
+    """Hypervisor version and guest kind of a Xen guest image (None for other dumps)."""
+    item = next((e for e in evidence if "xen_version" in e), None)
+    if item is None:
+        return None
+    return {"version": item["xen_version"], "source": item["source"],
+            "domain": details.get("xen_domain"), "pfn_space": details.get("pfn_space")}
+
+
 def lost_pages(reader: DumpReader) -> int:
     """Pages the dump declares but whose data is not in the file (truncated or incomplete)."""
     if isinstance(reader, KdumpReader):
@@ -108,6 +117,7 @@ def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
                               ("memory" if uts and uts.version else "vmcoreinfo"),
         },
         "identification": ident["evidence"],
+        "xen": _xen_summary(ident["evidence"], info.details),
         "crash_time": crash_time,
         "cpus": cpus,
         "cpus_state": [_cpu_state_json(c) for c in describe_cpus(info.notes, info.machine, info.endian)],
@@ -145,6 +155,11 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     if k["version"]:
         lines.append(f"version:       {k['version']}")
+    if s.get("xen"):
+        x = s["xen"]
+        lines.append(f"xen:           {x['version']} (from {x['source']})"
+                     + (f", {x['domain']} guest" if x.get("domain") else "")
+                     + (f"; PFNs are {x['pfn_space']}" if x.get("pfn_space") else ""))
     lines += [
         f"crash time:    {s['crash_time'] or 'unknown'}",
         f"cpus:          {s['cpus'] if s['cpus'] is not None else 'unknown'}",

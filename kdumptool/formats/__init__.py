@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdumptool.dump import DumpReader
-from kdumptool.formats import elf, hyperv, kdump
+from kdumptool.formats import elf, hyperv, kdump, xen_core, xen_stream
 from kdumptool.transport.source import ByteSource
 
 
@@ -33,11 +33,14 @@ class ReaderEntry:
     reader: Callable[..., DumpReader]
 
 
-#: Probe order matters only for formats whose magic could collide; none do today.
+#: Probe order matters where magics collide: ``xen-core`` (an ELF core file without program
+#: headers) must come before the generic ``elf`` reader.
 READERS: tuple[ReaderEntry, ...] = (
     ReaderEntry("kdump", kdump.probe, kdump.KdumpReader),
+    ReaderEntry("xen-core", xen_core.probe, xen_core.XenCoreReader),
     ReaderEntry("elf", elf.probe, elf.ElfReader),
     ReaderEntry("hyperv", hyperv.probe, hyperv.HyperVReader),
+    ReaderEntry("xen-stream", xen_stream.probe, xen_stream.XenStreamReader),
 )
 
 

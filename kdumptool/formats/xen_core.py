@@ -1,6 +1,6 @@
 """Xen ``xl dump-core`` files (the ELF "xc_core" format of Xen 3.0.5 and later).
 
-Spec: SPEC.md 10.1. Upstream Xen ``docs/misc/dump-core-format.txt``,
+Spec: SPEC.md §13.1. Upstream Xen ``docs/misc/dump-core-format.txt``,
 ``tools/libs/guest/xg_core.h`` (section and note names, descriptor structures),
 ``tools/libs/guest/xg_core.c`` (the layout comment and ``xc_domain_dumpcore_via_callback``:
 what is written where), ``xg_core_x86.h`` / ``xg_core_arm.h`` (``e_machine``),

@@ -1,6 +1,6 @@
 """Xen domain save images: migration stream v2 (libxc), its libxl wrapper and ``xl save`` files.
 
-Spec: SPEC.md 10.2. Upstream Xen ``docs/specs/libxc-migration-stream.pandoc`` (image header,
+Spec: SPEC.md §13.2. Upstream Xen ``docs/specs/libxc-migration-stream.pandoc`` (image header,
 domain header, records, PAGE_DATA and the XEN_DOMCTL_PFINFO_* page types),
 ``docs/specs/libxl-migration-stream.pandoc`` (``LibxlFmt`` header, LIBXC_CONTEXT),
 ``tools/libs/guest/xg_sr_stream_format.h`` and ``tools/libs/light/libxl_sr_stream_format.h``

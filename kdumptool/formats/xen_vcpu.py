@@ -1,6 +1,6 @@
 """Xen vCPU state (``vcpu_guest_context``) and its conversion to Linux ``NT_PRSTATUS`` notes.
 
-Spec: SPEC.md 10.1 (CPU state). Upstream Xen ``xen/include/public/arch-x86/xen.h``
+Spec: SPEC.md §13.1 (CPU state). Upstream Xen ``xen/include/public/arch-x86/xen.h``
 (``struct vcpu_guest_context``, ``struct trap_info``), ``arch-x86/xen-x86_64.h`` and
 ``xen-x86_32.h`` (``struct cpu_user_regs``), ``xen/arch/x86/domctl.c``
 (``arch_get_info_guest``: which fields an HVM or PV vCPU fills, and where the active GS base

@@ -20,11 +20,7 @@ import click
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, OutputError, UsageError
-from kdumptool.metadata import output_metadata
-from kdumptool.open import open_dumps, supply_vmcoreinfo
-from kdumptool.pipeline import MAX_DUMP_LEVEL, Selection
-from kdumptool.report import exclusion_report, format_report
-from kdumptool.summary import dump_summary, format_summary
+from kdumptool.filters.levels import MAX_DUMP_LEVEL
 from kdumptool.transport.compressed import WRITE_KINDS
 from kdumptool.transport.sink import LimitReached, open_output
 
@@ -55,6 +51,8 @@ class _Group(click.Group):
 
 
 def _open(paths: list[str], *, strict: bool, vmcoreinfo_file: str | None) -> Any:
+    from kdumptool.open import open_dumps, supply_vmcoreinfo
+
     reader = open_dumps(paths, strict=strict)
     if vmcoreinfo_file:
         try:
@@ -95,6 +93,10 @@ def info(dump: tuple[str, ...], as_json: bool, pages: bool, deep: bool,
 
     Give every part of a split set (makedumpfile --split) to describe the whole dump.
     """
+    from kdumptool.pipeline import Selection
+    from kdumptool.report import exclusion_report, format_report
+    from kdumptool.summary import dump_summary, format_summary
+
     with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         summary = dump_summary(reader, deep=deep)
         if pages:
@@ -270,6 +272,10 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
            threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
            stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True) -> None:
+    from kdumptool.metadata import output_metadata
+    from kdumptool.pipeline import Selection
+    from kdumptool.report import exclusion_report, format_report
+
     chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
                               ("zstd", codec_zstd)) if on]
     if len(chosen) > 1:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdumptool.dump import DumpReader
-from kdumptool.formats import elf, kdump
+from kdumptool.formats import elf, kdump, qemu_savevm
 from kdumptool.transport.source import ByteSource
 
 
@@ -37,6 +37,7 @@ class ReaderEntry:
 READERS: tuple[ReaderEntry, ...] = (
     ReaderEntry("kdump", kdump.probe, kdump.KdumpReader),
     ReaderEntry("elf", elf.probe, elf.ElfReader),
+    ReaderEntry("qemu-savevm", qemu_savevm.probe, qemu_savevm.QemuSavevmReader),
 )
 
 
@@ -57,6 +58,6 @@ def open_source(source: ByteSource, *, strict: bool = True, transport: str = "pl
     if entry is None:
         raise UnknownFormatError(
             "not a kernel dump kdumptool can read", path=source.name, offset=0,
-            expected="ELF core, 'KDUMP   ', 'DISKDUMP' or 'makedumpfile' signature", got=head[:8],
+            expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile', 'QEVM' or 'LibvirtQemudSave'", got=head[:8],
         )
     return entry.reader(source, strict=strict, transport=transport)

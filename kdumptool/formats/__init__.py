@@ -58,6 +58,7 @@ def open_source(source: ByteSource, *, strict: bool = True, transport: str = "pl
     if entry is None:
         raise UnknownFormatError(
             "not a kernel dump kdumptool can read", path=source.name, offset=0,
-            expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile', 'QEVM' or 'LibvirtQemudSave'", got=head[:8],
+            expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile', 'QEVM' or 'LibvirtQemudSave'",
+            got=head[:8],
         )
     return entry.reader(source, strict=strict, transport=transport)

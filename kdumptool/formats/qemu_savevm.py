@@ -297,6 +297,7 @@ class QemuSavevmReader(DumpReader):
         self.footers: bool | None = None
         self.complete = False
         self.problem: str | None = None
+        self.trailing = 0
         self._main: bytes | None = None
         self._last_block: RamBlock | None = None
         self._dev_data: dict[tuple[str, int], bytes] = {}
@@ -350,8 +351,9 @@ class QemuSavevmReader(DumpReader):
             at = cur.pos
             t = cur.u8("section type")
             if t == EOF:
-                self.complete = True
                 self.eof_offset = at
+                self._after_eof(cur)
+                self.complete = True
                 return
             if t == CONFIGURATION:
                 self._configuration(cur, at)
@@ -391,6 +393,18 @@ class QemuSavevmReader(DumpReader):
             else:
                 raise self._corrupt("bad section type", at, "0 (EOF), 1-4 (section), 7, 8", t)
             self._footer(cur, sid)
+
+    def _after_eof(self, cur: _Cursor) -> None:
+        """What follows EOF must be the JSON description (or nothing); a description cut short
+        means a truncated file."""
+        if self.vmdesc is not None and self.vmdesc.marker_offset == cur.pos:
+            return
+        head = cur.peek(5)
+        self.trailing = self.source.size - cur.pos
+        if head[:1] == bytes([VMDESCRIPTION]):
+            need = 5 + (int.from_bytes(head[1:5], "big") if len(head) == 5 else 0)
+            if len(head) < 5 or cur.pos + need > self.source.size:
+                raise _Cut(cur.pos, need, "device description (JSON) after EOF")
 
     def _footer(self, cur: _Cursor, sid: int) -> None:
         at = cur.pos
@@ -775,6 +789,8 @@ class QemuSavevmReader(DumpReader):
         }
         if self.capabilities:
             d["capabilities"] = list(self.capabilities)
+        if self.trailing:
+            d["trailing_bytes"] = self.trailing
         if self.problem:
             d["problem"] = self.problem
         if self.libvirt is not None:

@@ -586,3 +586,16 @@ def test_synthetic_convert_round_trip(tmp_path: Path) -> None:
     bad.write_bytes(Q.libvirt_wrap(stream().bytes(), fmt=5))
     r = kdumptool("info", bad)
     assert r.returncode == 3 and b"zstd-compressed" in r.stderr
+
+
+def test_implausible_ram_size_and_sparse_windows() -> None:
+    with pytest.raises(CorruptDumpError, match="implausible guest RAM size"):
+        _open(stream(ram=1 << 50).bytes())
+    # 8 GiB declared, 3 pages sent: only the windows holding them are read
+    recs = [("page", "pc.ram", off, B.page_for(pfn)) for off, pfn in
+            ((0, 0), (0x7FFFF000, 0x7FFFF), (0x80000000, 0x100000))]
+    with _open(stream("q35", 8 << 30, recs).bytes()) as r:
+        wins = list(r.data_windows())
+        assert [w[0] for w in wins] == [0, 0x7FFFF000 // PS // 1024 * 1024, 0x100000]
+        got = {int(p) for b in r.iter_batches() for p in b.pfns()}
+        assert got == {0, 0x7FFFF, 0x100000}

@@ -81,6 +81,8 @@ MAX_DEVICE_SECTION = 64 << 20
 #: the legacy VGA window: MMIO in guest-physical space, although pc.ram has bytes there
 VGA_HOLE = (0xA0000, 0xC0000)
 FOUR_GIB = 1 << 32
+#: largest main RAM block accepted (64 TiB, as the ELF reader's highest PFN)
+MAX_RAM = 1 << 46
 #: RAM block names that are never the guest's main RAM (ROMs, video memory, option ROMs)
 _NOT_MAIN_RAM = re.compile(r"(^/rom@|/|^pc\.bios$|^pc\.rom$|^isa-bios$|\.rom$|vram$)")
 
@@ -677,6 +679,10 @@ class QemuSavevmReader(DumpReader):
                                      offset=self.source.size)
         ram = self.blocks[self._main].used_length
         ps = self.page_size_
+        if ram > MAX_RAM:
+            raise CorruptDumpError("implausible guest RAM size", path=self.path,
+                                   offset=self.sections[0].content if self.sections else None,
+                                   expected=f"<= {MAX_RAM:#x}", got=f"{ram:#x}")
         below, above = ram_split(self.machine_type or "pc", ram)
         self.split_source = "machine type" if self.machine_type else "assumed pc (no machine type)"
         cmos = self._dev_data.get(("mc146818rtc", 0))
@@ -809,7 +815,12 @@ class QemuSavevmReader(DumpReader):
         return sum(b - a for a, b in self._runs), len(self._pfn)
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Windows holding pages with data (and, for a cut stream, the RAM it never sent)."""
         window = window or self.window_pages
+        if not self._missing_lost:
+            for w in np.unique(self._pfn // window).tolist():
+                yield w * window, min(window, self.max_pfn - w * window)
+            return
         pos = 0
         for a, b in self._runs:
             start = max(pos, a - a % window)

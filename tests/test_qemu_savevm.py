@@ -599,3 +599,41 @@ def test_implausible_ram_size_and_sparse_windows() -> None:
         assert [w[0] for w in wins] == [0, 0x7FFFF000 // PS // 1024 * 1024, 0x100000]
         got = {int(p) for b in r.iter_batches() for p in b.pfns()}
         assert got == {0, 0x7FFFF, 0x100000}
+
+
+# --- real streams made by the installed QEMU (skipped when it is not installed) -------------------
+
+REAL_LAYOUTS = [
+    # machine, RAM, marker addresses (first / last page below 4 GiB, first / last above), below_4g
+    ("pc-i440fx-7.2", "4G", [0x1000, 0xBFFFF000, 0x100000000, 0x13FFFF000], 0xC0000000,
+     "confirmed by the CMOS"),
+    ("pc-q35-7.2", "3G", [0x1000, 0x7FFFF000, 0x100000000, 0x13FFFF000], 0x80000000,
+     "confirmed by the CMOS"),
+    ("pc-q35-7.2", "2560M", [0x9FFFF000], 0xA0000000, "confirmed by the CMOS"),
+    ("pc-i440fx-7.2,max-ram-below-4g=2G", "3G", [0x7FFFF000, 0x100000000], 0x80000000, "CMOS"),
+]
+
+
+@pytest.mark.parametrize(("machine", "mem", "addrs", "below", "source"), REAL_LAYOUTS)
+def test_real_qemu_ram_layout(tmp_path: Path, machine: str, mem: str, addrs: list[int],
+                              below: int, source: str) -> None:
+    """QEMU itself puts marker pages at guest-physical addresses (generic loader) in a stopped
+    guest and migrates it: each marker is read back at its address, and nowhere else."""
+    import qemu_live
+
+    if not qemu_live.available():
+        pytest.skip("qemu-system-x86_64 is not installed")
+    out = tmp_path / "s.qevm"
+    qemu_live.save_stream(tmp_path, machine, mem, addrs, out)
+    with open_dump(str(out)) as r:
+        d = r.info.details
+        assert d["below_4g"] == f"{below:#x}" and source in d["ram_split_from"]
+        for a in addrs:
+            assert r.read_page(a // PS) == qemu_live.marker(a)
+        found = {}
+        for b in r.iter_batches():
+            rows = np.flatnonzero((b.data[:, :3] == np.frombuffer(b"GPA", np.uint8)).all(axis=1))
+            for k in rows.tolist():
+                found[int(b.pfns()[k]) * PS] = b.data[k, :16].tobytes()
+        assert found == {a: b"GPA%013x" % a for a in addrs}
+        assert d["cpu_state"] == "decoded" and d["complete"] and r.info.nr_cpus == 1

@@ -7,6 +7,8 @@ to drgn); converted outputs are judged by drgn. Synthetic streams come from
 ``tests/builders_qemu.py`` (written from the published layout, proven against the real file
 below) for what the corpus lacks: RAM above 4 GiB (pc and q35 rules), the libvirt wrapper,
 compressed / XBZRLE / repeated pages, configuration subsections and damage of every kind.
+Where ``qemu-system-x86_64`` is installed (Debian ``qemu-system-x86``), real streams of pc and
+q35 machines with RAM above 4 GiB are made on the fly (``tests/qemu_live.py``) and checked.
 """
 
 from __future__ import annotations

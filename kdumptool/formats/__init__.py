@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdumptool.dump import DumpReader
-from kdumptool.formats import elf, hyperv, kdump, xen_core, xen_stream
+from kdumptool.formats import elf, hyperv, kdump, qemu_savevm, xen_core, xen_stream
 from kdumptool.transport.source import ByteSource
 
 
@@ -40,6 +40,7 @@ READERS: tuple[ReaderEntry, ...] = (
     ReaderEntry("xen-core", xen_core.probe, xen_core.XenCoreReader),
     ReaderEntry("elf", elf.probe, elf.ElfReader),
     ReaderEntry("hyperv", hyperv.probe, hyperv.HyperVReader),
+    ReaderEntry("qemu-savevm", qemu_savevm.probe, qemu_savevm.QemuSavevmReader),
     ReaderEntry("xen-stream", xen_stream.probe, xen_stream.XenStreamReader),
 )
 
@@ -61,7 +62,8 @@ def open_source(source: ByteSource, *, strict: bool = True, transport: str = "pl
     if entry is None:
         raise UnknownFormatError(
             "not a kernel dump kdumptool can read", path=source.name, offset=0,
-            expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile' or HyperVStorage signature",
+            expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile', 'QEVM', 'LibvirtQemudSave', "
+                     "HyperVStorage or Xen save signature",
             got=head[:8],
         )
     return entry.reader(source, strict=strict, transport=transport)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import fnmatch
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import harness as H
 
@@ -40,6 +42,18 @@ class Finding:
     regression: str = ""
     original_size: int = 0
     minimized_size: int = 0
+
+
+def all_seeds(args: argparse.Namespace, log: Any = None) -> list[H.Seed]:
+    """The campaign's seeds: synthetic, real and hypervisor images, filtered by ``--seeds``."""
+    seeds = H.synthetic_seeds()
+    seeds += H.real_seeds(shared=not args.no_shared, log=log)
+    seeds += H.hypervisor_seeds(shared=not args.no_shared, log=log)
+    if args.seeds:
+        seeds = [s for s in seeds if any(fnmatch.fnmatch(s.name, pat) for pat in args.seeds.split(","))]
+        if not seeds:
+            raise SystemExit(f"no seed matches --seeds {args.seeds}")
+    return seeds
 
 
 class Campaign:
@@ -64,8 +78,7 @@ class Campaign:
         self.version_start = H.kdumptool_version()
         self.version_end = ""
         t0 = time.monotonic()
-        seeds = H.synthetic_seeds()
-        seeds += H.real_seeds(shared=not args.no_shared, log=self.log)
+        seeds = all_seeds(args, log=self.log)
         self.seeds = seeds
         self.gen = H.Generator(seeds)
         self.seed_fmt = {s.name: s.fmt for s in seeds}
@@ -236,7 +249,7 @@ class Campaign:
             f"- command: `python fuzz/campaign.py {a.n} --seed {a.seed} --workers {a.workers}"
             f"{f' --start {a.start}' if a.start else ''}"
             f"{f' --group-timeout {a.group_timeout:g}' if a.group_timeout != 3.0 else ''}"
-            f"{' --cpu-clock' if a.cpu_clock else ''}"
+            f"{' --cpu-clock' if a.cpu_clock else ''}{f' --seeds {a.seeds}' if a.seeds else ''}"
             f"{' --groups all' if a.groups == 'all' else ''}{' --no-shared' if a.no_shared else ''}`",
             *([] if final else [f"- **checkpoint** of a campaign still running ({self.done} of {a.n} "
                                 "inputs so far)"]),
@@ -343,7 +356,7 @@ def replay(paths: list[str], args: argparse.Namespace) -> int:
 
 def show_input(spec: str, args: argparse.Namespace, out_path: str | None) -> int:
     seed, _, index = spec.rpartition(":")
-    c = H.Generator(H.synthetic_seeds() + H.real_seeds(shared=not args.no_shared))
+    c = H.Generator(all_seeds(args))
     data, desc = c.generate(int(seed) if seed.lstrip("-").isdigit() else seed, int(index))
     print(f"{len(data)} bytes: {desc}")
     if out_path:
@@ -379,7 +392,7 @@ def run_atheris(seconds: int, args: argparse.Namespace) -> int:
         return 2
     import random
 
-    seeds = H.synthetic_seeds() + H.real_seeds(shared=not args.no_shared)
+    seeds = all_seeds(args)
     import kdumptool.cli  # noqa: F401 - loaded before instrumenting
 
     atheris.instrument_all()  # kdumptool is already imported (by the harness): patch it in place
@@ -426,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-save", action="store_true", help="do not write regression files")
     p.add_argument("--minimize-budget", type=int, default=150, help="checks per minimisation")
     p.add_argument("--progress", type=int, default=500, help="log every N inputs")
+    p.add_argument("--seeds", metavar="GLOB[,GLOB]", help="only the seeds whose names match")
     p.add_argument("--cpu-clock", action="store_true",
                    help="count --group-timeout in CPU seconds (for campaigns sharing a busy machine)")
     p.add_argument("--start", type=int, default=0, help="index of the first input (to resume or shard)")

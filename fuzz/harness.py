@@ -1654,6 +1654,78 @@ def _prefix(path: Path, n: int = 256 << 10) -> bytes:
         return f.read(n)
 
 
+def hypervisor_seeds(*, shared: bool = True, log: Callable[[str], None] | None = None) -> list[Seed]:
+    """Small QEMU savevm, libvirt, Xen dump-core / save and Hyper-V images.
+
+    Built with the tests' spec builders (``tests/builders_{qemu,xen,hyperv}.py``) around real
+    pages (the bundled kdump's working set, so identification and ``dmesg`` run on them), and,
+    with the shared corpus, the first 256 KiB of the real migration stream.
+    """
+    out: list[Seed] = []
+
+    def add(name: str, fmt: str, make: Callable[[], bytes]) -> None:
+        try:
+            out.append(Seed(name, fmt, make(), origin="spec"))
+        except Exception as exc:  # noqa: BLE001 - a builder change: skip the seed, say so
+            if log is not None:
+                log(f"seed {name} skipped: {type(exc).__name__}: {exc}")
+
+    X: Any = importlib.import_module("builders_xen")
+    Q: Any = importlib.import_module("builders_qemu")
+    HV: Any = importlib.import_module("builders_hyperv")
+    from kdumptool.scan import scan_vmcoreinfo
+
+    with open_dump(str(BUNDLED_KDUMP)) as real:
+        keep = _working_set(real) + _uts_pfns(real)
+        keep += [f.paddr // PS for f in scan_vmcoreinfo(real, first_only=True)]
+        pages = {p: real.read_page(p) for p in sorted(set(keep))}
+    small = dict(list(pages.items())[:6])
+
+    add("xen-core-hvm", "xen", lambda: X.build_xc_core(pages, vcpus=[X.vcpu_context_x86_64()],
+                                                        xen_version=X.xen_version_desc()))
+    add("xen-core-pv", "xen", lambda: X.build_xc_core(small, hvm=False, vcpus=[X.vcpu_context_x86_64()],
+                                                       invalid_slots=2))
+    batches = [[(p, 0, d) for p, d in list(small.items())[:3]], [(p, 0, d) for p, d in small.items()]]
+    add("xen-stream-xl", "xen", lambda: X.xl_save_file(X.libxl_stream(X.libxc_stream(
+        batches, after=X.hvm_tail()), after=[X.emulator_context()]), config={"name": "fuzz"}))
+    add("xen-stream-libxc", "xen", lambda: X.libxc_stream(batches, version=2))
+
+    def qemu(libvirt: bool) -> bytes:
+        st = Q.QemuStream()
+        st.configuration("pc-i440fx-7.2")
+        st.ram_setup([("pc.ram", 320 << 20), ("pc.bios", 256 << 10)])
+        recs = [("page", "pc.ram", p * PS, d) for p, d in pages.items()]
+        recs += [("zero", "pc.ram", 0x3000 * PS, 0), ("zlib", "pc.ram", 0x3001 * PS, bytes(PS))]
+        st.ram_part(recs[:3])
+        st.ram_part(recs[3:], end=True)
+        content, fields = Q.cpu_content({"env.eflags": 0x246})
+        st.device("cpu", content, version=12, desc_fields=fields)
+        st.eof()
+        return Q.libvirt_wrap(st.bytes()) if libvirt else st.bytes()
+
+    add("qemu-savevm", "qemu", lambda: qemu(False))
+    add("qemu-libvirt", "qemu", lambda: qemu(True))
+
+    def vmrs() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "seed.vmrs"
+            mem = bytearray(1 << 20)
+            for p, d in small.items():
+                mem[(p % 256) * PS:(p % 256 + 1) * PS] = d
+            HV.build_vmrs(path, [(0, 1 << 20), (1 << 20, 1 << 20)],
+                          lambda gpa, n: bytes(mem[gpa % (1 << 20):gpa % (1 << 20) + n]),
+                          os_id=HV.linux_guest_os_id(6, 1, 192), compress=[1])
+            return path.read_bytes()
+
+    add("hyperv-vmrs", "hyperv", vmrs)
+    if shared:
+        with contextlib.suppress(Exception):
+            corpus = importlib.import_module("corpus")
+            qevm = Path(corpus.corpus_file("x86_64-qemu-256m/qemu-migrate.qevm"))
+            add("real-qemu-migrate-prefix256k", "qemu", lambda: _prefix(qevm))
+    return out
+
+
 def real_seeds(*, shared: bool = True, log: Callable[[str], None] | None = None) -> list[Seed]:
     """Seeds from real dumps: the bundled kdump always, the shared corpus when ``shared``."""
     out: list[Seed] = []

@@ -20,7 +20,7 @@ import click
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, OutputError, UsageError
-from kdumptool.filters.levels import MAX_DUMP_LEVEL
+from kdumptool.filters.levels import MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 from kdumptool.transport.compressed import WRITE_KINDS
 from kdumptool.transport.sink import LimitReached, open_output
 
@@ -295,6 +295,8 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
                          "headers and tables, which a compressed stream cannot take")
     t0 = time.monotonic()
     with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
+            _recover_vmcoreinfo(reader, quiet=quiet)  # the page classes need it
         selection = Selection(reader, level)
         if not quiet:
             for warning in selection.warnings:
@@ -440,7 +442,7 @@ def dmesg(dump: tuple[str, ...], as_json: bool, partial: bool, caller: bool,
             raise
 
 
-def _recover_vmcoreinfo(reader: Any) -> None:
+def _recover_vmcoreinfo(reader: Any, *, quiet: bool = False) -> None:
     """Use the VMCOREINFO text found in memory for a dump that carries none (or fail clearly)."""
     from kdumptool.scan import scan_vmcoreinfo
 
@@ -451,8 +453,9 @@ def _recover_vmcoreinfo(reader: Any) -> None:
     from kdumptool.open import adopt_vmcoreinfo
 
     adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
-    click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory at "
-               f"{found[0].paddr:#x}", err=True)
+    if not quiet:
+        click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory at "
+                   f"{found[0].paddr:#x}", err=True)
 
 
 @main.command()
@@ -468,6 +471,8 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
     except ValueError:
         raise UsageError(f"address {address!r} is not a number (use 0x... for hex)") from None
     with _open([dump], strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if reader.info.vmcoreinfo is None:
+            _recover_vmcoreinfo(reader)
         xlat = translator_for(reader)
         click.echo(f"{xlat.form.name}, page tables at {xlat.walker.root:#x}")
         if xlat.in_image(vaddr):

@@ -144,3 +144,21 @@ def test_info_pages_counts_classes_of_a_filtered_dump() -> None:
     assert classes["free"] == 0  # already excluded from this file
     assert classes["cache"] == report["Non-private cache pages"]
     assert classes["user"] == report["User process data pages"]
+
+
+def test_filter_without_vmcoreinfo_uses_the_copy_in_memory(tmp_path: Path) -> None:
+    """The QEMU dump made without -device vmcoreinfo: the page classes need VMCOREINFO, which
+    filter finds in the kernel's memory; the output carries it and opens in drgn."""
+    from peers import drgn_open_ok
+
+    src = need_corpus_file("x86_64-qemu-256m-novmcoreinfo/qemu-elf.vmcore")
+    out = tmp_path / "d31.kdump"
+    proc = kdumptool("filter", "-d", "31", "-l", src, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"using the copy found in memory at 0x" in proc.stderr
+    s = json.loads(kdumptool("info", "--json", out).stdout)
+    assert s["vmcoreinfo"]["osrelease"] == "6.1.0-56-amd64"
+    assert 0 < s["pages"]["present"] < s["pages"]["ram"] // 2  # free and cache pages went
+    assert drgn_open_ok(out) == (True, "6.1.0-56-amd64")
+    vt = kdumptool("vtop", src, "0xffffffffb6a00000")  # _text of that boot (its kallsyms)
+    assert vt.returncode == 0 and b"-> 0x6000000" in vt.stdout

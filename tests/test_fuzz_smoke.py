@@ -41,8 +41,8 @@ def worker() -> Any:
 
 @pytest.fixture(scope="module")
 def smoke(worker: Any) -> list[tuple[int, str, Any]]:
-    """The outcomes of the smoke inputs (synthetic seeds and the bundled real kdump only)."""
-    gen = H.Generator(H.synthetic_seeds() + H.real_seeds(shared=False))
+    """The outcomes of the smoke inputs (synthetic and hypervisor seeds, the bundled real kdump)."""
+    gen = H.Generator(H.synthetic_seeds() + H.real_seeds(shared=False) + H.hypervisor_seeds(shared=False))
     out = []
     for i in range(SMOKE_INPUTS):
         data, desc = gen.generate(SMOKE_SEED, i)
@@ -67,8 +67,16 @@ def _report(outcomes: list[tuple[int, str, Any]], kinds: tuple[str, ...]) -> str
 def test_smoke_ran_every_operation(smoke: list[tuple[int, str, Any]]) -> None:
     ops = {r.op for _, _, out in smoke for r in out.results}
     for op in ("strict.iter_batches", "tolerant.summary", "cli.info", "cli.info_json",
-               "cli.vmcoreinfo", "cli.convert_kdump", "cli.convert_elf", "cli.convert_flat"):
+               "cli.vmcoreinfo", "cli.convert_kdump", "cli.convert_elf", "cli.convert_flat",
+               "cli.fsck", "cli.repair", "cli.filter_d31", "cli.dmesg", "cli.vtop", "cli.info_pages",
+               "cli.vmcoreinfo_scan"):
         assert op in ops
+    # the commands really ran on readable inputs, not only on ones refused at open
+    ok = {r.op for _, _, out in smoke for r in out.results if r.kind == "ok"}
+    assert {"cli.dmesg", "cli.vtop", "cli.repair", "cli.fsck", "cli.filter_d31"} <= ok
+    formats = {desc.split(" | ")[0].split("-")[0] for _, desc, out in smoke
+               if any(r.op == "strict.open" and r.kind == "ok" for r in out.results)}
+    assert {"xen", "qemu", "hyperv", "kdump", "elf"} <= formats
 
 
 def test_smoke_no_unhandled_exceptions(smoke: list[tuple[int, str, Any]]) -> None:

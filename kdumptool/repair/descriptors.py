@@ -44,8 +44,10 @@ def _split(region: bytes, codec: str | None, page_size: int, limit: int) -> list
     """(offset in region, size) of each stored page, or None if the region does not split."""
     out: list[tuple[int, int]] = []
     pos = 0
+    view = memoryview(region)
     while pos < len(region) and len(out) <= limit:
-        length = _stream_length(region[pos:], codec, page_size) if codec else 0
+        # at most one page's stream is looked at: no copy of the rest of the region
+        length = _stream_length(bytes(view[pos:pos + page_size + 1024]), codec, page_size) if codec else 0
         if 0 < length < page_size:
             out.append((pos, length))
             pos += length
@@ -75,6 +77,7 @@ def recover_descriptors(r: KdumpReader) -> list[tuple[int, int, int]]:
     empty = offs == 0
     # the shared zero page (dump level 1) sits first in the data and belongs to no run
     zero_page = r.desc_end if (r.info.dump_level or 0) & 1 else -1
+    usable = np.flatnonzero(~empty & (offs != zero_page))  # descriptors that bound a run
     runs: list[tuple[int, int, int]] = []
     i = 0
     while i < len(table):
@@ -84,11 +87,12 @@ def recover_descriptors(r: KdumpReader) -> list[tuple[int, int, int]]:
         j = i
         while j < len(table) and empty[j]:
             j += 1
-        before = [k for k in range(i - 1, -1, -1) if not empty[k] and offs[k] != zero_page][:1]
-        lo = int(offs[before[0]] + table["size"][before[0]]) if before else (
+        at = int(np.searchsorted(usable, i))  # usable[at - 1] < i <= j <= usable[at]
+        before = int(usable[at - 1]) if at > 0 else None
+        after = int(usable[at]) if at < len(usable) else None
+        lo = int(offs[before] + table["size"][before]) if before is not None else (
             r.desc_end + (ps if zero_page >= 0 else 0))
-        after = [k for k in range(j, len(table)) if not empty[k] and offs[k] != zero_page][:1]
-        hi = int(offs[after[0]]) if after else size
+        hi = int(offs[after]) if after is not None else size
         found = 0
         if 0 < hi - lo <= MAX_REGION and hi <= size:
             pieces = _split(r.source.pread(lo, hi - lo), codec, ps, j - i)

@@ -1718,6 +1718,9 @@ def hypervisor_seeds(*, shared: bool = True, log: Callable[[str], None] | None =
             return path.read_bytes()
 
     add("hyperv-vmrs", "hyperv", vmrs)
+    W: Any = importlib.import_module("builders_windows")
+    add("windows-dmp", "windows", lambda: W.build_win_dmp64(
+        [(1, 0x1F), (0x100, 8)], lambda pfn: pages.get(pfn, bytes(PS))))
     if shared:
         with contextlib.suppress(Exception):
             corpus = importlib.import_module("corpus")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdumptool.dump import DumpReader
-from kdumptool.formats import elf, hyperv, kdump, qemu_savevm, xen_core, xen_stream
+from kdumptool.formats import elf, hyperv, kdump, qemu_savevm, windows_dmp, xen_core, xen_stream
 from kdumptool.transport.source import ByteSource
 
 
@@ -42,6 +42,7 @@ READERS: tuple[ReaderEntry, ...] = (
     ReaderEntry("hyperv", hyperv.probe, hyperv.HyperVReader),
     ReaderEntry("qemu-savevm", qemu_savevm.probe, qemu_savevm.QemuSavevmReader),
     ReaderEntry("xen-stream", xen_stream.probe, xen_stream.XenStreamReader),
+    ReaderEntry("windows-dmp", windows_dmp.probe, windows_dmp.WindowsDumpReader),
 )
 
 
@@ -63,7 +64,7 @@ def open_source(source: ByteSource, *, strict: bool = True, transport: str = "pl
         raise UnknownFormatError(
             "not a kernel dump kdumptool can read", path=source.name, offset=0,
             expected="ELF core, 'KDUMP   ', 'DISKDUMP', 'makedumpfile', 'QEVM', 'LibvirtQemudSave', "
-                     "HyperVStorage or Xen save signature",
+                     "HyperVStorage, Xen save or Windows PAGEDU64 signature",
             got=head[:8],
         )
     return entry.reader(source, strict=strict, transport=transport)

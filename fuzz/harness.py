@@ -354,10 +354,14 @@ def _convert(ctx: _Ctx, kind: str) -> None:
     if kind == "flat":
         args.append("-F")
     args += ["-d", str((ctx.variant >> 4) & 1), str(ctx.path), str(out)]
+    _write_and_read_back(ctx, f"cli.convert_{kind}", args, out)
+
+
+def _write_and_read_back(ctx: _Ctx, op: str, args: list[str], out: Path) -> None:
+    """Run a command that writes ``out``; what it wrote must open and read back strictly."""
     try:
-        if _step(ctx, f"cli.convert_{kind}", lambda: _invoke(args)) is not None and out.exists():
-            _step(ctx, f"cli.convert_{kind}.roundtrip", lambda: _roundtrip(out),
-                  handled_kind="bad_output")
+        if _step(ctx, op, lambda: _invoke(args)) is not None and out.exists():
+            _step(ctx, f"{op}.roundtrip", lambda: _roundtrip(out), handled_kind="bad_output")
     finally:
         with contextlib.suppress(OSError):
             out.unlink()
@@ -392,23 +396,13 @@ def _repair(ctx: _Ctx) -> None:
     out = ctx.workdir / "out.repaired"
     args = ["repair", "--force", *(["--zero-fill"] if ctx.variant & 4 else []),
             *(["-E"] if ctx.variant & 8 else []), str(ctx.path), str(out)]
-    try:
-        if _step(ctx, "cli.repair", lambda: _invoke(args)) is not None and out.exists():
-            _step(ctx, "cli.repair.roundtrip", lambda: _roundtrip(out), handled_kind="bad_output")
-    finally:
-        with contextlib.suppress(OSError):
-            out.unlink()
+    _write_and_read_back(ctx, "cli.repair", args, out)
 
 
 def _filter(ctx: _Ctx) -> None:
     out = ctx.workdir / "out.filtered"
-    args = ["filter", "-q", "--force", "-d", "31", str(ctx.path), str(out)]
-    try:
-        if _step(ctx, "cli.filter_d31", lambda: _invoke(args)) is not None and out.exists():
-            _step(ctx, "cli.filter_d31.roundtrip", lambda: _roundtrip(out), handled_kind="bad_output")
-    finally:
-        with contextlib.suppress(OSError):
-            out.unlink()
+    _write_and_read_back(ctx, "cli.filter_d31",
+                         ["filter", "-q", "--force", "-d", "31", str(ctx.path), str(out)], out)
 
 
 #: Addresses for ``vtop``: the direct map, the kernel image (unrandomised, and the bundled

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kdumptool.dump import DumpInfo, DumpReader
+from kdumptool.dump import DumpInfo, DumpReader, PageBatch
 from kdumptool.formats.notes import XEN_ELFNOTE_DUMPCORE_XEN_VERSION
 from kdumptool.formats.xen_core import parse_xen_version, xen_version_string
 from kdumptool.ikconfig import ConfigScanner, KernelConfig
@@ -136,14 +136,18 @@ def cpu_state_evidence(reader: DumpReader) -> list[dict[str, Any]]:
 def find_config(reader: DumpReader) -> KernelConfig | None:
     """The first kernel configuration blob in the dump's memory (reads until found)."""
     config = ConfigScanner()
-    ps = reader.page_size
     for batch in reader.iter_batches():
-        pfns = batch.pfns()
-        for a, b in _runs(pfns):
-            config.feed(batch.data[a:b].tobytes(), int(pfns[a]) * ps)
+        _feed_config(config, batch, reader.page_size)
         if config.found is not None:
             break
     return config.found
+
+
+def _feed_config(config: ConfigScanner, batch: PageBatch, page_size: int) -> None:
+    """Give the scanner each run of physically contiguous pages of ``batch``."""
+    pfns = batch.pfns()
+    for a, b in _runs(pfns):
+        config.feed(batch.data[a:b].tobytes(), int(pfns[a]) * page_size)
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
@@ -180,9 +184,7 @@ def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:
     for batch in reader.iter_batches():
         if not len(batch.data):
             continue
-        pfns = batch.pfns()
-        for a, b in _runs(pfns):
-            config.feed(batch.data[a:b].tobytes(), int(pfns[a]) * ps)
+        _feed_config(config, batch, ps)
         if config.found is not None and not any(e["source"] == "kernel config in memory" for e in found):
             cfg = config.found
             header = cfg.header

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from kdumptool.open import open_dumps
 
@@ -20,6 +21,17 @@ def our_digests(*paths: str | os.PathLike[str], strict: bool = True) -> dict[int
         for batch in reader.iter_batches():
             for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
                 out[pfn] = hashlib.sha1(row.tobytes()).hexdigest()
+    return out
+
+
+def read_all_pages(reader: Any, *, limit: int | None = None) -> dict[int, bytes]:
+    """Every present page of an open reader, by PFN (stops after ``limit`` pages if given)."""
+    out: dict[int, bytes] = {}
+    for batch in reader.iter_batches():
+        for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
+            out[pfn] = row.tobytes()
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

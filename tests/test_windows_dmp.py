@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from builders_windows import build_win_dmp64
-from ours import kdumptool, our_digests
+from ours import kdumptool, our_digests, read_all_pages
 
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError
 from kdumptool.open import open_bytes, open_dump
@@ -25,13 +25,7 @@ BUNDLED = Path(__file__).resolve().parent.parent / "corpus" / "x86_64-kdump-320m
 @pytest.fixture(scope="module")
 def real_pages() -> dict[int, bytes]:
     with open_dump(str(BUNDLED)) as r:
-        out: dict[int, bytes] = {}
-        for batch in r.iter_batches():
-            for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
-                out[pfn] = row.tobytes()
-            if len(out) > 600:
-                break
-    return out
+        return read_all_pages(r, limit=600)
 
 
 def _page(pages: dict[int, bytes]):  # type: ignore[no-untyped-def]
@@ -49,11 +43,7 @@ def test_reads_runs_page_for_page(real_pages: dict[int, bytes]) -> None:
     for b, c in RUNS:
         for pfn in (b, b + c // 2, b + c - 1):
             assert r.read_page(pfn) == page(pfn)
-    seen = {}
-    for batch in r.iter_batches():
-        for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
-            seen[pfn] = row.tobytes()
-    assert seen == {b + i: page(b + i) for b, c in RUNS for i in range(c)}
+    assert read_all_pages(r) == {b + i: page(b + i) for b, c in RUNS for i in range(c)}
 
 
 def test_runs_out_of_order_are_stored_in_header_order(real_pages: dict[int, bytes]) -> None:

@@ -25,7 +25,7 @@ from builders_xen import (
     vcpu_context_x86_64,
     xen_version_desc,
 )
-from ours import kdumptool, our_digests
+from ours import kdumptool, our_digests, read_all_pages
 from xen_corpus import RELEASE, VMCOREINFO, corpus_pages
 
 from corpus import corpus_path
@@ -44,14 +44,6 @@ def _ctx(cs: int = 0x10, cr3: int = 0x2A0C000) -> bytes:
     return vcpu_context_x86_64({"rip": RIP, "rsp": RSP, "rax": 7, "r15": 15, "cs": cs, "ss": 0x18},
                                ctrlreg=[0x80050033, 0, 0, cr3, 0x3506F0], fs_base=0x1000,
                                gs_base_kernel=GS_KERNEL, gs_base_user=GS_USER)
-
-
-def _read_all(reader) -> dict[int, bytes]:
-    out = {}
-    for batch in reader.iter_batches():
-        for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
-            out[pfn] = row.tobytes()
-    return out
 
 
 def _sha(pages: dict[int, bytes]) -> dict[int, str]:
@@ -106,7 +98,7 @@ def test_pages_read_back_page_for_page(hvm: bool) -> None:
     info = r.info
     assert info.format == "xen-core" and info.machine == "x86_64" and info.page_size == 4096
     assert info.max_pfn == max(PAGES) + 1
-    assert _read_all(r) == PAGES
+    assert read_all_pages(r) == PAGES
     assert r.count_pages() == (len(PAGES), len(PAGES))
     ram, present = r.bitmaps(0x90, 0x40)
     assert ram.tolist() == [p in PAGES for p in range(0x90, 0xD0)] == present.tolist()
@@ -119,7 +111,7 @@ def test_pages_read_back_page_for_page(hvm: bool) -> None:
 def test_last_copy_of_a_pfn_wins_and_order_is_free() -> None:
     a, b = page_for(1), page_for(9999)
     r = open_bytes(build_xc_core([(5, page_for(5)), (1, a), (1, b), (3, page_for(3))]))
-    assert _read_all(r) == {1: b, 3: page_for(3), 5: page_for(5)}
+    assert read_all_pages(r) == {1: b, 3: page_for(3), 5: page_for(5)}
     assert r.info.details["duplicate_pfns"] == 1 and r.info.details["pfns_unordered"]
 
 
@@ -215,7 +207,7 @@ def test_corrupt_headers_are_named_with_their_offset() -> None:
     e = _err(build_xc_core(PAGES, shdr={".xen_pages": {"sh_offset": 0x3001}}))
     assert "page aligned" in str(e)
     img = build_xc_core({p: page_for(p) for p in range(4)})
-    assert len(_read_all(open_bytes(build_xc_core([(INVALID, bytes(4096))] + [(0, page_for(0))])))) == 1
+    assert len(read_all_pages(open_bytes(build_xc_core([(INVALID, bytes(4096))] + [(0, page_for(0))])))) == 1
     assert open_bytes(img).read_page(3) == page_for(3)
 
 

@@ -39,7 +39,7 @@ from builders_xen import (
     vcpu_context_x86_64,
     xl_save_file,
 )
-from ours import kdumptool, our_digests
+from ours import kdumptool, our_digests, read_all_pages
 from xen_corpus import RELEASE, corpus_pages
 
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
@@ -49,14 +49,6 @@ from kdumptool.open import open_bytes
 
 PAGES = {p: page_for(p) for p in range(64)}
 BATCHES = [[(p, NOTAB, PAGES[p]) for p in range(k, min(k + 24, 64))] for k in range(0, 64, 24)]
-
-
-def _read_all(reader) -> dict[int, bytes]:
-    out = {}
-    for batch in reader.iter_batches():
-        for pfn, row in zip(batch.pfns().tolist(), batch.data, strict=True):
-            out[pfn] = row.tobytes()
-    return out
 
 
 def _err(img: bytes, cls: type[Exception] = CorruptDumpError) -> Exception:
@@ -86,7 +78,7 @@ def test_every_layer_reads_the_same_pages(img: bytes, wrapper: str) -> None:
     info = r.info
     assert info.format == "xen-stream" and info.header_version == 3 and info.machine == "x86_64"
     assert info.page_size == 4096 and info.max_pfn == 64 and not info.incomplete
-    assert _read_all(r) == PAGES and r.count_pages() == (64, 64)
+    assert read_all_pages(r) == PAGES and r.count_pages() == (64, 64)
     d = info.details
     assert d["wrapper"] == wrapper and d["xen_domain"] == "x86 HVM" and d["xen_version"] == "4.17"
     assert d["pfn_space"] == "guest physical frames (HVM)" and d["pages_resent"] == 0
@@ -97,9 +89,9 @@ def test_every_layer_reads_the_same_pages(img: bytes, wrapper: str) -> None:
 
 def test_version_2_stream_and_big_endian_stream() -> None:
     r = open_bytes(libxc_stream(BATCHES, version=2))
-    assert r.info.header_version == 2 and _read_all(r) == PAGES
+    assert r.info.header_version == 2 and read_all_pages(r) == PAGES
     r = open_bytes(libxc_stream(BATCHES, endian=">"))
-    assert r.info.endian == ">" and _read_all(r) == PAGES
+    assert r.info.endian == ">" and read_all_pages(r) == PAGES
 
 
 def test_later_copies_win_and_page_types_are_honoured() -> None:
@@ -111,7 +103,7 @@ def test_later_copies_win_and_page_types_are_honoured() -> None:
         [(12, BROKEN, None), (70, L4TAB, page_for(70)), (71, XALLOC, None)],
     ]
     r = open_bytes(libxc_stream(batches))
-    got = _read_all(r)
+    got = read_all_pages(r)
     want = {**PAGES, 3: new3, 9: new9, 70: page_for(70)}
     for p in (10, 11, 12):
         del want[p]
@@ -144,7 +136,7 @@ def test_checkpointed_libxl_stream_resumes_libxc_after_checkpoint_end() -> None:
     second = page_data([(5, NOTAB, page_for(505))]) + record(REC_END)
     img = libxl_stream(first, after=[emulator_context(), record(CHECKPOINT_END), second])
     r = open_bytes(img)
-    assert _read_all(r) == {**PAGES, 5: page_for(505)} and r.info.details["checkpoints"] == 1
+    assert read_all_pages(r) == {**PAGES, 5: page_for(505)} and r.info.details["checkpoints"] == 1
 
 
 # --- legacy and damaged images ---------------------------------------------------------------
@@ -174,7 +166,7 @@ def test_truncated_image_reads_what_is_there_when_tolerant() -> None:
     assert r.info.incomplete and r.info.details["truncated_at"] == 48  # after STATIC_DATA_END
     batch = r.read_batch(0, 64)
     assert batch.present.sum() == 10 and batch.lost.sum() == 14
-    assert _read_all(r) == {p: PAGES[p] for p in range(10)}
+    assert read_all_pages(r) == {p: PAGES[p] for p in range(10)}
 
 
 @pytest.mark.parametrize("img,offset,words", [

@@ -162,6 +162,29 @@ class DumpReader:
         """Windows that may hold pages with data (formats narrow this down; see ELF)."""
         return self.windows(window)
 
+    def ram_ranges(self) -> list[tuple[int, int]] | None:
+        """Sorted PFN ranges ``[a, b)`` outside which no page is RAM, for formats that list
+        their memory (ELF segments, memory runs); None where a bitmap in the file says it."""
+        return None
+
+    def ram_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Windows for metadata passes: those that may hold RAM, then always the last one (so
+        writers reach the end of their tables). A dump that claims a huge address space but
+        lists little memory is then walked in time proportional to what it lists."""
+        window = window or self.window_pages
+        ranges = self.ram_ranges()
+        if ranges is None:
+            yield from self.windows(window)
+            return
+        done = -1
+        for a, b in ranges:
+            for w in range(max(a // window, done + 1), (min(b, self.max_pfn) - 1) // window + 1):
+                yield w * window, min(window, self.max_pfn - w * window)
+                done = w
+        last = (self.max_pfn - 1) // window
+        if self.max_pfn and last > done:
+            yield last * window, self.max_pfn - last * window
+
     def iter_batches(self, window: int | None = None) -> Iterator[PageBatch]:
         """Every window of the dump that may hold data, with its data."""
         for start, count in self.data_windows(window):
@@ -170,7 +193,7 @@ class DumpReader:
     def count_pages(self) -> tuple[int, int]:
         """``(ram_pages, present_pages)`` over the whole dump (metadata only)."""
         ram = present = 0
-        for start, count in self.windows(1 << 20):
+        for start, count in self.ram_windows(1 << 20):
             r, p = self.bitmaps(start, count)
             ram += int(r.sum())
             present += int(p.sum())

@@ -77,7 +77,7 @@ class Selection:
 
     def windows(self) -> Iterator[tuple[int, int]]:
         """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
-        return self.reader.windows(METADATA_WINDOW)
+        return self.reader.ram_windows(METADATA_WINDOW)
 
     def batches(self) -> Iterator[PageBatch]:
         """Every window that may hold data, with its data (callers apply ``masks``)."""

@@ -83,5 +83,10 @@ def test_damage_is_reported_with_offsets(real_pages: dict[int, bytes]) -> None:
         open_bytes(build_win_dmp64(RUNS, _page(real_pages), npages=5))
     with pytest.raises(CorruptDumpError, match="overlap"):
         open_bytes(build_win_dmp64([(0, 8), (4, 8)], _page(real_pages)))
-    with pytest.raises(CorruptDumpError, match="past 4 PiB"):
-        open_bytes(build_win_dmp64([(1 << 50, 1)], _page(real_pages)))
+    with pytest.raises(CorruptDumpError, match="past 64 TiB"):
+        open_bytes(build_win_dmp64([(1 << 34, 1)], _page(real_pages)))
+    # the largest address space accepted, nearly all a hole: counted and converted without a walk
+    far = build_win_dmp64([(0, 8), ((1 << 34) - 16, 16)], _page(real_pages))
+    r = open_bytes(far)
+    assert r.max_pfn == 1 << 34 and r.count_pages() == (24, 24)
+    assert len(list(r.ram_windows(1 << 16))) == 2

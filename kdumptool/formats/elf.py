@@ -379,6 +379,9 @@ class ElfReader(DumpReader):
             _fill(available, int(self._seg_fstart[k]) - start, int(self._seg_fend_eff[k]) - start, True)
         return declared & ~available
 
+    def ram_ranges(self) -> list[tuple[int, int]]:
+        return sorted((int(a), int(b)) for a, b in zip(self._seg_start, self._seg_mend, strict=True) if b > a)
+
     def count_pages(self) -> tuple[int, int]:
         """RAM and present pages by interval arithmetic over the segments (no scan)."""
         def union(pairs: list[tuple[int, int]]) -> int:

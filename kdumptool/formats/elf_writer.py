@@ -88,7 +88,7 @@ def source_regions(reader: DumpReader) -> list[Region]:
                                   seg.paddr + seg.memsz - end * ps))
         return out
     regions: list[Region] = []
-    for start, count in reader.windows(1 << 20):
+    for start, count in reader.ram_windows(1 << 20):
         ram, _ = reader.bitmaps(start, count)
         edges = np.flatnonzero(np.diff(np.concatenate(([0], ram.astype(np.int8), [0]))))
         for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):

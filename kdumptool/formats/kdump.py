@@ -40,7 +40,7 @@ from kdumptool.errors import (
 )
 from kdumptool.formats.elf import MAX_NOTES, parse_notes, vmcoreinfo_from_notes
 from kdumptool.schema import ints, numpy_dtype, parse_at, strip_c_string
-from kdumptool.transport.source import ByteSource, read_exact
+from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
 
 KDUMP_SIGNATURE = b"KDUMP   "
@@ -325,8 +325,11 @@ class KdumpReader(DumpReader):
                                  descriptors=self.num_descs, eraseinfo=len(self.eraseinfo or b""))
 
     # --- metadata ------------------------------------------------------------
+    def _bitmap_base(self, which: int) -> int:
+        return self.bitmap_offset if which == 1 else self.bitmap2_offset
+
     def _bitmap_bytes(self, which: int, start_byte: int, nbytes: int) -> np.ndarray:
-        base = self.bitmap_offset if which == 1 else self.bitmap2_offset
+        base = self._bitmap_base(which)
         raw = self.source.pread(base + start_byte, nbytes)
         if len(raw) < nbytes:
             if self.strict:
@@ -356,7 +359,7 @@ class KdumpReader(DumpReader):
         n = int(self._bits(which, start, head).sum()) if head else 0
         start += head
         full = (end - start) // 8
-        if full:
+        if full and may_hold_data(self.source, self._bitmap_base(which) + start // 8, full):
             n += int(np.bitwise_count(self._bitmap_bytes(which, start // 8, full)).sum())
         if start + full * 8 < end:
             n += int(self._bits(which, start + full * 8, end - start - full * 8).sum())
@@ -391,6 +394,8 @@ class KdumpReader(DumpReader):
         step = max(window, self.COUNT_CHUNK // window * window)
         for big in range(lo // window * window, min(self.max_pfn, hi, self._max_mapnr), step):
             n = min(step, self._max_mapnr - big)
+            if not may_hold_data(self.source, self._bitmap_base(which) + big // 8, -(-n // 8)):
+                continue  # a hole: no bit set
             raw = self._bitmap_bytes(which, big // 8, -(-n // 8))
             per = window // 8  # windows are multiples of 8 pages: whole bytes
             full = np.zeros(-(-len(raw) // per) * per, dtype=np.uint8)

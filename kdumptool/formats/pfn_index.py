@@ -75,6 +75,16 @@ class PfnIndexReader(DumpReader):
         """Pages listed with data that lies (partly) past the end of the file."""
         return int(((self._off >= 0) & (self._off + self.page_size > self.source.size)).sum())
 
+    def ram_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """The windows that hold an indexed page, then the last one."""
+        window = window or self.window_pages
+        if not self.max_pfn:
+            return
+        found = np.unique(self._pfn // window).tolist()
+        last = (self.max_pfn - 1) // window
+        for w in found + ([last] if not found or found[-1] < last else []):
+            yield w * window, min(window, self.max_pfn - w * window)
+
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """Only the windows that hold an indexed page with data."""
         window = window or self.window_pages

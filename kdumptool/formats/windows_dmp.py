@@ -26,6 +26,7 @@ import numpy as np
 
 from kdumptool.dump import DumpInfo, DumpReader, PageBatch
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
+from kdumptool.formats.pfn_index import MAX_PFN
 from kdumptool.schema import parse_at
 from kdumptool.transport.source import ByteSource
 
@@ -110,9 +111,9 @@ class WindowsDumpReader(DumpReader):
         runs = np.frombuffer(raw, dtype=f"<u{lay.word}", count=2 * nruns, offset=first)
         base = runs[0::2].astype(np.uint64)
         count = runs[1::2].astype(np.uint64)
-        if nruns and (int(base.max()) + int(count.max())) > (1 << 40):  # 4 PiB of RAM
-            raise CorruptDumpError("a memory run lies past 4 PiB of physical memory", path=path,
-                                   offset=first, expected="BasePage + PageCount <= 2^40",
+        if nruns and (int(base.max()) + int(count.max())) > MAX_PFN:  # 64 TiB, as for ELF
+            raise CorruptDumpError("a memory run lies past 64 TiB of physical memory", path=path,
+                                   offset=first, expected=f"BasePage + PageCount <= {MAX_PFN:#x}",
                                    got=f"{int(base.max()):#x} + {int(count.max()):#x}")
         base, count = base.astype(np.int64), count.astype(np.int64)
         order = np.argsort(base, kind="stable")
@@ -183,11 +184,24 @@ class WindowsDumpReader(DumpReader):
             np.empty((0, PAGE_SIZE), np.uint8)
         return PageBatch(start, count, ram, present, data, lost)
 
+    def _in_file(self) -> np.ndarray:
+        """Pages of each run wholly in the file (the rest of a run is lost)."""
+        return np.clip((self.source.size - self.offsets) // PAGE_SIZE, 0, self.count)
+
+    def ram_ranges(self) -> list[tuple[int, int]]:
+        return [(b, b + c) for b, c in zip(self.base.tolist(), self.count.tolist(), strict=True)]
+
+    def count_pages(self) -> tuple[int, int]:
+        """RAM and present pages from the runs (no scan)."""
+        return int(self.count.sum()), int(self._in_file().sum())
+
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
-        """The windows that hold a run's pages (runs are sorted and disjoint)."""
+        """The windows that hold a run's pages in the file (runs are sorted and disjoint)."""
         window = window or self.window_pages
         done = -1
-        for b, c in zip(self.base.tolist(), self.count.tolist(), strict=True):
+        for b, c in zip(self.base.tolist(), self._in_file().tolist(), strict=True):
+            if not c:
+                continue
             for w in range(max(b // window, done + 1), (b + c - 1) // window + 1):
                 yield w * window, min(window, self.max_pfn - w * window)
                 done = w

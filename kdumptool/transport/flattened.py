@@ -208,6 +208,13 @@ class FlattenedSource:
             i += 1
         return bytes(buf)
 
+    def holds_data(self, offset: int, length: int) -> bool:
+        """Whether any record covers part of the range (gaps read as zeros)."""
+        if offset + length > self.size:
+            return True  # past the end: let the read say what is wrong
+        i = bisect.bisect_right(self._ends, offset)
+        return i < len(self._starts) and self._starts[i] < offset + length
+
     def close(self) -> None:
         self.inner.close()
 

@@ -6,6 +6,7 @@ SIGBUS, as it does in libkdumpfile); every read is a bounded ``pread``.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Protocol
 
@@ -41,6 +42,14 @@ def read_exact(src: ByteSource, offset: int, length: int, what: str) -> bytes:
     return data
 
 
+def may_hold_data(src: ByteSource, offset: int, length: int) -> bool:
+    """False only when the source knows ``[offset, offset + length)`` reads as zeros without
+    storing them (a hole of a sparse file, a gap of a flattened stream): metadata passes then
+    skip it, so a dump claiming a huge, mostly empty address space is read quickly."""
+    probe = getattr(src, "holds_data", None)
+    return True if probe is None else bool(probe(offset, length))
+
+
 class FileSource:
     """A plain regular file, read with ``os.pread``.
 
@@ -66,6 +75,15 @@ class FileSource:
             offset += len(data)
             length -= len(data)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def holds_data(self, offset: int, length: int) -> bool:
+        """Whether the range has stored data (``SEEK_DATA``; True when the system cannot say)."""
+        if offset + length > self.size:
+            return True  # past the end: let the read say what is wrong
+        try:
+            return os.lseek(self._fd, offset, os.SEEK_DATA) < offset + length
+        except OSError as exc:  # ENXIO: only a hole after offset; others: not supported
+            return exc.errno != errno.ENXIO
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -7,8 +7,10 @@ the traceback instead. Option names follow makedumpfile where users know them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -21,6 +23,7 @@ from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import KdumpToolError, OutputError, UsageError
 from kdumptool.filters.levels import MAX_DUMP_LEVEL, MEM_MAP_LEVELS
+from kdumptool.progress import Progress, progress_for
 from kdumptool.transport.compressed import WRITE_KINDS
 from kdumptool.transport.sink import LimitReached, open_output
 
@@ -248,6 +251,16 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
+@contextlib.contextmanager
+def _closing_progress(progress: Progress | None) -> Any:
+    """Erase the progress line however the block ends (an error prints on a clean line)."""
+    try:
+        yield
+    finally:
+        if progress is not None:
+            progress.close()
+
+
 def _write_levels(levels: list[int], *, size_limit: str | None, **opts: Any) -> None:
     """Write with the first level; when the disk (or a file size limit, or the ``-L`` limit)
     is full, retry the next level of the list, as makedumpfile does with ``-d 11,31``.
@@ -306,8 +319,11 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
             return
         assert dst is not None
         meta = output_metadata(reader, dump_level=level)
-        with open_output(dst, inputs=srcs, force=force, flattened=flat, compress=stream_compress,
-                         limit=limit) as sink:
+        selection.progress = progress_for(lambda: reader.count_pages()[1], reader.page_size,
+                                          os.path.basename(dst) if dst != "-" else "stdout", quiet=quiet)
+        with _closing_progress(selection.progress), \
+                open_output(dst, inputs=srcs, force=force, flattened=flat, compress=stream_compress,
+                            limit=limit) as sink:
             if elf:
                 from kdumptool.formats.elf_writer import write_elf
 

@@ -18,6 +18,7 @@ from kdumptool.codecs import Codec
 from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
 from kdumptool.filters.levels import DL_EXCLUDE_ZERO, MAX_DUMP_LEVEL, MEM_MAP_LEVELS
+from kdumptool.progress import Progress
 
 __all__ = ["MAX_DUMP_LEVEL", "CompressPool", "Selection", "zero_rows"]
 
@@ -51,6 +52,7 @@ class Selection:
         self.dump_level = dump_level
         self.exclusion = None
         self.warnings: list[str] = []
+        self.progress: Progress | None = None  # set by the command line on a terminal
         already = 0 if reclassify else (reader.info.dump_level or 0)
         from kdumptool.filters.exclusion import PageClassExclusion
 
@@ -80,8 +82,12 @@ class Selection:
         return self.reader.ram_windows(METADATA_WINDOW)
 
     def batches(self) -> Iterator[PageBatch]:
-        """Every window that may hold data, with its data (callers apply ``masks``)."""
-        return self.reader.iter_batches()
+        """Every window that may hold data, with its data (callers apply ``masks``); each
+        batch counts on :attr:`progress` once the caller is done with it."""
+        for batch in self.reader.iter_batches():
+            yield batch
+            if self.progress is not None:
+                self.progress.advance(int(batch.present.sum()))
 
 
 class CompressPool:

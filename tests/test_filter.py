@@ -53,6 +53,15 @@ def test_kept_pfns_equal_makedumpfile_corpus_outputs(source: str, level: int) ->
     assert np.array_equal(ours, theirs)
 
 
+def test_excluded_bits_in_a_temporary_file_give_the_same_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine too large for the bits in memory (here: forced) filters the same pages."""
+    from kdumptool.filters import exclusion
+
+    monkeypatch.setattr(exclusion, "IN_MEMORY_BYTES", 0)
+    ours = kept_by_selection(need_corpus_file(f"{KDUMP}/vmcore.elf"), 31)
+    assert np.array_equal(ours, bitmap2(need_corpus_file(f"{KDUMP}/derived/c-d31.kdump")))
+
+
 @pytest.mark.parametrize("level", [3, 6, 11, 17, 24, 30])
 def test_kept_pfns_equal_makedumpfile_run_now(tmp_path: Path, vmcore: Path, level: int) -> None:
     require_tool("makedumpfile")

@@ -9,7 +9,10 @@ per class are of the pages the source holds, as makedumpfile's report counts the
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,6 +41,47 @@ def translator_for(reader: DumpReader) -> X86_64Translator | Aarch64Translator:
                          f"aarch64 dumps so far (this one is {info.machine or 'unknown'})")
 
 
+#: Excluded-page bits kept in memory up to this size (32 MiB: a 1 TiB machine of 4 KiB
+#: pages); a larger machine's bits go to a temporary file, so memory stays flat (the role
+#: of makedumpfile's cyclic mode).
+IN_MEMORY_BYTES = 32 << 20
+
+
+class BitStore:
+    """A bitmap of ``nbytes`` bytes, all clear at first, that ORs in and reads back byte
+    ranges: a NumPy array when small, else a sparse temporary file (deleted on close)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._file: BinaryIO | None = None
+        if nbytes <= IN_MEMORY_BYTES:
+            self._mem: np.ndarray | None = np.zeros(nbytes, dtype=np.uint8)
+        else:
+            self._mem = None
+            self._file = tempfile.TemporaryFile(prefix="kdumptool-excluded-")
+            self._file.truncate(nbytes)
+
+    def read(self, b0: int, b1: int) -> np.ndarray:
+        if self._mem is not None:
+            return self._mem[b0:b1]
+        assert self._file is not None
+        raw = os.pread(self._file.fileno(), b1 - b0, b0)
+        return np.frombuffer(raw.ljust(b1 - b0, b"\0"), dtype=np.uint8)
+
+    def or_bytes(self, b0: int, packed: np.ndarray) -> None:
+        if self._mem is not None:
+            self._mem[b0:b0 + len(packed)] |= packed
+        elif packed.any():
+            assert self._file is not None
+            merged = self.read(b0, b0 + len(packed)) | packed
+            os.pwrite(self._file.fileno(), merged.tobytes(), b0)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class PageClassExclusion:
     """Which pages of ``reader`` the mem_map classes of ``level`` exclude.
 
@@ -60,8 +104,7 @@ class PageClassExclusion:
         self.read_virt = read_virt
         self.ranges = find_mem_map(vmci, reader.max_pfn, read_virt,  # type: ignore[arg-type]
                                    xlat.is_kernel_address)
-        nbytes = -(-reader.max_pfn // 8)
-        self._bits = np.zeros(nbytes, dtype=np.uint8)  # 1 = excluded (LSB-first like the dump)
+        self._bits = BitStore(-(-reader.max_pfn // 8))  # 1 = excluded (LSB-first like the dump)
         self.counts: Counter[str] = Counter()
         self.unreadable = 0  # struct pages that could not be read: those pages are kept
         self._sweep()
@@ -95,8 +138,7 @@ class PageClassExclusion:
 
     def _store(self, start: int, excluded: np.ndarray) -> None:
         # chunks start on multiples of 8 PFNs (sections are), so bytes never straddle
-        packed = np.packbits(excluded, bitorder="little")
-        self._bits[start // 8:start // 8 + len(packed)] |= packed
+        self._bits.or_bytes(start // 8, np.packbits(excluded, bitorder="little"))
 
     def excluded(self, start: int, count: int) -> np.ndarray:
         """Bool per PFN of the window: True where the level excludes the page."""
@@ -105,7 +147,7 @@ class PageClassExclusion:
         if start >= end:
             return out
         b0, b1 = start // 8, -(-end // 8)
-        bits = np.unpackbits(self._bits[b0:b1], bitorder="little").astype(bool)
+        bits = np.unpackbits(self._bits.read(b0, b1), bitorder="little").astype(bool)
         out[:end - start] = bits[start - b0 * 8:end - b0 * 8]
         return out
 

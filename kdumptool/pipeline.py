@@ -9,7 +9,7 @@ them, in a thread pool (zlib, zstd, lzo and snappy release the GIL).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
@@ -91,7 +91,8 @@ class Selection:
 
 
 class CompressPool:
-    """Compress many pages with one codec, using all cores.
+    """Compress many pages with one codec, using all cores: pages in chunks on a thread pool
+    (the codecs release the GIL), or the codec's own batch API where it has one (zstd).
 
     :param codec: the codec, or None to store pages raw
     :param threads: worker threads (default: CPU count)
@@ -102,9 +103,8 @@ class CompressPool:
     def __init__(self, codec: Codec | None, threads: int | None = None) -> None:
         self.codec = codec
         self.threads = threads or os.cpu_count() or 1
-        self._pool: Executor | None = (
-            ThreadPoolExecutor(self.threads) if codec is not None and self.threads > 1 else None
-        )
+        # with one thread too: compressing overlaps with reading the next window
+        self._pool: Executor | None = ThreadPoolExecutor(self.threads) if codec is not None else None
 
     def _chunk(self, pages: list[bytes]) -> list[bytes]:
         assert self.codec is not None
@@ -112,15 +112,21 @@ class CompressPool:
 
     def compress(self, pages: list[bytes]) -> list[bytes]:
         """Compressed form of each page (same order)."""
+        return self.submit(pages)()
+
+    def submit(self, pages: list[bytes]) -> Callable[[], list[bytes]]:
+        """Start compressing ``pages`` in the pool and return at once: the caller reads the
+        next window meanwhile. The returned function waits and gives the results in order."""
         if self.codec is None:
-            return pages
-        if self._pool is None or len(pages) <= self.CHUNK:
-            return self._chunk(pages)
-        chunks = [pages[i:i + self.CHUNK] for i in range(0, len(pages), self.CHUNK)]
-        out: list[bytes] = []
-        for part in self._pool.map(self._chunk, chunks):
-            out.extend(part)
-        return out
+            return lambda: pages
+        if self._pool is None:
+            return lambda: self._chunk(pages)
+        if self.codec.batches:  # one call: the library spreads the pages over its threads
+            whole = self._pool.submit(self.codec.compress_many, pages, self.threads)
+            return whole.result
+        futures = [self._pool.submit(self._chunk, pages[i:i + self.CHUNK])
+                   for i in range(0, len(pages), self.CHUNK)]
+        return lambda: [c for f in futures for c in f.result()]
 
     def close(self) -> None:
         if self._pool is not None:

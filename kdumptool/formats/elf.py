@@ -24,7 +24,7 @@ import numpy as np
 from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
 from kdumptool.schema import ints, parse_at
-from kdumptool.transport.source import ByteSource, read_exact
+from kdumptool.transport.source import ByteSource, read_exact, read_into
 from kdumptool.vmcoreinfo import VmcoreInfo
 
 ELFMAG = b"\x7fELF"
@@ -454,9 +454,13 @@ class ElfReader(DumpReader):
         present = (owner >= 0) & ~lost
         data = np.empty((int(present.sum()), ps), dtype=np.uint8)
         row = np.cumsum(present) - 1
+        flat = memoryview(data.reshape(-1))
         for i, whole, off in runs:
-            raw = self.source.pread(off, whole * ps)
-            data[row[i]:row[i] + whole] = np.frombuffer(raw, np.uint8, whole * ps).reshape(whole, ps)
+            r = int(row[i])
+            got = read_into(self.source, off, flat[r * ps:(r + whole) * ps])
+            if got < whole * ps:  # the file shrank while being read
+                raise TruncatedDumpError("file ends inside a segment", path=self.info.path, offset=off + got,
+                                         expected=f"{whole * ps} bytes", got=f"{got} bytes")
         return PageBatch(start, count, ram, present, data, lost)
 
 

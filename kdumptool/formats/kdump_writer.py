@@ -27,10 +27,13 @@ marked incomplete, as makedumpfile leaves a dump cut by ``-L``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from kdumptool.codecs import Codec
-from kdumptool.dump import Note
+from kdumptool.dump import Note, PageBatch
 from kdumptool.formats.elf import build_notes
 from kdumptool.formats.kdump import (
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -88,6 +91,18 @@ def _fit_prefix(limited: LimitedSink, n: int, stored: np.ndarray, sizes: np.ndar
     return limited.fit(n, cost)
 
 
+@dataclass
+class _Window:
+    """A window of kept pages on its way to the output."""
+
+    n: int  # kept pages (descriptors)
+    have: np.ndarray  # bool per kept page: the source has its data
+    slots: np.ndarray  # indexes (among the kept) of the pages with data
+    zero: np.ndarray  # bool per page with data: all zero (stored as the shared zero page)
+    todo: list[bytes]  # the pages with data that are not zero, raw
+    packed: Callable[[], list[bytes]]  # waits for their compressed forms
+
+
 def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
                 *, threads: int | None = None) -> dict[str, int]:
     """Write the selected pages of a dump as a kdump-compressed file.
@@ -138,57 +153,77 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         sink.pwrite(data_pos, bytes(bs))
         data_pos += bs
     rank = 0
+
+    def prepare(batch: PageBatch) -> _Window | None:
+        """Metadata and zero pages of a window, its other pages handed to the pool."""
+        _, keep = selection.masks(batch.start, batch.count)
+        idx = np.flatnonzero(keep)
+        if not idx.size:
+            return None
+        # rows of batch.data for the kept pages that have data (no copy of the pages)
+        have = batch.present[idx]
+        rows = np.cumsum(batch.present)[idx[have]] - 1
+        data = batch.data
+        zero = zero_rows(data)[rows] if share_zero else np.zeros(len(rows), dtype=bool)
+        todo = [data[r].tobytes() for r in rows[~zero].tolist()]
+        return _Window(idx.size, have, np.flatnonzero(have), zero, todo, pool.submit(todo))
+
+    def finish(w: _Window) -> None:
+        """Write a window's data and descriptors (in PFN order, after the previous window)."""
+        nonlocal data_pos, rank
+        descs = np.zeros(w.n, dtype=dtype)  # all-zero descriptor = lost page
+        slots, zero, have = w.slots, w.zero, w.have
+        descs[slots[zero]] = zero_desc
+        # a page is stored compressed only when that is smaller than a page
+        chunks = [c if codec is not None and len(c) < bs else r
+                  for r, c in zip(w.todo, w.packed(), strict=True)]
+        stored = slots[~zero]
+        sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        n = w.n
+        if limited is not None:
+            fit = _fit_prefix(limited, n, stored, sizes, data_pos, desc_off + rank * PAGE_DESC_SIZE)
+            if fit < n:  # the limit is reached: store the pages before ``fit`` only
+                stats["cut"] = 1
+                keep_chunk = stored < fit
+                chunks = [c for c, k in zip(chunks, keep_chunk.tolist(), strict=True) if k]
+                stored, sizes = stored[keep_chunk], sizes[keep_chunk]
+                descs[fit:] = 0
+                stats["lost"] += n - fit + int((~have[:fit]).sum())
+                stats["zero"] += int((slots[zero] < fit).sum())
+                stats["pages"] += int(have[:fit].sum())
+                n = fit
+        if not stats["cut"]:
+            stats["zero"] += int(zero.sum())
+            stats["lost"] += int((~have).sum())
+            stats["pages"] += int(have.sum())
+        if chunks:
+            descs["offset"][stored] = data_pos + np.cumsum(sizes) - sizes
+            descs["size"][stored] = sizes
+            compressed = sizes < bs
+            descs["flags"][stored] = np.where(compressed, codec.flag if codec else 0, 0)
+            stats["compressed"] += int(compressed.sum())
+            sink.pwrite(data_pos, b"".join(chunks))
+            data_pos += int(sizes.sum())
+        sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
+        rank += w.n
+        if stats["cut"]:
+            stats["lost"] += ndesc - rank  # the pages after this window: all-zero descriptors
+
+    # one window in flight: the pool compresses it while the next one is read
     with CompressPool(codec, threads) as pool:
+        pending: _Window | None = None
         for batch in selection.batches():
-            _, keep = selection.masks(batch.start, batch.count)
-            idx = np.flatnonzero(keep)
-            if not idx.size:
+            ready = prepare(batch)
+            if ready is None:
                 continue
-            descs = np.zeros(idx.size, dtype=dtype)  # all-zero descriptor = lost page
-            # rows of batch.data for the kept pages that have data
-            have = batch.present[idx]
-            rows = np.cumsum(batch.present)[idx[have]] - 1
-            pages = batch.data[rows]
-            zero = zero_rows(pages) if share_zero else np.zeros(len(pages), dtype=bool)
-            slots = np.flatnonzero(have)
-            descs[slots[zero]] = zero_desc
-            todo = [pages[r].tobytes() for r in np.flatnonzero(~zero)]
-            packed = pool.compress(todo)
-            # a page is stored compressed only when that is smaller than a page
-            chunks = [c if codec is not None and len(c) < bs else r
-                      for r, c in zip(todo, packed, strict=True)]
-            stored = slots[~zero]
-            sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-            n = idx.size
-            if limited is not None:
-                fit = _fit_prefix(limited, n, stored, sizes, data_pos, desc_off + rank * PAGE_DESC_SIZE)
-                if fit < n:  # the limit is reached: store the pages before ``fit`` only
-                    stats["cut"] = 1
-                    keep_chunk = stored < fit
-                    chunks = [c for c, k in zip(chunks, keep_chunk.tolist(), strict=True) if k]
-                    stored, sizes = stored[keep_chunk], sizes[keep_chunk]
-                    descs[fit:] = 0
-                    stats["lost"] += n - fit + int((~have[:fit]).sum())
-                    stats["zero"] += int((slots[zero] < fit).sum())
-                    stats["pages"] += int(have[:fit].sum())
-                    n = fit
-            if not stats["cut"]:
-                stats["zero"] += int(zero.sum())
-                stats["lost"] += int((~have).sum())
-                stats["pages"] += int(have.sum())
-            if chunks:
-                descs["offset"][stored] = data_pos + np.cumsum(sizes) - sizes
-                descs["size"][stored] = sizes
-                compressed = sizes < bs
-                descs["flags"][stored] = np.where(compressed, codec.flag if codec else 0, 0)
-                stats["compressed"] += int(compressed.sum())
-                sink.pwrite(data_pos, b"".join(chunks))
-                data_pos += int(sizes.sum())
-            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
-            rank += idx.size
-            if stats["cut"]:
-                stats["lost"] += ndesc - rank  # the pages after this window: all-zero descriptors
-                break
+            if pending is not None:
+                finish(pending)
+                if stats["cut"]:
+                    pending = None
+                    break
+            pending = ready
+        if pending is not None:
+            finish(pending)
     assert rank == ndesc or stats["cut"], "the selection changed between the two passes"
     if limited is not None:
         limited.release()

@@ -42,6 +42,17 @@ def read_exact(src: ByteSource, offset: int, length: int, what: str) -> bytes:
     return data
 
 
+def read_into(src: ByteSource, offset: int, buf: memoryview) -> int:
+    """Read into ``buf`` (bytes from ``offset``) without an intermediate copy where the source
+    can (plain files: ``preadv``); returns the number of bytes read (short at the end)."""
+    into = getattr(src, "pread_into", None)
+    if into is not None:
+        return int(into(offset, buf))
+    data = src.pread(offset, len(buf))
+    buf[:len(data)] = data
+    return len(data)
+
+
 def may_hold_data(src: ByteSource, offset: int, length: int) -> bool:
     """False only when the source knows ``[offset, offset + length)`` reads as zeros without
     storing them (a hole of a sparse file, a gap of a flattened stream): metadata passes then
@@ -75,6 +86,15 @@ class FileSource:
             offset += len(data)
             length -= len(data)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def pread_into(self, offset: int, buf: memoryview) -> int:
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self._fd, [buf[done:]], offset + done)
+            if n <= 0:
+                break
+            done += n
+        return done
 
     def holds_data(self, offset: int, length: int) -> bool:
         """Whether the range has stored data (``SEEK_DATA``; True when the system cannot say)."""

@@ -2,4 +2,5 @@
 
 from kdumptool.cli import main
 
-main()
+if __name__ == "__main__":  # not when imported (multiprocessing spawn, tools)
+    main()

@@ -153,6 +153,9 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         sink.pwrite(data_pos, bytes(bs))
         data_pos += bs
     rank = 0
+    zero_chunk = bytes(bs)
+    if codec is not None and len(packed_zero := codec.compress(zero_chunk)) < bs:
+        zero_chunk = packed_zero
 
     def prepare(batch: PageBatch) -> _Window | None:
         """Metadata and zero pages of a window, its other pages handed to the pool."""
@@ -164,7 +167,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         have = batch.present[idx]
         rows = np.cumsum(batch.present)[idx[have]] - 1
         data = batch.data
-        zero = zero_rows(data)[rows] if share_zero else np.zeros(len(rows), dtype=bool)
+        zero = zero_rows(data)[rows]  # never compressed: shared, or stored as one known chunk
         todo = [data[r].tobytes() for r in rows[~zero].tolist()]
         return _Window(idx.size, have, np.flatnonzero(have), zero, todo, pool.submit(todo))
 
@@ -172,12 +175,20 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         """Write a window's data and descriptors (in PFN order, after the previous window)."""
         nonlocal data_pos, rank
         descs = np.zeros(w.n, dtype=dtype)  # all-zero descriptor = lost page
-        slots, zero, have = w.slots, w.zero, w.have
-        descs[slots[zero]] = zero_desc
+        slots, have = w.slots, w.have
         # a page is stored compressed only when that is smaller than a page
         chunks = [c if codec is not None and len(c) < bs else r
                   for r, c in zip(w.todo, w.packed(), strict=True)]
-        stored = slots[~zero]
+        if share_zero:  # level 1: zero pages point at the one stored zero page
+            zero = w.zero
+            descs[slots[zero]] = zero_desc
+            stored = slots[~zero]
+        else:  # each zero page stored, as makedumpfile does, from the one chunk computed once
+            zero = np.zeros(len(slots), dtype=bool)
+            if w.zero.any():
+                nonzero = iter(chunks)
+                chunks = [zero_chunk if z else next(nonzero) for z in w.zero.tolist()]
+            stored = slots
         sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
         n = w.n
         if limited is not None:

@@ -1,13 +1,18 @@
-"""Benchmark: kdumptool convert against makedumpfile on the same input, in one run.
+"""Benchmark: kdumptool against makedumpfile on the same inputs, side by side, in one run.
 
-Each command runs in its own process; wall time and that process's peak RSS (from
-``wait4``) are recorded, and both tools' outputs are checked to hold the same pages
-(kdumptool reads both). Usage::
+For each input and case (kdump with -c, -l, -p, -z at -d 1 and -d 31; ELF at -d 1 and -d 31)
+both tools run ``--runs`` times, each in its own process; per run: wall time, CPU time
+(user + system, from ``wait4``), peak RSS, output size. Medians are reported with the
+throughput (input MiB per wall second) and the kdumptool / makedumpfile ratios; both outputs
+of a case are checked once to hold the same pages. Start-up (``--help``, ``info``) is
+measured too. Several inputs make the scaling table (time and peak RSS per input size).
+Usage::
 
-    python bench/bench_convert.py [INPUT] [--repeat N] [--out bench/results.md]
+    python bench/bench_convert.py [INPUT ...] [--runs N] [--out bench/RESULTS-run.md]
 
 INPUT defaults to the shared corpus's real /proc/vmcore (x86_64-kdump-320m/vmcore.elf,
 unpacked into .cache/corpus by the test helpers). Speed is measured here, never in tests.
+Run it on a quiet machine: the figures are wall-clock times.
 """
 
 from __future__ import annotations
@@ -16,46 +21,60 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-CASES = [  # (label, kdumptool args, makedumpfile args)
-    ("kdump zlib, -d 1", ["-c", "-d", "1"], ["-c", "-d", "1"]),
-    ("kdump lzo, -d 1", ["-l", "-d", "1"], ["-l", "-d", "1"]),
-    ("kdump zstd, -d 1", ["-z", "-d", "1"], None),  # Debian's makedumpfile has no zstd
-    ("ELF, -d 1", ["-E", "-d", "1"], ["-E", "-d", "1"]),
-    ("flattened zlib, -d 1", ["-F", "-c", "-d", "1"], ["-F", "-c", "-d", "1"]),
-    ("kdump zlib, -d 31", ["-c", "-d", "31"], ["-c", "-d", "31"]),
-    ("kdump lzo, -d 31", ["-l", "-d", "31"], ["-l", "-d", "31"]),
-    ("ELF, -d 31", ["-E", "-d", "31"], ["-E", "-d", "31"]),
+CASES = [  # (label, options: the same for both tools)
+    ("kdump -c -d 1", ["-c", "-d", "1"]),
+    ("kdump -l -d 1", ["-l", "-d", "1"]),
+    ("kdump -p -d 1", ["-p", "-d", "1"]),
+    ("kdump -z -d 1", ["-z", "-d", "1"]),
+    ("ELF -E -d 1", ["-E", "-d", "1"]),
+    ("kdump -c -d 31", ["-c", "-d", "31"]),
+    ("kdump -l -d 31", ["-l", "-d", "31"]),
+    ("kdump -p -d 31", ["-p", "-d", "31"]),
+    ("kdump -z -d 31", ["-z", "-d", "31"]),
+    ("ELF -E -d 31", ["-E", "-d", "31"]),
 ]
 
 
-def run(cmd: list[str], stdout: Path | None = None) -> tuple[float, int]:
-    """(seconds, peak RSS in MiB) of one command in its own process.
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    rss_mib: float
+    ok: bool
 
-    The process is started with ``posix_spawn`` (glibc's shares the parent's memory until
-    ``exec``), so the peak RSS that ``wait4`` reports is the command's own, not a copy of
-    this Python process made by ``fork``.
+
+def run(cmd: list[str]) -> Run:
+    """One command in its own process: wall, user+system CPU and peak RSS of that process.
+
+    ``posix_spawn`` (glibc's shares the parent's memory until ``exec``) makes the peak RSS
+    that ``wait4`` reports the command's own, not a copy of this Python process.
     """
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)]
-    target = str(stdout) if stdout else os.devnull
-    actions.append((os.POSIX_SPAWN_OPEN, 1, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
     exe = shutil.which(cmd[0]) or cmd[0]
     t0 = time.perf_counter()
     pid = os.posix_spawn(exe, cmd, dict(os.environ), file_actions=actions)
     _, status, usage = os.wait4(pid, 0)
-    elapsed = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return elapsed, usage.ru_maxrss // 1024
+    wall = time.perf_counter() - t0
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+               os.waitstatus_to_exitcode(status) == 0)
+
+
+def median_of(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.wall for r in runs), statistics.median(r.cpu for r in runs),
+               statistics.median(r.rss_mib for r in runs), all(r.ok for r in runs))
 
 
 def same_pages(a: Path, b: Path) -> bool:
@@ -64,47 +83,122 @@ def same_pages(a: Path, b: Path) -> bool:
     return our_digests(a) == our_digests(b)
 
 
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) >> 20
+    except OSError:
+        mem = 0
+    mdf = subprocess.run(["makedumpfile", "-v"], capture_output=True, text=True, check=False)
+    mdf_ver = (mdf.stdout or mdf.stderr).splitlines()[0] if shutil.which("makedumpfile") else "absent"
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    load = os.getloadavg()
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM; Linux {platform.release()}; "
+            f"Python {platform.python_version()}; kdumptool {commit}; {mdf_ver}; "
+            f"load average before the run {load[0]:.2f}")
+
+
+def fmt_ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None) -> list[dict[str, object]]:
+    kdt = [sys.executable, "-m", "kdumptool"]
+    size_mib = src.stat().st_size / (1 << 20)
+    rows: list[dict[str, object]] = []
+    for label, opts in CASES:
+        o, m = tmp / "ours", tmp / "theirs"
+        ours = median_of([run([*kdt, "convert", "-q", "--force", *opts, str(src), str(o)])
+                          for _ in range(runs)])
+        row: dict[str, object] = {"case": label, "ours": ours, "ours_out": o.stat().st_size if ours.ok else 0}
+        theirs = None
+        if mdf:
+            tries = []
+            for _ in range(runs):
+                m.unlink(missing_ok=True)
+                r = run([mdf, *opts, str(src), str(m)])
+                tries.append(r)
+                if not r.ok:
+                    break  # this build lacks the codec (Debian: no -p, -z)
+            if all(r.ok for r in tries):
+                theirs = median_of(tries)
+                row["theirs_out"] = m.stat().st_size
+                row["same"] = "yes" if ours.ok and same_pages(o, m) else "NO"
+        row["theirs"] = theirs
+        row["mib_s"] = size_mib / ours.wall
+        rows.append(row)
+        print(format_row(row), flush=True)
+    for p in (tmp / "ours", tmp / "theirs"):
+        p.unlink(missing_ok=True)
+    return rows
+
+
+def format_row(row: dict[str, object]) -> str:
+    ours: Run = row["ours"]  # type: ignore[assignment]
+    theirs: Run | None = row["theirs"]  # type: ignore[assignment]
+    cells = [str(row["case"]), f"{ours.wall:.2f} s", f"{ours.cpu:.2f} s", f"{row['mib_s']:.0f}",
+             f"{ours.rss_mib:.0f} MiB", f"{int(row['ours_out']) / (1 << 20):.1f} MiB"]  # type: ignore[call-overload]
+    if theirs is not None:
+        cells += [f"{theirs.wall:.2f} s", f"{theirs.cpu:.2f} s", f"{theirs.rss_mib:.0f} MiB",
+                  f"{int(row['theirs_out']) / (1 << 20):.1f} MiB",  # type: ignore[call-overload]
+                  f"**{fmt_ratio(ours.wall, theirs.wall)}**", fmt_ratio(ours.rss_mib, theirs.rss_mib),
+                  str(row["same"])]
+    else:
+        cells += ["n/a"] * 4 + ["n/a", "n/a", "n/a"]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEAD = ("| case | kdumptool wall | CPU | MiB/s | peak RSS | output | makedumpfile wall | CPU | peak RSS "
+        "| output | wall ratio | RSS ratio | same pages |\n" + "|---" * 13 + "|\n")
+
+
+def startup(src: Path, runs: int) -> str:
+    kdt = [sys.executable, "-m", "kdumptool"]
+    helps = median_of([run([*kdt, "--help"]) for _ in range(runs)])
+    info = median_of([run([*kdt, "info", str(src)]) for _ in range(runs)])
+    return f"`kdumptool --help` {helps.wall:.2f} s, `kdumptool info {src.name}` {info.wall:.2f} s (medians)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("input", nargs="?")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results.md"))
+    ap.add_argument("inputs", nargs="*", type=Path)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-run.md")
     args = ap.parse_args()
-    if args.input:
-        src = Path(args.input)
-    else:
+    if not args.inputs:
         from corpus import corpus_file
 
-        src = corpus_file("x86_64-kdump-320m/vmcore.elf")
+        args.inputs = [corpus_file("x86_64-kdump-320m/vmcore.elf")]
     mdf = shutil.which("makedumpfile")
-    kdt = [sys.executable, "-m", "kdumptool", "convert", "-q", "--force"]
-    rows = []
-    with tempfile.TemporaryDirectory(dir=REPO / ".cache" if (REPO / ".cache").is_dir() else None) as tmp:
-        for label, ours, theirs in CASES:
-            o, m = Path(tmp) / "ours", Path(tmp) / "theirs"
-            best_o = min((run([*kdt, *ours, str(src), str(o)]) for _ in range(args.repeat)))
-            row = [label, f"{best_o[0]:.2f} s", f"{best_o[1]} MiB", f"{o.stat().st_size >> 20} MiB"]
-            if theirs and mdf:
-                best_m = (1e9, 0)
-                for _ in range(args.repeat):
-                    m.unlink(missing_ok=True)
-                    if "-F" in theirs:
-                        best_m = min(best_m, run([mdf, *theirs, str(src)], stdout=m))
-                    else:
-                        best_m = min(best_m, run([mdf, *theirs, str(src), str(m)]))
-                same = "yes" if same_pages(o, m) else "NO"
-                row += [f"{best_m[0]:.2f} s", f"{best_m[1]} MiB", f"{m.stat().st_size >> 20} MiB", same]
-            else:
-                row += ["n/a", "n/a", "n/a", "n/a"]
-            rows.append(row)
-            print(" | ".join(row), flush=True)
-    head = ("| case | kdumptool time | kdumptool peak RSS | output | makedumpfile time | "
-            "makedumpfile peak RSS | output | same pages |\n|---|---|---|---|---|---|---|---|\n")
-    text = (f"# convert: kdumptool vs makedumpfile\n\nInput: `{src.name}` ({src.stat().st_size >> 20} MiB), "
-            f"best of {args.repeat}; {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{platform.machine()}. Made by `python bench/bench_convert.py`.\n\n"
-            + head + "".join(f"| {' | '.join(r)} |\n" for r in rows))
-    Path(args.out).write_text(text)
+    desc = machine()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "kdumptool")], check=False,
+                   stdout=subprocess.DEVNULL)  # as an installed package has them
+    parts = [f"# kdumptool vs makedumpfile\n\nMachine: {desc}.\n\nCommand: `python bench/bench_convert.py "
+             f"{' '.join(str(p) for p in args.inputs)} --runs {args.runs}`; medians of {args.runs} runs.\n"]
+    results: dict[Path, list[dict[str, object]]] = {}
+    for src in args.inputs:
+        print(f"## {src} ({src.stat().st_size >> 20} MiB)", flush=True)
+        with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
+            results[src] = bench_input(src, args.runs, Path(tmp), mdf)
+        parts.append(f"\n## {src.name} ({src.stat().st_size >> 20} MiB; {src.parent.name})\n\n"
+                     f"Start-up: {startup(src, args.runs)}.\n\n" + HEAD
+                     + "".join(format_row(r) + "\n" for r in results[src]))
+    if len(args.inputs) > 1:
+        parts.append("\n## Scaling (kdumptool wall / peak RSS per input)\n\n| case | "
+                     + " | ".join(f"{s.stat().st_size >> 20} MiB" for s in args.inputs) + " |\n"
+                     + "|---" * (len(args.inputs) + 1) + "|\n")
+        for i, (label, _) in enumerate(CASES):
+            cells = []
+            for src in args.inputs:
+                r: Run = results[src][i]["ours"]  # type: ignore[assignment]
+                cells.append(f"{r.wall:.2f} s / {r.rss_mib:.0f} MiB")
+            parts.append(f"| {label} | " + " | ".join(cells) + " |\n")
+    args.out.write_text("".join(parts))
     print(f"written {args.out}")
 
 

@@ -388,8 +388,13 @@ class KdumpReader(DumpReader):
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """Only the windows whose 2nd-bitmap bits are not all clear."""
-        window = window or self.window_pages
         lo, hi = self.part
+        return self.declared_windows(lo, hi, window)
+
+    def declared_windows(self, lo: int, hi: int, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """The windows overlapping PFNs ``[lo, hi)`` whose 2nd-bitmap bits are not all clear
+        (the 2nd bitmap is global, also in a split part)."""
+        window = window or self.window_pages
         which = 2 if self.two_bitmaps else 1
         step = max(window, self.COUNT_CHUNK // window * window)
         for big in range(lo // window * window, min(self.max_pfn, hi, self._max_mapnr), step):

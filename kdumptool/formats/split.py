@@ -13,6 +13,7 @@ when the ranges tile ``[0, max_mapnr)`` without overlap.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -76,25 +77,39 @@ class SplitSetReader(DumpReader):
             present |= p.bitmaps(start, count)[1]
         return ram, present
 
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """The parts' data windows, and those of pages declared in ranges no part covers
+        (they are lost), in PFN order without repeats."""
+        window = window or self.window_pages
+        found: set[int] = set()
+        for p in self.parts:
+            found.update(s for s, _ in p.data_windows(window))
+        for lo, hi in self.gaps:
+            found.update(s for s, _ in self.parts[0].declared_windows(lo, hi, window))
+        for s in sorted(found):
+            yield s, min(window, self.max_pfn - s)
+
     def read_batch(self, start: int, count: int) -> PageBatch:
         ps = self.page_size
         ram = self.parts[0]._bits(1, start, count)
         present = np.zeros(count, dtype=bool)
         lost = np.zeros(count, dtype=bool)
-        full = np.zeros((count, ps), dtype=np.uint8)
         corrupt: dict[int, str] = {}
-        for p in self._overlapping(start, count):
-            b = p.read_batch(start, count)
-            full[b.present] = b.data
+        batches = [p.read_batch(start, count) for p in self._overlapping(start, count)]
+        for b in batches:  # the parts' ranges do not overlap
             present |= b.present
             lost |= b.lost
             corrupt.update(b.corrupt)
+        data = np.empty((int(present.sum()), ps), dtype=np.uint8)
+        row = np.cumsum(present) - 1
+        for b in batches:
+            data[row[b.present]] = b.data
         for lo, hi in self.gaps:  # pages of a missing part are lost
             a, z = max(lo, start), min(hi, start + count)
             if a < z:
                 declared = self.parts[0]._bits(2, a, z - a)
                 lost[a - start:z - start] |= declared
-        return PageBatch(start, count, ram, present, full[present], lost, corrupt)
+        return PageBatch(start, count, ram, present, data, lost, corrupt)
 
     def close(self) -> None:
         for p in self.parts:

@@ -82,12 +82,22 @@ class Selection:
         return self.reader.ram_windows(METADATA_WINDOW)
 
     def batches(self) -> Iterator[PageBatch]:
-        """Every window that may hold data, with its data (callers apply ``masks``); each
-        batch counts on :attr:`progress` once the caller is done with it."""
-        for batch in self.reader.iter_batches():
-            yield batch
+        """The data of every window that keeps pages, read only from its first to its last
+        kept page (at -d 31 most windows of a large machine are free pages: never read);
+        callers apply ``masks``. Each window counts on :attr:`progress` once the caller is
+        done with it."""
+        reader = self.reader
+        for start, count in reader.data_windows():
+            _, present = reader.bitmaps(start, count)
+            keep = present
+            if self.exclusion is not None:
+                keep = present & ~self.exclusion.excluded(start, count)
+            idx = np.flatnonzero(keep)
+            if idx.size:
+                first, last = int(idx[0]), int(idx[-1])
+                yield reader.read_batch(start + first, last - first + 1)
             if self.progress is not None:
-                self.progress.advance(int(batch.present.sum()))
+                self.progress.advance(int(present.sum()))
 
 
 class CompressPool:

@@ -3,7 +3,8 @@
 Work moves in PFN windows (:data:`~kdumptool.dump.WINDOW_BYTES` of pages): bitmaps
 and masks are NumPy arrays, zero-page detection is one vectorised test per
 window, and only the pages that are kept are handled one by one, to compress
-them, in a thread pool (zlib, zstd, lzo and snappy release the GIL).
+them, in a thread pool while the next window is read (lzo, snappy and the standard zlib
+release the GIL while compressing, ISA-L's zlib does not; zstd uses its own batch API).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class Selection:
 
 
 class CompressPool:
-    """Compress many pages with one codec, using all cores: pages in chunks on a thread pool
-    (the codecs release the GIL), or the codec's own batch API where it has one (zstd).
+    """Compress many pages with one codec, using all cores: pages in chunks on a thread pool,
+    or the codec's own batch API where it has one (zstd).
 
     :param codec: the codec, or None to store pages raw
     :param threads: worker threads (default: CPU count)
@@ -119,10 +120,6 @@ class CompressPool:
     def _chunk(self, pages: list[bytes]) -> list[bytes]:
         assert self.codec is not None
         return [self.codec.compress(p) for p in pages]
-
-    def compress(self, pages: list[bytes]) -> list[bytes]:
-        """Compressed form of each page (same order)."""
-        return self.submit(pages)()
 
     def submit(self, pages: list[bytes]) -> Callable[[], list[bytes]]:
         """Start compressing ``pages`` in the pool and return at once: the caller reads the

@@ -79,9 +79,16 @@ class Selection:
         """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
         return self.reader.windows(METADATA_WINDOW)
 
-    def batches(self) -> Iterator[PageBatch]:
-        """Every window that may hold data, with its data (callers apply ``masks``)."""
-        return self.reader.iter_batches()
+    def batches(self, span: tuple[int, int] | None = None) -> Iterator[PageBatch]:
+        """Every window that may hold data, with its data (callers apply ``masks``).
+
+        :param span: only the windows that overlap PFNs ``[lo, hi)`` (one part of a split set)
+        """
+        if span is None:
+            return self.reader.iter_batches()
+        lo, hi = span
+        return (self.reader.read_batch(start, count) for start, count in self.reader.data_windows()
+                if start < hi and start + count > lo)
 
 
 class CompressPool:

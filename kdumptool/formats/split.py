@@ -259,7 +259,8 @@ def check_split_set(parts: list[KdumpReader]) -> list[KdumpReader]:
         sub = _sub_bytes(p, **dict.fromkeys(_SPLIT_FIELDS, 0))
         notes = p.source.pread(p.sub.offset_note, p.sub.size_note) if p.sub else b""
         if p.structs != first.structs or sub != sub0 or notes != notes0:
-            off = p.block_size + (_first_difference(sub0, sub) if sub != sub0 else len(sub))
+            off = (p.block_size + _first_difference(sub0, sub) if sub != sub0 or p.sub is None
+                   else p.sub.offset_note + _first_difference(notes0, notes))
             raise CorruptDumpError(f"sub-header or notes differ from those of {first.info.path}: not a "
                                    "part of the same dump", path=p.info.path, offset=off)
         size = first.header.bitmap_blocks * first.block_size

@@ -235,7 +235,8 @@ def convert(level_text: str, **opts: Any) -> None:
     """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F).
 
     Several IN files are the parts of a split set (makedumpfile --split), reassembled.
-    With -F and a single path, the output goes to standard output.
+    With -F and a single path, the output goes to standard output. With --split, IN OUT1
+    OUT2 ... writes a split set of one IN.
     """
     _write_levels(_parse_levels(level_text), **opts)
 
@@ -248,7 +249,8 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     """Drop the pages of the classes of LEVEL from IN, writing OUT (as convert does).
 
     Pages are classified exactly as makedumpfile 1.7 does, from VMCOREINFO and the
-    kernel's struct page array; pages the input already lacks stay excluded.
+    kernel's struct page array; pages the input already lacks stay excluded. With --split,
+    IN OUT1 OUT2 ... writes a split set.
     """
     _write_levels(_parse_levels(level_text), **opts)
 
@@ -395,7 +397,7 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
             if len(dsts) >= 2:
                 ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
                 for dst, (lo, hi) in zip(dsts, ranges, strict=True):
-                    click.echo(f"{dst}: PFNs {lo:#x}-{hi:#x}")
+                    click.echo(f"{dst}: PFNs [{lo:#x}, {hi:#x})")
             return
         ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
         meta = output_metadata(reader, dump_level=level)
@@ -404,7 +406,7 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
         if not quiet:
             kind = f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
             for n, (dst, (lo, hi), stats) in enumerate(zip(dsts, ranges, results, strict=True), 1):
-                click.echo(f"{dst}: {kind}, split part {n} of {len(dsts)} (PFNs {lo:#x}-{hi:#x}), dump "
+                click.echo(f"{dst}: {kind}, split part {n} of {len(dsts)} (PFNs [{lo:#x}, {hi:#x})), dump "
                            f"level {meta.dump_level}: {stats['pages']} pages", err=True)
             click.echo(f"{len(dsts)} files written in {time.monotonic() - t0:.1f} s", err=True)
             if level > 1:

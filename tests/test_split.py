@@ -103,7 +103,7 @@ def test_split2_is_byte_identical_to_makedumpfile_corpus(ours2: list[Path], corp
 def test_split_is_byte_identical_to_makedumpfile_run(tmp_path: Path, vmcore: Path, parts: int,
                                                      block: str | None) -> None:
     """3 parts (ranges cut inside the dump), and the default 1 GiB block (the whole guest is one
-    partial block that counts 0: part 1 takes everything, part 2 is empty)."""
+    short block: part 1 takes everything, part 2 is an empty range at max_mapnr)."""
     require_tool("makedumpfile")
     opts = ["--splitblock-size", block] if block else []
     theirs = [tmp_path / f"m.{i}" for i in range(1, parts + 1)]

@@ -166,8 +166,9 @@ def split_ranges(selection: Selection, parts: int,
         raise UsageError(f"the split block size ({splitblock_size} bytes) must be a positive "
                          f"multiple of the page size ({ps} bytes)")
     per_block = splitblock_size // ps
-    full = max_pfn // per_block  # a last, partial block counts 0 in makedumpfile's table: it
-    # records a block's count only once the block is full (get_num_dumpable_cyclic_withsplit)
+    # (makedumpfile's table leaves a short last block at 0: it records a block's count once the
+    # block is full. That cannot move a boundary: taking the last block and running out of blocks
+    # both end at max_mapnr. Its pages do count in the total.)
     total = sum(int(c.sum()) for c in _block_counts(selection, per_block))
     share = total // parts
     bounds: list[int] = []
@@ -176,9 +177,6 @@ def split_ranges(selection: Selection, parts: int,
     else:
         need, block = share, 0
         for counts in _block_counts(selection, per_block):
-            if block + len(counts) > full:
-                counts = counts.copy()
-                counts[full - block:] = 0
             pos = 0
             while len(bounds) < parts - 1 and pos < len(counts):
                 cum = np.cumsum(counts[pos:])

@@ -214,6 +214,11 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "a -d list, else stop writing pages and mark the dump incomplete "
                      "(makedumpfile -L)."),
         click.option("--dry-run", is_flag=True, help="Print what would be excluded; write nothing."),
+        click.option("--split", is_flag=True,
+                     help="Write IN as a split set, one kdump-compressed part per OUT (IN OUT1 OUT2 ...), "
+                     "balanced as makedumpfile --split balances them."),
+        click.option("--splitblock-size", type=click.IntRange(min=1), default=None, metavar="KIB",
+                     help="With --split: cut the PFNs into blocks of KIB KiB (default 1048576, 1 GiB)."),
         click.option("--threads", type=click.IntRange(1, 1024), default=None,
                      help="Compression threads (default: all cores)."),
         click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists."),
@@ -233,7 +238,8 @@ def convert(level_text: str, **opts: Any) -> None:
     """Convert the dump IN to OUT (kdump-compressed, ELF with -E, flattened with -F).
 
     Several IN files are the parts of a split set (makedumpfile --split), reassembled.
-    With -F and a single path, the output goes to standard output.
+    With -F and a single path, the output goes to standard output. With --split, IN OUT1
+    OUT2 ... writes a split set of one IN.
     """
     _write_levels(_parse_levels(level_text), **opts)
 
@@ -246,7 +252,8 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     """Drop the pages of the classes of LEVEL from IN, writing OUT (as convert does).
 
     Pages are classified exactly as makedumpfile 1.7 does, from VMCOREINFO and the
-    kernel's struct page array; pages the input already lacks stay excluded.
+    kernel's struct page array; pages the input already lacks stay excluded. With --split,
+    IN OUT1 OUT2 ... writes a split set.
     """
     _write_levels(_parse_levels(level_text), **opts)
 
@@ -261,13 +268,18 @@ def _closing_progress(progress: Progress | None) -> Any:
             progress.close()
 
 
-def _write_levels(levels: list[int], *, size_limit: str | None, **opts: Any) -> None:
+def _write_levels(levels: list[int], *, size_limit: str | None, split: bool = False,
+                  splitblock_size: int | None = None, **opts: Any) -> None:
     """Write with the first level; when the disk (or a file size limit, or the ``-L`` limit)
     is full, retry the next level of the list, as makedumpfile does with ``-d 11,31``.
 
     When the ``-L`` limit is reached at the last level, the dump is kept, incomplete (pages
     left out, marked so in its header), and the exit status is 1, as with makedumpfile.
     """
+    if split or splitblock_size is not None:
+        _write_split_levels(levels, size_limit=size_limit, splitblock_kib=splitblock_size,
+                            split=split, **opts)
+        return
     limit = parse_size(size_limit) if size_limit is not None else None
     to_stdout = len(opts["paths"]) == 1 or opts["paths"][-1] == "-"
     for i, level in enumerate(levels):
@@ -347,6 +359,112 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
         raise OutputError(f"{dst}: the size limit of {limit} bytes is reached at dump level "
                           f"{meta.dump_level}: the dump is incomplete ({stats['lost']} pages left out "
                           "or lost) and marked so in its header, but may still be analysed")
+
+
+def _write_split_levels(levels: list[int], *, size_limit: str | None, splitblock_kib: int | None,
+                        split: bool, paths: tuple[str, ...], elf: bool, flat: bool,
+                        stream_compress: str | None, **opts: Any) -> None:
+    """``--split``: the options it refuses, then each level of the list in turn (a full disk
+    tries the next), as :func:`_write_levels`."""
+    if not split:
+        raise UsageError("--splitblock-size needs --split")
+    for bad, name in ((elf, "-E"), (flat, "-F"), (stream_compress, "--stream-compress"),
+                      (size_limit, "-L")):
+        if bad:
+            raise UsageError(f"--split writes kdump-compressed files only: drop {name}")
+    if len(paths) < 3 and not opts["dry_run"]:
+        raise UsageError("--split needs IN and at least 2 output files (IN OUT1 OUT2 ...)")
+    for i, level in enumerate(levels):
+        try:
+            _write_split(level, src=paths[0], dsts=list(paths[1:]),
+                         splitblock=(splitblock_kib << 10) if splitblock_kib else None, **opts)
+            return
+        except OutputError as exc:
+            if exc.errno not in _RETRY_ERRNOS or i == len(levels) - 1:
+                raise
+            click.echo(f"kdumptool: {exc}; retrying with dump level {levels[i + 1]}", err=True)
+
+
+def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | None, codec_zlib: bool,
+                 codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
+                 threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
+    """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``)."""
+    from kdumptool.formats.split import DEFAULT_SPLITBLOCK_SIZE, split_ranges, write_split
+    from kdumptool.metadata import output_metadata
+    from kdumptool.pipeline import Selection
+    from kdumptool.report import exclusion_report, format_report
+    from kdumptool.transport.sink import open_outputs
+
+    chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
+                              ("zstd", codec_zstd)) if on]
+    if len(chosen) > 1:
+        raise UsageError("choose at most one of -c, -l, -p, -z")
+    codec = get_codec(chosen[0]) if chosen else None
+    t0 = time.monotonic()
+    with _open([src], strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
+            _recover_vmcoreinfo(reader, quiet=quiet)
+        selection = Selection(reader, level)
+        if not quiet:
+            for warning in selection.warnings:
+                click.echo(f"kdumptool: warning: {warning}", err=True)
+        if dry_run:
+            click.echo(format_report(exclusion_report(selection)))
+            if len(dsts) >= 2:
+                ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
+                for dst, (lo, hi) in zip(dsts, ranges, strict=True):
+                    click.echo(f"{dst}: PFNs [{lo:#x}, {hi:#x})")
+            return
+        ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
+        meta = output_metadata(reader, dump_level=level)
+        with open_outputs(dsts, inputs=[src], force=force) as sinks:
+            results = write_split(selection, sinks, meta, codec, ranges, threads=threads)
+        if not quiet:
+            kind = f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
+            for n, (dst, (lo, hi), stats) in enumerate(zip(dsts, ranges, results, strict=True), 1):
+                click.echo(f"{dst}: {kind}, split part {n} of {len(dsts)} (PFNs [{lo:#x}, {hi:#x})), dump "
+                           f"level {meta.dump_level}: {stats['pages']} pages", err=True)
+            click.echo(f"{len(dsts)} files written in {time.monotonic() - t0:.1f} s", err=True)
+            if level > 1:
+                zero = sum(r["zero"] for r in results)
+                click.echo(format_report(exclusion_report(selection, zero=zero)), err=True)
+
+
+@main.command()
+@click.argument("paths", metavar="PART... OUT", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def reassemble(paths: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Merge the parts of a split set (makedumpfile --split) into one kdump-compressed file OUT.
+
+    Like makedumpfile --reassemble: pages are copied as stored (not recompressed), and the
+    result is the file an unsplit run would have written.
+    """
+    from kdumptool.formats.kdump import KdumpReader
+    from kdumptool.formats.split import reassemble as run_reassemble
+    from kdumptool.open import open_dump
+
+    if len(paths) < 2:
+        raise UsageError("give the parts of the split set and OUT (PART... OUT)")
+    srcs, dst = list(paths[:-1]), paths[-1]
+    if dst == "-":
+        raise UsageError("reassemble writes a file, not standard output")
+    t0 = time.monotonic()
+    readers: list[Any] = []
+    try:
+        for path in srcs:
+            readers.append(open_dump(path))
+            if not isinstance(readers[-1], KdumpReader):
+                raise KdumpToolError(f"{path}: not a kdump-compressed file "
+                                     f"({readers[-1].info.format}): not a part of a split set")
+        with open_output(dst, inputs=srcs, force=force) as sink:
+            stats = run_reassemble(readers, sink)
+    finally:
+        for r in readers:
+            r.close()
+    if not quiet:
+        click.echo(f"{dst}: kdump-compressed, {len(srcs)} parts reassembled: {stats['pages']} pages "
+                   f"in {time.monotonic() - t0:.1f} s", err=True)
 
 
 @main.command()

@@ -82,14 +82,24 @@ class Selection:
         """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
         return self.reader.ram_windows(METADATA_WINDOW)
 
-    def batches(self) -> Iterator[PageBatch]:
+    def batches(self, span: tuple[int, int] | None = None) -> Iterator[PageBatch]:
         """The data of every window that keeps pages, read only from its first to its last
         kept page (at -d 31 most windows of a large machine are free pages: never read);
         callers apply ``masks``. Each window counts on :attr:`progress` once the caller is
-        done with it."""
+        done with it.
+
+        :param span: only the pages of PFNs ``[lo, hi)`` (one part of a split set)
+        """
         reader = self.reader
+        lo, hi = span if span is not None else (0, reader.max_pfn)
         for start, count in reader.data_windows():
+            if start >= hi or start + count <= lo:
+                continue
             _, present = reader.bitmaps(start, count)
+            if lo > start or hi < start + count:  # a window across the part's edge
+                present = present.copy()
+                present[:max(0, lo - start)] = False
+                present[max(0, hi - start):] = False
             keep = present
             if self.exclusion is not None:
                 keep = present & ~self.exclusion.excluded(start, count)

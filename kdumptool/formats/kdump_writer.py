@@ -18,6 +18,12 @@ writes descriptors and data. Pages the source declares but cannot deliver
 (lost in an incomplete or truncated dump, tolerant mode) get an all-zero
 descriptor and the output is marked incomplete (``DUMP_DH_COMPRESSED_INCOMPLETE``).
 
+With ``part=(lo, hi)`` the file is one part of a split set (``makedumpfile --split``,
+SPEC.md 3.10): the same headers, notes and global bitmaps as the whole file, ``split = 1``
+and the PFN range in the sub-header, the descriptors of the part's own pages only, and the
+page data placed after room for every descriptor of the whole dump, as
+``write_kdump_pages_and_bitmap_cyclic`` / ``write_kdump_pages_cyclic`` place it.
+
 Under a size limit (``-L``, a :class:`~kdumptool.transport.sink.LimitedSink`), the
 headers, bitmaps and the whole descriptor table must fit (else
 :class:`~kdumptool.transport.sink.LimitReached`); pages are then stored in PFN order
@@ -104,11 +110,12 @@ class _Window:
 
 
 def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
-                *, threads: int | None = None) -> dict[str, int]:
+                *, threads: int | None = None, part: tuple[int, int] | None = None) -> dict[str, int]:
     """Write the selected pages of a dump as a kdump-compressed file.
 
+    :param part: write only the part of a split set for PFNs ``[lo, hi)`` (see the module doc)
     :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages,
-        ``cut``: 1 when a size limit stopped the writing of pages
+        ``cut``: 1 when a size limit stopped the writing of pages; ``descriptors``: in this file
     :raises LimitReached: the size limit is too small for the metadata
     """
     layout = "64" if meta.word_size == 8 else ("32pack" if meta.machine in MACHINES_32_PACKED
@@ -125,17 +132,20 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     bm1_off = bs * (1 + sub_hdr_size)
     bm2_off = bm1_off + bitmap_len
     desc_off = bm2_off + bitmap_len
+    lo, hi = part if part is not None else (0, max_pfn)
 
     limited = sink if isinstance(sink, LimitedSink) else None
     if limited is not None:  # the headers are written last
         limited.reserve([(0, bs), (bs, sub_hdr_size * bs)])
-    # pass 1: bitmaps (metadata only) and the number of descriptors
-    ndesc = 0
+    # pass 1: bitmaps (metadata only) and the number of descriptors (of the whole dump, and of
+    # this file: they differ in a split part)
+    ndesc = own = 0
     for start, count in selection.windows():
         ram, keep = selection.masks(start, count)
         sink.pwrite(bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
         sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
         ndesc += int(keep.sum())
+        own += int(_in_part(keep, start, lo, hi).sum())
     used = -(-max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly so
     for off in (bm1_off, bm2_off):  # that a file with no page still reaches its table
         sink.pwrite(off + used, bytes(bitmap_len - used))
@@ -146,8 +156,8 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     zero_desc = np.zeros(1, dtype=dtype)
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
     share_zero = bool(meta.dump_level & 1)  # as makedumpfile: one stored zero page at level 1
-    if limited is not None and ndesc:  # the table's extent: holes read as lost pages
-        sink.pwrite(data_pos - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
+    if limited is not None and own:  # the table's extent: holes read as lost pages
+        sink.pwrite(desc_off + own * PAGE_DESC_SIZE - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
     if ndesc and share_zero:
         zero_desc["offset"], zero_desc["size"] = data_pos, bs
         sink.pwrite(data_pos, bytes(bs))
@@ -160,6 +170,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     def prepare(batch: PageBatch) -> _Window | None:
         """Metadata and zero pages of a window, its other pages handed to the pool."""
         _, keep = selection.masks(batch.start, batch.count)
+        keep = _in_part(keep, batch.start, lo, hi)
         idx = np.flatnonzero(keep)
         if not idx.size:
             return None
@@ -218,12 +229,12 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
         rank += w.n
         if stats["cut"]:
-            stats["lost"] += ndesc - rank  # the pages after this window: all-zero descriptors
+            stats["lost"] += own - rank  # the pages after this window: all-zero descriptors
 
     # one window in flight: the pool compresses it while the next one is read
     with CompressPool(codec, threads) as pool:
         pending: _Window | None = None
-        for batch in selection.batches():
+        for batch in selection.batches(part):
             ready = prepare(batch)
             if ready is None:
                 continue
@@ -235,7 +246,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
             pending = ready
         if pending is not None:
             finish(pending)
-    assert rank == ndesc or stats["cut"], "the selection changed between the two passes"
+    assert rank == own or stats["cut"], "the selection changed between the two passes"
     if limited is not None:
         limited.release()
 
@@ -256,16 +267,27 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     note_off = bs + sub_size
     vmci_off, vmci_size = _vmcoreinfo_desc_span(notes, note_off)
     mask = (1 << (8 * meta.word_size)) - 1
+    split = part is not None  # start_pfn/end_pfn: the range cut to 32 bits (makedumpfile's MIN)
     sub = s.KdumpSubHeader.build({
-        "phys_base": meta.phys_base & mask, "dump_level": meta.dump_level, "split": 0,
-        "start_pfn": 0, "end_pfn": 0,
+        "phys_base": meta.phys_base & mask, "dump_level": meta.dump_level, "split": int(split),
+        "start_pfn": min(lo, 0xFFFFFFFF) if split else 0, "end_pfn": min(hi, 0xFFFFFFFF) if split else 0,
         "offset_vmcoreinfo": vmci_off, "size_vmcoreinfo": vmci_size,
         "offset_note": note_off if note_blob else 0, "size_note": len(note_blob),
         "offset_eraseinfo": 0, "size_eraseinfo": 0,
-        "start_pfn_64": 0, "end_pfn_64": 0, "max_mapnr_64": max_pfn,
+        "start_pfn_64": lo if split else 0, "end_pfn_64": hi if split else 0, "max_mapnr_64": max_pfn,
     })
     sink.pwrite(0, header.ljust(bs, b"\0"))
     sink.pwrite(bs, (sub + note_blob).ljust(sub_hdr_size * bs, b"\0"))
     stats["incomplete"] = int(incomplete)
-    stats["descriptors"] = ndesc
+    stats["descriptors"] = own
     return stats
+
+
+def _in_part(keep: np.ndarray, start: int, lo: int, hi: int) -> np.ndarray:
+    """``keep`` of the window at ``start`` without the PFNs outside ``[lo, hi)``."""
+    if lo <= start and start + len(keep) <= hi:
+        return keep
+    out = keep.copy()
+    out[:max(0, min(lo - start, len(out)))] = False
+    out[max(0, hi - start):] = False
+    return out

@@ -1,13 +1,23 @@
-"""Split sets: several kdump-compressed files (``makedumpfile --split``) read as one dump.
+"""Split sets (``makedumpfile --split``): read as one dump, written, and reassembled.
 
-Spec: SPEC.md "kdump-compressed" (split files); upstream makedumpfile
-``makedumpfile.c`` (``writeout_multiple_dumpfiles``, ``reassemble_dumpfile``),
+Spec: SPEC.md 3.10 "Split files"; upstream makedumpfile ``makedumpfile.c``
+(``get_num_dumpable_cyclic_withsplit``, ``calculate_end_pfn_by_splitblock``,
+``setup_splitting``, ``writeout_multiple_dumpfiles``, ``store_splitting_info``,
+``check_splitting_info``, ``reassemble_kdump_header``, ``reassemble_kdump_pages``),
 libkdumpfile ``kdump_open_fdset``, crash ``diskdump.c`` (``dumpfile_is_split``).
 
 Every part is a complete kdump-compressed file with ``split = 1`` and its PFN
 range ``[start_pfn_64, end_pfn_64)``; all parts carry the same, global,
 bitmaps, and each part's descriptors cover only its own range. A set is valid
 when the ranges tile ``[0, max_mapnr)`` without overlap.
+
+* :class:`SplitSetReader` reads a set as one dump.
+* :func:`split_ranges` chooses the parts' PFN ranges as makedumpfile does (whole split
+  blocks, each part taking blocks until it holds its share of the dumpable pages);
+  :func:`write_split` writes the parts with the one kdump writer.
+* :func:`reassemble` merges a set into one file as ``makedumpfile --reassemble`` does:
+  headers, notes and bitmaps of the first part, descriptors of every part in PFN order
+  with their data copied as stored (never recompressed), one shared zero page.
 """
 
 from __future__ import annotations
@@ -17,9 +27,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from kdumptool.dump import DumpReader, PageBatch
-from kdumptool.errors import CorruptDumpError, KdumpToolError
-from kdumptool.formats.kdump import KdumpReader
+from kdumptool.codecs import CODEC_FLAG_MASK, Codec
+from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
+from kdumptool.errors import CorruptDumpError, KdumpToolError, UsageError
+from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE, KdumpReader
+from kdumptool.metadata import OutputMeta
+from kdumptool.pipeline import Selection
+from kdumptool.transport.sink import ByteSink
+
+#: makedumpfile's split block when ``--splitblock-size`` is not given (``DEFAULT_SPLITBLOCK_SIZE``)
+DEFAULT_SPLITBLOCK_SIZE = 1 << 30
 
 
 class SplitSetReader(DumpReader):
@@ -114,3 +131,285 @@ class SplitSetReader(DumpReader):
     def close(self) -> None:
         for p in self.parts:
             p.close()
+
+
+# --- writing a set ---------------------------------------------------------------------------
+
+
+def _block_counts(selection: Selection, per_block: int) -> Iterator[np.ndarray]:
+    """Kept pages of each split block, in order (arrays of consecutive blocks; a last block
+    may be partial)."""
+    max_pfn = selection.reader.max_pfn
+    if per_block >= METADATA_WINDOW:
+        for b0 in range(0, max_pfn, per_block):
+            b1 = min(b0 + per_block, max_pfn)
+            n = 0
+            for start in range(b0, b1, METADATA_WINDOW):
+                n += int(selection.masks(start, min(METADATA_WINDOW, b1 - start))[1].sum())
+            yield np.array([n], dtype=np.int64)
+        return
+    step = METADATA_WINDOW // per_block * per_block
+    for start in range(0, max_pfn, step):
+        count = min(step, max_pfn - start)
+        keep = selection.masks(start, count)[1]
+        pad = -count % per_block
+        if pad:
+            keep = np.concatenate((keep, np.zeros(pad, dtype=bool)))
+        yield keep.reshape(-1, per_block).sum(axis=1, dtype=np.int64)
+
+
+def split_ranges(selection: Selection, parts: int,
+                 splitblock_size: int = DEFAULT_SPLITBLOCK_SIZE) -> list[tuple[int, int]]:
+    """The PFN ranges of the ``parts`` files of a split set, chosen as makedumpfile chooses them.
+
+    The PFNs are cut into blocks of ``splitblock_size`` bytes. Each part but the last takes
+    whole blocks, in order, until it holds at least its share (the dumpable pages divided by
+    ``parts``, rounded down) of the dumpable pages (``calculate_end_pfn_by_splitblock``); the
+    last part takes the rest. A set with fewer dumpable pages than parts, or blocks too large
+    to share out, has empty parts, as makedumpfile's has.
+
+    :param selection: the pages the set will hold (two metadata passes; no page is read)
+    :param splitblock_size: bytes per block, a multiple of the page size (``--splitblock-size``)
+    :raises UsageError: fewer than 2 parts, or a block size that is not a multiple of the page size
+    """
+    ps = selection.reader.page_size
+    max_pfn = selection.reader.max_pfn
+    if parts < 2:
+        raise UsageError("a split set needs at least 2 output files")
+    if splitblock_size <= 0 or splitblock_size % ps:
+        raise UsageError(f"the split block size ({splitblock_size} bytes) must be a positive "
+                         f"multiple of the page size ({ps} bytes)")
+    per_block = splitblock_size // ps
+    # (makedumpfile's table leaves a short last block at 0: it records a block's count once the
+    # block is full. That cannot move a boundary: taking the last block and running out of blocks
+    # both end at max_mapnr. Its pages do count in the total.)
+    total = sum(int(c.sum()) for c in _block_counts(selection, per_block))
+    share = total // parts
+    bounds: list[int] = []
+    if share == 0:  # the block loop never runs: every part but the last ends where it starts
+        bounds = [0] * (parts - 1)
+    else:
+        need, block = share, 0
+        for counts in _block_counts(selection, per_block):
+            pos = 0
+            while len(bounds) < parts - 1 and pos < len(counts):
+                cum = np.cumsum(counts[pos:])
+                j = int(np.searchsorted(cum, need))  # the first block that completes the share
+                if j == len(cum):
+                    need -= int(cum[-1])
+                    break
+                pos += j + 1
+                bounds.append(min((block + pos) * per_block, max_pfn))
+                need = share
+            block += len(counts)
+            if len(bounds) == parts - 1:
+                break
+        bounds += [max_pfn] * (parts - 1 - len(bounds))  # the blocks ran out
+    edges = [0, *bounds, max_pfn]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def write_split(selection: Selection, sinks: list[ByteSink], meta: OutputMeta, codec: Codec | None,
+                ranges: list[tuple[int, int]], *, threads: int | None = None) -> list[dict[str, int]]:
+    """Write one part of a split set into each sink (``ranges`` from :func:`split_ranges`).
+
+    :return: the writer's counts for each part
+    """
+    from kdumptool.formats.kdump_writer import write_kdump
+
+    return [write_kdump(selection, sink, meta, codec, threads=threads, part=span)
+            for sink, span in zip(sinks, ranges, strict=True)]
+
+
+# --- reassembling a set ----------------------------------------------------------------------
+
+_SPLIT_FIELDS = ("split", "start_pfn", "end_pfn", "start_pfn_64", "end_pfn_64",
+                 "offset_eraseinfo", "size_eraseinfo")
+_COPY_CHUNK = 1 << 20  # bytes per step when copying or comparing metadata
+
+
+def _sub_bytes(part: KdumpReader, **override: int) -> bytes:
+    """The part's sub-header, built again with some fields replaced."""
+    assert part.sub is not None
+    sub = dict(part.sub)
+    sub.pop("_io", None)
+    sub.update(override)
+    return bytes(part.structs.KdumpSubHeader.build(sub))
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
+    return int(diff[0]) if diff.size else n
+
+
+def check_split_set(parts: list[KdumpReader]) -> list[KdumpReader]:
+    """The parts sorted by PFN range, after checking that they are one whole set.
+
+    Like ``store_splitting_info`` / ``check_splitting_info``: every part is a split
+    kdump-compressed file with the same main header; also the same sub-header (but for the
+    range and ERASEINFO), notes and bitmaps; the ranges tile ``[0, max_mapnr)``.
+
+    :raises CorruptDumpError: naming the file that does not fit, and where
+    """
+    for p in parts:
+        if not isinstance(p, KdumpReader) or p.is_diskdump or p.info.split is None:
+            raise CorruptDumpError("not a part of a split kdump set (split flag not set)",
+                                   path=p.info.path, offset=p.info.page_size)
+    first = parts[0]
+    hsize = first.structs.DiskDumpHeader.sizeof()
+    head = first.source.pread(0, hsize)
+    sub0 = _sub_bytes(first, **dict.fromkeys(_SPLIT_FIELDS, 0))
+    notes0 = first.source.pread(first.sub.offset_note, first.sub.size_note) if first.sub else b""
+    for p in parts[1:]:
+        theirs = p.source.pread(0, hsize)
+        if theirs != head:
+            off = _first_difference(head, theirs)
+            raise CorruptDumpError(f"main header differs from that of {first.info.path}: not a part of "
+                                   "the same dump", path=p.info.path, offset=off,
+                                   expected=head[off:off + 8].hex(), got=theirs[off:off + 8].hex())
+        sub = _sub_bytes(p, **dict.fromkeys(_SPLIT_FIELDS, 0))
+        notes = p.source.pread(p.sub.offset_note, p.sub.size_note) if p.sub else b""
+        if p.structs != first.structs or sub != sub0 or notes != notes0:
+            off = (p.block_size + _first_difference(sub0, sub) if sub != sub0 or p.sub is None
+                   else p.sub.offset_note + _first_difference(notes0, notes))
+            raise CorruptDumpError(f"sub-header or notes differ from those of {first.info.path}: not a "
+                                   "part of the same dump", path=p.info.path, offset=off)
+        size = first.header.bitmap_blocks * first.block_size
+        for pos in range(0, size, _COPY_CHUNK):
+            n = min(_COPY_CHUNK, size - pos)
+            a = first.source.pread(first.bitmap_offset + pos, n)
+            b = p.source.pread(p.bitmap_offset + pos, n)
+            if a != b:
+                raise CorruptDumpError(f"bitmaps differ from those of {first.info.path}: not a part of "
+                                       "the same dump", path=p.info.path,
+                                       offset=p.bitmap_offset + pos + _first_difference(a, b))
+    ordered = sorted(parts, key=lambda p: p.part)
+    pos = 0
+    max_pfn = first.info.max_pfn
+    for p in ordered:
+        lo, hi = p.part
+        if lo != pos:
+            what = "overlaps the part before it" if lo < pos else \
+                f"leaves PFNs {pos:#x}-{lo - 1:#x} without a part (a part is missing)"
+            raise CorruptDumpError(f"split part's PFN range [{lo:#x}, {hi:#x}) {what}", path=p.info.path,
+                                   offset=p.block_size, expected=f"start_pfn {pos:#x}", got=f"{lo:#x}")
+        pos = hi
+    if pos != max_pfn:
+        last = ordered[-1]
+        raise CorruptDumpError(f"PFNs {pos:#x}-{max_pfn - 1:#x} have no part (a part is missing)",
+                               path=last.info.path, offset=last.block_size,
+                               expected=f"end_pfn {max_pfn:#x}", got=f"{pos:#x}")
+    return ordered
+
+
+def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
+    """Merge the parts of a split set into one kdump-compressed file, as
+    ``makedumpfile --reassemble`` does: the result is the file an unsplit run would have
+    written. Streaming: memory does not grow with the dump.
+
+    :return: counts: ``pages`` (descriptors), ``zero`` (pages sharing the zero page),
+        ``lost`` (all-zero descriptors, kept so; the output is then marked incomplete)
+    :raises CorruptDumpError: the parts are not one set (:func:`check_split_set`), or a
+        descriptor of a part is invalid
+    """
+    parts = check_split_set(parts)
+    first = parts[0]
+    s, bs, hdr, sub = first.structs, first.block_size, first.header, first.sub
+    assert sub is not None
+    ndesc = sum(p.num_descs for p in parts)
+    desc_off = first.desc_offset
+    data_start = desc_off + ndesc * PAGE_DESC_SIZE
+    share_zero = bool(sub.dump_level & 1)
+    # bitmaps, as they are
+    size = hdr.bitmap_blocks * bs
+    for pos in range(0, size, _COPY_CHUNK):
+        n = min(_COPY_CHUNK, size - pos)
+        sink.pwrite(first.bitmap_offset + pos, first.source.pread(first.bitmap_offset + pos, n))
+    # descriptors and data
+    dtype = s.page_desc_dtype
+    zero_desc = np.zeros(1, dtype=dtype)
+    out_pos = data_start
+    if share_zero:  # at the start of the data in every part too
+        zero_desc["offset"], zero_desc["size"] = data_start, bs
+        sink.pwrite(out_pos, bytes(bs))
+        out_pos += bs
+    stats = {"pages": ndesc, "zero": 0, "lost": 0}
+    step = max(1, (16 << 20) // bs)  # descriptors per step: at most 16 MiB of page data
+    rank = 0
+    for p in parts:
+        fsize = p.source.size
+        for first_idx in range(0, p.num_descs, step):
+            n = min(step, p.num_descs - first_idx)
+            table_pos = p.desc_offset + first_idx * PAGE_DESC_SIZE
+            raw = p.source.pread(table_pos, n * PAGE_DESC_SIZE)
+            if len(raw) != n * PAGE_DESC_SIZE:  # (the reader checked the table is in the file)
+                raise CorruptDumpError("file ends inside the page descriptor table", path=p.info.path,
+                                       offset=table_pos + len(raw))
+            descs = np.frombuffer(raw, dtype=dtype).copy()
+            offs = descs["offset"].astype(np.int64)
+            sizes = descs["size"].astype(np.int64)
+            flags = descs["flags"].astype(np.int64)
+            lost = offs == 0
+            zero = (offs == data_start) & share_zero
+            copy = ~lost & ~zero
+            bad = copy & ((sizes <= 0) | (sizes > bs) | ((flags & ~CODEC_FLAG_MASK) != 0)
+                          | (offs < data_start) | (offs + sizes > fsize))
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise CorruptDumpError(
+                    f"page_desc[{first_idx + j}] is invalid: offset {int(offs[j]):#x}, size "
+                    f"{int(sizes[j]):#x}, flags {int(flags[j]):#x}", path=p.info.path,
+                    offset=table_pos + j * PAGE_DESC_SIZE,
+                    expected=f"data in [{data_start:#x}, {fsize:#x}), 1..{bs} bytes", got="")
+            descs[zero] = zero_desc
+            stats["zero"] += int(zero.sum())
+            stats["lost"] += int(lost.sum())
+            idx = np.flatnonzero(copy)
+            if idx.size:
+                o, z = offs[idx], sizes[idx]
+                # runs of pages whose data follow each other in the part: one read each
+                breaks = np.flatnonzero(o[1:] != o[:-1] + z[:-1]) + 1
+                starts = np.concatenate(([0], breaks))
+                ends = np.concatenate((breaks, [idx.size]))
+                chunks = []
+                for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                    span = int(o[b - 1] + z[b - 1] - o[a])
+                    data = p.source.pread(int(o[a]), span)
+                    if len(data) != span:
+                        raise CorruptDumpError("short read of page data", path=p.info.path,
+                                               offset=int(o[a]) + len(data))
+                    chunks.append(data)
+                descs["offset"][idx] = out_pos + np.cumsum(z) - z
+                blob = b"".join(chunks)
+                sink.pwrite(out_pos, blob)
+                out_pos += len(blob)
+            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
+            rank += n
+    # ERASEINFO of every part, one after the other, after the data
+    erase = b"".join(p.eraseinfo or b"" for p in parts)
+    fields = dict.fromkeys(_SPLIT_FIELDS[:5], 0)
+    if erase:
+        sink.pwrite(out_pos, erase)
+        fields.update(offset_eraseinfo=out_pos, size_eraseinfo=len(erase))
+    # headers: the first part's, unsplit; its notes where they were
+    status = hdr.status | (DUMP_DH_COMPRESSED_INCOMPLETE if stats["lost"] else 0)
+    head = bytearray(first.source.pread(0, s.DiskDumpHeader.sizeof()))
+    if status != hdr.status:
+        head = bytearray(s.DiskDumpHeader.build({**{k: v for k, v in hdr.items() if k != "_io"},
+                                                 "status": status}))
+    sink.pwrite(0, bytes(head).ljust(bs, b"\0"))
+    area = bytearray(bs * hdr.sub_hdr_size)
+    sub_raw = _sub_bytes(first, **fields)
+    area[:len(sub_raw)] = sub_raw
+    for off, n in ((sub.offset_note, sub.size_note), (sub.offset_vmcoreinfo, sub.size_vmcoreinfo)):
+        if not n:
+            continue
+        if not bs <= off <= off + n <= bs * (1 + hdr.sub_hdr_size):
+            raise CorruptDumpError("notes lie outside the sub-header blocks", path=first.info.path,
+                                   offset=bs, expected=f"within [{bs:#x}, {bs * (1 + hdr.sub_hdr_size):#x})",
+                                   got=f"{n:#x} bytes at {off:#x}")
+        area[off - bs:off - bs + n] = first.source.pread(off, n)
+    sink.pwrite(bs, bytes(area))
+    stats["incomplete"] = int(bool(status & DUMP_DH_COMPRESSED_INCOMPLETE))
+    return stats

@@ -237,6 +237,61 @@ def open_output(
         raise
 
 
+@contextlib.contextmanager
+def open_outputs(paths: list[str], *, inputs: list[str], force: bool = False) -> Iterator[list[ByteSink]]:
+    """Open several plain outputs (the parts of a split set) as sinks, all or nothing.
+
+    Each is written to a temporary file in its destination's directory; only when every one
+    is complete are they renamed over their destinations. A failure or an interruption before
+    that leaves none of them; a failure while renaming removes those already renamed.
+
+    :raises OutputError: an output is standard output, given twice, an input, or exists
+        without ``force`` (see :func:`check_output_path`)
+    """
+    seen: dict[str, str] = {}
+    for path in paths:
+        if path == "-":
+            raise OutputError("the files of a split set cannot go to standard output")
+        check_output_path(path, inputs, force=force)
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputError(f"{path}: given twice as an output (also as {seen[key]})")
+        seen[key] = path
+    temps: list[tuple[int, str, str]] = []  # (fd, temporary name, destination)
+    done: list[str] = []
+    try:
+        for path in paths:
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
+                                           suffix=".kdumptool-tmp", dir=directory)
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
+            temps.append((fd, tmp, path))
+        sinks = [FileSink(fd) for fd, _, _ in temps]
+        yield list(sinks)
+        for sink in sinks:
+            sink.finish()
+        mode = 0o644 & ~_umask()
+        for i, (fd, tmp, path) in enumerate(temps):
+            os.fchmod(fd, mode)
+            os.close(fd)
+            temps[i] = (-1, tmp, path)
+        for _, tmp, path in temps:
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException as exc:
+        for fd, tmp, _ in temps:
+            _discard(fd, tmp)
+        for path in done:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, OSError):
+            where = exc.filename or ", ".join(paths)
+            raise OutputError(f"{where}: {exc.strerror or exc}", errno=exc.errno) from None
+        raise
+
+
 def _discard(fd: int, tmp: str) -> None:
     if fd >= 0:
         with contextlib.suppress(OSError):

@@ -258,6 +258,14 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
+def _chosen_codec(zlib_: bool, lzo: bool, snappy: bool, zstd: bool) -> Any:
+    """The codec of the -c/-l/-p/-z flags (at most one), or None."""
+    chosen = [n for n, on in (("zlib", zlib_), ("lzo", lzo), ("snappy", snappy), ("zstd", zstd)) if on]
+    if len(chosen) > 1:
+        raise UsageError("choose at most one of -c, -l, -p, -z")
+    return get_codec(chosen[0]) if chosen else None
+
+
 @contextlib.contextmanager
 def _closing_progress(progress: Progress | None) -> Any:
     """Erase the progress line however the block ends (an error prints on a clean line)."""
@@ -301,13 +309,9 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
     from kdumptool.pipeline import Selection
     from kdumptool.report import exclusion_report, format_report
 
-    chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
-                              ("zstd", codec_zstd)) if on]
-    if len(chosen) > 1:
-        raise UsageError("choose at most one of -c, -l, -p, -z")
-    if elf and chosen:
+    codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
+    if elf and codec is not None:
         raise UsageError("ELF output (-E) is not compressed; drop -c/-l/-p/-z")
-    codec = get_codec(chosen[0]) if chosen else None
     if dry_run:
         srcs, dst = list(paths), None
     elif len(paths) == 1 and not flat:
@@ -395,11 +399,7 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
     from kdumptool.report import exclusion_report, format_report
     from kdumptool.transport.sink import open_outputs
 
-    chosen = [n for n, on in (("zlib", codec_zlib), ("lzo", codec_lzo), ("snappy", codec_snappy),
-                              ("zstd", codec_zstd)) if on]
-    if len(chosen) > 1:
-        raise UsageError("choose at most one of -c, -l, -p, -z")
-    codec = get_codec(chosen[0]) if chosen else None
+    codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
     t0 = time.monotonic()
     with _open([src], strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:

@@ -258,6 +258,22 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
+@contextlib.contextmanager
+def _selection(srcs: list[str], level: int, *, vmcoreinfo_file: str | None, quiet: bool) -> Any:
+    """Open the input and choose its pages for ``level`` (the page classes need VMCOREINFO:
+    recovered from memory when the dump lacks it); yields ``(reader, selection)``."""
+    from kdumptool.pipeline import Selection
+
+    with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
+            _recover_vmcoreinfo(reader, quiet=quiet)
+        selection = Selection(reader, level)
+        if not quiet:
+            for warning in selection.warnings:
+                click.echo(f"kdumptool: warning: {warning}", err=True)
+        yield reader, selection
+
+
 def _chosen_codec(zlib_: bool, lzo: bool, snappy: bool, zstd: bool) -> Any:
     """The codec of the -c/-l/-p/-z flags (at most one), or None."""
     chosen = [n for n, on in (("zlib", zlib_), ("lzo", lzo), ("snappy", snappy), ("zstd", zstd)) if on]
@@ -306,7 +322,6 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
            threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
            stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True) -> None:
     from kdumptool.metadata import output_metadata
-    from kdumptool.pipeline import Selection
     from kdumptool.report import exclusion_report, format_report
 
     codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
@@ -323,13 +338,7 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
         raise UsageError("--stream-compress needs -F: the kdump and ELF writers go back to fill in "
                          "headers and tables, which a compressed stream cannot take")
     t0 = time.monotonic()
-    with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
-        if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
-            _recover_vmcoreinfo(reader, quiet=quiet)  # the page classes need it
-        selection = Selection(reader, level)
-        if not quiet:
-            for warning in selection.warnings:
-                click.echo(f"kdumptool: warning: {warning}", err=True)
+    with _selection(srcs, level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet) as (reader, selection):
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
             return
@@ -395,19 +404,12 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
     """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``)."""
     from kdumptool.formats.split import DEFAULT_SPLITBLOCK_SIZE, split_ranges, write_split
     from kdumptool.metadata import output_metadata
-    from kdumptool.pipeline import Selection
     from kdumptool.report import exclusion_report, format_report
     from kdumptool.transport.sink import open_outputs
 
     codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
     t0 = time.monotonic()
-    with _open([src], strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
-        if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
-            _recover_vmcoreinfo(reader, quiet=quiet)
-        selection = Selection(reader, level)
-        if not quiet:
-            for warning in selection.warnings:
-                click.echo(f"kdumptool: warning: {warning}", err=True)
+    with _selection([src], level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet) as (reader, selection):
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
             if len(dsts) >= 2:
@@ -417,7 +419,10 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
             return
         ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
         meta = output_metadata(reader, dump_level=level)
-        with open_outputs(dsts, inputs=[src], force=force) as sinks:
+        selection.progress = progress_for(lambda: reader.count_pages()[1], reader.page_size,
+                                          f"{len(dsts)} parts", quiet=quiet)
+        with _closing_progress(selection.progress), \
+                open_outputs(dsts, inputs=[src], force=force) as sinks:
             results = write_split(selection, sinks, meta, codec, ranges, threads=threads)
         if not quiet:
             kind = f"kdump-compressed ({codec.name if codec else 'uncompressed'})"

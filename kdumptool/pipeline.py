@@ -82,11 +82,11 @@ class Selection:
         """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
         return self.reader.ram_windows(METADATA_WINDOW)
 
-    def batches(self, span: tuple[int, int] | None = None) -> Iterator[PageBatch]:
-        """The data of every window that keeps pages, read only from its first to its last
-        kept page (at -d 31 most windows of a large machine are free pages: never read);
-        callers apply ``masks``. Each window counts on :attr:`progress` once the caller is
-        done with it.
+    def batches(self, span: tuple[int, int] | None = None) -> Iterator[tuple[PageBatch, np.ndarray]]:
+        """``(batch, keep)`` for every window that keeps pages: its data, read only from its
+        first to its last kept page (at -d 31 most windows of a large machine are free pages:
+        never read), and which of the batch's pages are kept. Each window counts on
+        :attr:`progress` once the caller is done with it.
 
         :param span: only the pages of PFNs ``[lo, hi)`` (one part of a split set)
         """
@@ -105,8 +105,8 @@ class Selection:
                 keep = present & ~self.exclusion.excluded(start, count)
             idx = np.flatnonzero(keep)
             if idx.size:
-                first, last = int(idx[0]), int(idx[-1])
-                yield reader.read_batch(start + first, last - first + 1)
+                first, last = int(idx[0]), int(idx[-1]) + 1
+                yield reader.read_batch(start + first, last - first), keep[first:last]
             if self.progress is not None:
                 self.progress.advance(int(present.sum()))
 

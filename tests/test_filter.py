@@ -65,6 +65,23 @@ def test_excluded_bits_in_a_temporary_file_give_the_same_pages(monkeypatch: pyte
     assert np.array_equal(ours, bitmap2(need_corpus_file(f"{KDUMP}/derived/c-d31.kdump")))
 
 
+def test_no_room_for_the_excluded_bits_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    from kdumptool.errors import OutputError
+    from kdumptool.filters import exclusion
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exclusion, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    with pytest.raises(OutputError, match="excluded-page bits .*No space left on device") as info:
+        kept_by_selection(need_corpus_file(f"{KDUMP}/vmcore.elf"), 31)
+    assert info.value.errno is None  # not a full output disk: no retry at the next level
+
+
 @pytest.mark.parametrize("level", [3, 6, 11, 17, 24, 30])
 def test_kept_pfns_equal_makedumpfile_run_now(tmp_path: Path, vmcore: Path, level: int) -> None:
     require_tool("makedumpfile")

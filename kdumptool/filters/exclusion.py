@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from kdumptool.dump import DumpReader
-from kdumptool.errors import KdumpToolError, PageNotPresentError
+from kdumptool.errors import KdumpToolError, OutputError, PageNotPresentError
 from kdumptool.filters.mem_map import MemMapError, find_mem_map
 from kdumptool.filters.page_classes import CLASS_NAMES, KEEP, PageClassifier
 from kdumptool.vtop.aarch64 import Aarch64Translator
@@ -58,8 +58,12 @@ class BitStore:
             self._mem: np.ndarray | None = np.zeros(nbytes, dtype=np.uint8)
         else:
             self._mem = None
-            self._file = tempfile.TemporaryFile(prefix="kdumptool-excluded-")
-            self._file.truncate(nbytes)
+            try:
+                self._file = tempfile.TemporaryFile(prefix="kdumptool-excluded-")
+                self._file.truncate(nbytes)
+            except OSError as exc:
+                raise OutputError(f"{tempfile.gettempdir()}: cannot make a temporary file for the "
+                                  f"excluded-page bits ({nbytes} bytes): {exc.strerror}") from None
 
     def read(self, b0: int, b1: int) -> np.ndarray:
         if self._mem is not None:
@@ -74,7 +78,11 @@ class BitStore:
         elif packed.any():
             assert self._file is not None
             merged = self.read(b0, b0 + len(packed)) | packed
-            os.pwrite(self._file.fileno(), merged.tobytes(), b0)
+            try:
+                os.pwrite(self._file.fileno(), merged.tobytes(), b0)
+            except OSError as exc:  # not the output's fault: no retry at another level
+                raise OutputError(f"{tempfile.gettempdir()}: cannot keep the excluded-page bits "
+                                  f"({self.nbytes} bytes) in a temporary file: {exc.strerror}") from None
 
     def close(self) -> None:
         if self._file is not None:

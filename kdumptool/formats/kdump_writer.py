@@ -167,13 +167,9 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     if codec is not None and len(packed_zero := codec.compress(zero_chunk)) < bs:
         zero_chunk = packed_zero
 
-    def prepare(batch: PageBatch) -> _Window | None:
+    def prepare(batch: PageBatch, keep: np.ndarray) -> _Window:
         """Metadata and zero pages of a window, its other pages handed to the pool."""
-        _, keep = selection.masks(batch.start, batch.count)
-        keep = _in_part(keep, batch.start, lo, hi)
         idx = np.flatnonzero(keep)
-        if not idx.size:
-            return None
         # rows of batch.data for the kept pages that have data (no copy of the pages)
         have = batch.present[idx]
         rows = np.cumsum(batch.present)[idx[have]] - 1
@@ -234,10 +230,8 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     # one window in flight: the pool compresses it while the next one is read
     with CompressPool(codec, threads) as pool:
         pending: _Window | None = None
-        for batch in selection.batches(part):
-            ready = prepare(batch)
-            if ready is None:
-                continue
+        for batch, keep in selection.batches(part):
+            ready = prepare(batch, keep)
             if pending is not None:
                 finish(pending)
                 if stats["cut"]:

@@ -5,8 +5,9 @@ Judges: makedumpfile 1.7.2's own split set and reassembled file of the corpus
 with ``--splitblock-size 4096 -c -d 31``), makedumpfile run here (3 parts; the default split
 block), ``makedumpfile --reassemble`` of our parts, and python3-libkdumpfile reading our set
 as one dump (``kdump_open_fdset``, which sets ``file.set.number``, through
-``peer_scripts/lkdf_read_pages.py``: the 0.5.1 bindings abort on a set). crash is not a
-judge here: tests/peers.py only drives ``crash --osrelease`` on one file.
+``peer_scripts/lkdf_read_pages.py``: the 0.5.1 bindings abort on a set). crash judges each
+part on its own (``crash --osrelease``, the release in the part's header, as for
+makedumpfile's parts): without a vmlinux the tests cannot open a set in crash.
 
 ``KDUMPTOOL_ZLIB=zlib`` (conftest.py) makes ``-c`` the same zlib as makedumpfile's, so whole
 files compare byte for byte. A missing peer or corpus file skips, or fails when ``CI`` is set.
@@ -30,7 +31,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ours import kdumptool, our_digests
-from peers import PEER_SCRIPTS, require_tool, run_makedumpfile
+from peers import PEER_SCRIPTS, require_tool, run_crash_osrelease, run_makedumpfile
 
 from corpus import need_corpus_file
 from kdumptool.cli import main
@@ -137,6 +138,14 @@ def test_makedumpfile_reassembles_our_parts_into_the_unsplit_file(tmp_path: Path
     assert proc.returncode == 0, proc.stderr.decode()
     assert our_digests(out) == our_digests(unsplit)
     assert out.read_bytes() == unsplit.read_bytes()
+
+
+def test_crash_reads_the_release_of_each_part_as_of_makedumpfiles(ours2: list[Path],
+                                                                   corpus_parts: list[Path]) -> None:
+    require_tool("crash")
+    want = [run_crash_osrelease(p) for p in corpus_parts]
+    assert want[0].startswith("6.1."), want
+    assert [run_crash_osrelease(p) for p in ours2] == want
 
 
 def test_libkdumpfile_reads_our_set_as_one_dump(ours2: list[Path], unsplit: Path) -> None:

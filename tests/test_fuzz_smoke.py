@@ -106,3 +106,30 @@ def test_regression_input(path: Path, worker: Any) -> None:
     detail = "\n".join(f"    {sig} in {r.op}: {r.message[:200]}\n    at {r.where}"
                        for sig, r in fails.items())
     assert not fails, (f"OPEN BUG (see fuzz/regressions/{path.stem}.txt) still fails:\n{detail}")
+
+
+def test_summaries_of_parts_add_up_to_the_whole(tmp_path: Path) -> None:
+    """A campaign run in two parts (``--start``) and merged by ``fuzz/merge_summaries.py`` gives
+    the same tables as the same inputs run in one go."""
+    import subprocess
+
+    merge: Any = importlib.import_module("merge_summaries")
+
+    def run(n: int, start: int, out: Path) -> Path:
+        cmd = [sys.executable, str(REPO / "fuzz" / "campaign.py"), str(n), "--seed", "merge-1",
+               "--start", str(start), "--workers", "1", "--no-shared", "--no-save", "--checkpoint", "0",
+               "--tmp", str(tmp_path), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return out
+
+    a, b = run(15, 0, tmp_path / "a.md"), run(25, 15, tmp_path / "b.md")
+    whole = merge.parse(run(40, 0, tmp_path / "whole.md"))
+    merged_text = merge.merge([merge.parse(a), merge.parse(b)])
+    assert "inputs run: **40**" in merged_text and "at least 40" in merged_text
+    (tmp_path / "merged.md").write_text(merged_text)
+    merged = merge.parse(tmp_path / "merged.md")
+    for table in ("Outcomes by kind (worst step of each input)", "Steps by outcome",
+                  "Inputs by generator strategy", "Inputs by seed format"):
+        assert table in whole.tables, table
+        assert sorted(merged.tables[table][1:]) == sorted(whole.tables[table][1:]), table

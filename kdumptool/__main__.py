@@ -1,6 +1,6 @@
 """``python -m kdumptool``: the command line."""
 
-from kdumptool.cli import main
+from kdumptool.cli import run
 
 if __name__ == "__main__":  # not when imported (multiprocessing spawn, tools)
-    main()
+    run()

@@ -624,4 +624,24 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
         click.echo(f"{vaddr:#x} -> {walk.paddr:#x} ({walk.page_size >> 10} KiB page)")
 
 
-__all__ = ["main", "CODECS"]
+def run() -> None:
+    """The ``kdumptool`` program (console script and ``python -m kdumptool``): :func:`main`,
+    and after an interrupt (SIGINT/SIGTERM, cleaned up and reported by :class:`_Group`) an
+    immediate exit with status 130.
+
+    Why not a plain ``sys.exit(130)``: CPython remembers an interrupt that escaped code run by
+    ``exec`` of a string (dataclasses and namedtuples build their methods so, e.g. during a
+    lazy import) even when the program caught it later, and at exit kills itself with SIGINT
+    instead (status -2; the interruption tests caught this about one run in twenty)."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 130:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(130)
+        raise
+
+
+__all__ = ["main", "run", "CODECS"]

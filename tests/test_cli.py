@@ -125,6 +125,28 @@ def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signal
     assert list(outdir.iterdir()) == []
 
 
+def test_an_interrupt_inside_exec_code_still_exits_130(tmp_path: Path) -> None:
+    """An interrupt that escapes code run by ``exec`` of a string (a dataclass being built
+    during a lazy import, say) made CPython kill the process with SIGINT at exit (status -2),
+    although kdumptool had caught it, cleaned up and asked for 130."""
+    script = (
+        "import sys, kdumptool.cli as cli\n"
+        "def boom(*args, **kwargs):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "cli._write_levels = boom\n"
+        "sys.argv = ['kdumptool', 'convert', '-q', sys.argv[1], sys.argv[2]]\n"
+        "cli.run()\n")
+    (tmp_path / "interrupt_probe.py").write_text(script)
+    out = tmp_path / "o.kdump"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    # run as ``-m`` (as ``python -m kdumptool``): there CPython checks its flag at exit
+    proc = subprocess.run([sys.executable, "-m", "interrupt_probe", str(BUNDLED), str(out)],
+                          capture_output=True, timeout=60, check=False, env=env)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.decode() == "kdumptool: interrupted\n"
+    assert not out.exists()
+
+
 def test_level_list_retries_the_next_level_when_the_file_is_too_big(tmp_path: Path) -> None:
     """-d 1,31 under a 25 MiB file-size limit: level 1 (33 MiB) does not fit, level 31 (22 MiB) does."""
     import resource

@@ -107,12 +107,22 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     keep = selection.masks(start, count)[1]
     if not selection.exclude_zero and selection.reader.strict:
         return keep, have
-    # zero pages, or pages a tolerant reader cannot deliver, are known only from the data
-    batch = selection.reader.read_batch(start, count)
-    keep = keep & batch.present
+    # zero pages, or pages a tolerant reader cannot deliver, are known only from the data:
+    # a strict reader's bitmaps say which pages have data, so only its kept pages are read
+    # (from the first to the last; at -d 31 most of a large machine is never read)
+    lo, hi = 0, count
+    if selection.reader.strict:
+        idx = np.flatnonzero(keep)
+        if not idx.size:
+            return keep, have
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+    batch = selection.reader.read_batch(start + lo, hi - lo)
+    keep, have = keep.copy(), have.copy()
+    keep[lo:hi] &= batch.present
+    have[lo:hi] = batch.present
     if selection.exclude_zero:
-        keep[np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
-    return keep, batch.present
+        keep[lo + np.flatnonzero(batch.present)[zero_rows(batch.data)]] = False
+    return keep, have
 
 
 def plan_segments(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
@@ -227,11 +237,14 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
                 stats["cut"] = 1
             batch = reader.read_batch(start, count) if count else None
             if batch is not None:
-                out = np.zeros((count, ps), dtype=np.uint8)
-                out[batch.present] = batch.data
+                if batch.present.all():
+                    out = batch.data
+                else:  # pages the source has no data for: zeros
+                    out = np.zeros((count, ps), dtype=np.uint8)
+                    out[batch.present] = batch.data
                 stats["pages"] += int(batch.present.sum())
                 stats["lost"] += int(batch.lost.sum())
-                sink.pwrite(pos, out.tobytes())
+                sink.pwrite(pos, np.ascontiguousarray(out).reshape(-1).data)  # no copy to bytes
             done += count
             if stats["cut"]:
                 break

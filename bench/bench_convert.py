@@ -18,6 +18,7 @@ Run it on a quiet machine: the figures are wall-clock times.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import platform
 import shutil
@@ -121,11 +122,12 @@ def fmt_ratio(a: float, b: float | None) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None) -> list[dict[str, object]]:
+def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
+                cases: list[tuple[str, list[str]]]) -> list[dict[str, object]]:
     kdt = [sys.executable, "-m", "kdumptool"]
     size_mib = src.stat().st_size / (1 << 20)
     rows: list[dict[str, object]] = []
-    for label, opts in CASES:
+    for label, opts in cases:
         o, m = tmp / "ours", tmp / "theirs"
         ours = median_of([run([*kdt, "convert", "-q", "--force", *opts, str(src), str(o)])
                           for _ in range(runs)])
@@ -183,7 +185,11 @@ def main() -> None:
     ap.add_argument("inputs", nargs="*", type=Path)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-run.md")
+    ap.add_argument("--cases", metavar="GLOB", help="only the cases whose label matches, e.g. 'ELF*'")
     args = ap.parse_args()
+    cases = [c for c in CASES if not args.cases or fnmatch.fnmatch(c[0], args.cases)]
+    if not cases:
+        raise SystemExit(f"no case matches {args.cases!r}")
     if not args.inputs:
         from corpus import corpus_file
 
@@ -193,12 +199,13 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "kdumptool")], check=False,
                    stdout=subprocess.DEVNULL)  # as an installed package has them
     parts = [f"# kdumptool vs makedumpfile\n\nMachine: {desc}.\n\nCommand: `python bench/bench_convert.py "
-             f"{' '.join(str(p) for p in args.inputs)} --runs {args.runs}`; medians of {args.runs} runs.\n"]
+             f"{' '.join(str(p) for p in args.inputs)} --runs {args.runs}"
+             f"{f' --cases {args.cases!r}' if args.cases else ''}`; medians of {args.runs} runs.\n"]
     results: dict[Path, list[dict[str, object]]] = {}
     for src in args.inputs:
         print(f"## {src} ({src.stat().st_size >> 20} MiB)", flush=True)
         with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
-            results[src] = bench_input(src, args.runs, Path(tmp), mdf)
+            results[src] = bench_input(src, args.runs, Path(tmp), mdf, cases)
         parts.append(f"\n## {src.name} ({src.stat().st_size >> 20} MiB; {src.parent.name})\n\n"
                      f"Start-up: {startup(src, args.runs)}.\n\n" + HEAD
                      + "".join(format_row(r) + "\n" for r in results[src]))
@@ -206,7 +213,7 @@ def main() -> None:
         parts.append("\n## Scaling (kdumptool wall / peak RSS per input)\n\n| case | "
                      + " | ".join(f"{s.stat().st_size >> 20} MiB" for s in args.inputs) + " |\n"
                      + "|---" * (len(args.inputs) + 1) + "|\n")
-        for i, (label, _) in enumerate(CASES):
+        for i, (label, _) in enumerate(cases):
             cells = []
             for src in args.inputs:
                 r: Run = results[src][i]["ours"]  # type: ignore[assignment]

@@ -74,7 +74,7 @@ class Campaign:
         self.seconds_total = 0.0
         self.restarts = 0
         self.log_lines: list[str] = []
-        self.groups = H.ALL_GROUPS if args.groups == "all" else H.DEFAULT_GROUPS
+        self.groups = _groups(args)
         self.version_start = H.kdumptool_version()
         self.version_end = ""
         t0 = time.monotonic()
@@ -250,7 +250,8 @@ class Campaign:
             f"{f' --start {a.start}' if a.start else ''}"
             f"{f' --group-timeout {a.group_timeout:g}' if a.group_timeout != 3.0 else ''}"
             f"{' --cpu-clock' if a.cpu_clock else ''}{f' --seeds {a.seeds}' if a.seeds else ''}"
-            f"{' --groups all' if a.groups == 'all' else ''}{' --no-shared' if a.no_shared else ''}`",
+            f"{' --groups all' if a.groups == 'all' else ''}{f' --only {a.only}' if a.only else ''}"
+            f"{' --no-shared' if a.no_shared else ''}`",
             *([] if final else [f"- **checkpoint** of a campaign still running ({self.done} of {a.n} "
                                 "inputs so far)"]),
             f"- inputs: indices {a.start} to {a.start + a.n - 1} of seed {a.seed} (input i is a pure "
@@ -324,6 +325,19 @@ class Campaign:
 
 
 _KINDS = ("ok", "handled", "bad_output", "unhandled", "memory", "hang", "crash", "skipped")
+
+
+def _groups(args: argparse.Namespace) -> tuple[str, ...]:
+    """The operation groups to run: ``--groups``, narrowed by ``--only``."""
+    groups = H.ALL_GROUPS if args.groups == "all" else H.DEFAULT_GROUPS
+    if getattr(args, "only", None):
+        want = args.only.split(",")
+        unknown = [g for g in want if g not in H.ALL_GROUPS]
+        if unknown:
+            raise SystemExit(f"unknown operation group(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(H.ALL_GROUPS)}")
+        groups = tuple(g for g in groups if g in want)
+    return groups
 
 
 def _group_of(op: str) -> str:
@@ -434,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-mb", type=int, default=512, help="RLIMIT_AS of each worker (MiB)")
     p.add_argument("--groups", choices=("contract", "all"), default="contract",
                    help="'all' adds info --pages and filter -d 31")
+    p.add_argument("--only", metavar="GROUP[,GROUP]",
+                   help="run only these operation groups (e.g. to cover groups added after a campaign began)")
     p.add_argument("--no-shared", action="store_true", help="do not use the shared corpus")
     p.add_argument("--regressions", default=str(H.REGRESSIONS))
     p.add_argument("--no-save", action="store_true", help="do not write regression files")

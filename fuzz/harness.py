@@ -3,9 +3,9 @@
 The contract checked (see ``fuzz/README.md``): for ANY input bytes, opening a dump
 (:func:`kdumptool.open.open_bytes` strict and tolerant, :func:`kdumptool.open.open_dump`
 through the command line), reading every batch, ``read_page``, ``count_pages``, the
-summary (:func:`kdumptool.summary.dump_summary`) and the command line (``info``,
-``info --json``, ``info -`` from standard input, ``vmcoreinfo``, ``convert`` to
-kdump / ELF / flattened) either succeed or raise a
+summary (:func:`kdumptool.summary.dump_summary`) and every command (``info`` in its
+forms, ``vmcoreinfo``, ``convert`` to kdump / ELF / flattened / a split set, ``filter``,
+``dmesg``, ``vtop``, ``fsck``, ``repair``, ``ikconfig``, ``reassemble``) either succeed or raise a
 :class:`kdumptool.errors.KdumpToolError` -- no other exception, no hang, no allocation
 past the worker's address-space limit, no crash.
 
@@ -63,7 +63,7 @@ from kdumptool.dump import DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
 from kdumptool.formats.elf import PT_LOAD, PT_NOTE, elf_structs
 from kdumptool.formats.kdump import detect_layout, kdump_structs
-from kdumptool.open import open_bytes, open_dump
+from kdumptool.open import open_bytes, open_dump, open_dumps
 from kdumptool.summary import dump_summary, format_summary
 from kdumptool.transport.flattened import MakedumpfileDataHeader, MakedumpfileHeader
 
@@ -405,6 +405,59 @@ def _filter(ctx: _Ctx) -> None:
                          ["filter", "-q", "--force", "-d", "31", str(ctx.path), str(out)], out)
 
 
+def _roundtrip_set(paths: list[Path]) -> int:
+    """kdumptool must read back, as one dump, the split set it wrote."""
+    with open_dumps([str(p) for p in paths], strict=True) as reader:
+        n = _consume(reader, [])
+        reader.count_pages()
+    return n
+
+
+def _split(ctx: _Ctx) -> None:
+    """``convert --split`` into two parts (a small split block or makedumpfile's default, which
+    leaves the second part of a small input empty), read back as one set."""
+    outs = [ctx.workdir / f"out.part{i}" for i in (1, 2)]
+    codec = _CODEC_FLAGS[ctx.variant % len(_CODEC_FLAGS)]
+    args = ["convert", "-q", "--force", "--split", *(["--splitblock-size", "4"] if ctx.variant & 32 else []),
+            *([codec] if codec else []), "-d", str((ctx.variant >> 4) & 1), str(ctx.path), *map(str, outs)]
+    try:
+        if _step(ctx, "cli.split", lambda: _invoke(args)) is not None and all(o.exists() for o in outs):
+            _step(ctx, "cli.split.roundtrip", lambda: _roundtrip_set(outs), handled_kind="bad_output")
+    finally:
+        for o in outs:
+            with contextlib.suppress(OSError):
+                o.unlink()
+
+
+_SPLIT_SIBLINGS: list[bytes] = []
+
+
+def _split_siblings() -> list[bytes]:
+    """The two pristine parts of the synthetic split seed (built once per worker)."""
+    if not _SPLIT_SIBLINGS:
+        _SPLIT_SIBLINGS.extend(bytes(p) for p in B.build_kdump_split(
+            _pages(), 2, codec="zlib", vmcoreinfo=synthetic_vmcoreinfo()))
+    return _SPLIT_SIBLINGS
+
+
+def _reassemble(ctx: _Ctx) -> None:
+    """``reassemble`` of the input with a pristine part of the synthetic split seed: the input
+    as the first part or as the second (a mutated part of that set is then merged; anything
+    else must be refused), or alone."""
+    out = ctx.workdir / "out.reassembled"
+    which = (ctx.variant >> 5) % 3
+    parts = [str(ctx.path)]
+    if which < 2:
+        sibling = ctx.workdir / "sibling.part"
+        sibling.write_bytes(_split_siblings()[1 - which])
+        parts.insert(1 - which, str(sibling))
+    try:
+        _write_and_read_back(ctx, "cli.reassemble", ["reassemble", "-q", "--force", *parts, str(out)], out)
+    finally:
+        with contextlib.suppress(OSError):
+            (ctx.workdir / "sibling.part").unlink()
+
+
 #: Addresses for ``vtop``: the direct map, the kernel image (unrandomised, and the bundled
 #: kdump's ``init_uts_ns`` and ``prb``), the top of the address space, a user address.
 _VTOP_ADDRESSES = ["0xffff888000001000", "0xffffffff81000000", "0xffffffff99bfb000",
@@ -431,6 +484,10 @@ GROUPS: dict[str, Callable[[_Ctx], None]] = {
     "cli.fsck": _fsck,
     "cli.repair": _repair,
     "cli.filter_d31": _filter,
+    # added in the fourth session, after the million-input campaign had started (see README)
+    "cli.ikconfig": lambda c: _cli_simple(c, "ikconfig", ["ikconfig", str(c.path)]),
+    "cli.split": _split,
+    "cli.reassemble": _reassemble,
 }
 #: Operation groups outside the contract (none today; kept for commands being built).
 EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {}

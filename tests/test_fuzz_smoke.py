@@ -69,11 +69,12 @@ def test_smoke_ran_every_operation(smoke: list[tuple[int, str, Any]]) -> None:
     for op in ("strict.iter_batches", "tolerant.summary", "cli.info", "cli.info_json",
                "cli.vmcoreinfo", "cli.convert_kdump", "cli.convert_elf", "cli.convert_flat",
                "cli.fsck", "cli.repair", "cli.filter_d31", "cli.dmesg", "cli.vtop", "cli.info_pages",
-               "cli.vmcoreinfo_scan"):
+               "cli.vmcoreinfo_scan", "cli.ikconfig", "cli.split", "cli.reassemble"):
         assert op in ops
     # the commands really ran on readable inputs, not only on ones refused at open
     ok = {r.op for _, _, out in smoke for r in out.results if r.kind == "ok"}
-    assert {"cli.dmesg", "cli.vtop", "cli.repair", "cli.fsck", "cli.filter_d31"} <= ok
+    assert {"cli.dmesg", "cli.vtop", "cli.repair", "cli.fsck", "cli.filter_d31", "cli.split",
+            "cli.split.roundtrip", "cli.reassemble"} <= ok
     formats = {desc.split(" | ")[0].split("-")[0] for _, desc, out in smoke
                if any(r.op == "strict.open" and r.kind == "ok" for r in out.results)}
     assert {"xen", "qemu", "hyperv", "kdump", "elf"} <= formats

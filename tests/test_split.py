@@ -35,6 +35,7 @@ from peers import PEER_SCRIPTS, require_tool, run_crash_osrelease, run_makedumpf
 
 from corpus import need_corpus_file
 from kdumptool.cli import main
+from kdumptool.dump import DumpReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.split import split_ranges
 from kdumptool.open import open_dumps
@@ -328,33 +329,82 @@ def _makedumpfile_ranges(keep: np.ndarray, parts: int, per_block: int) -> list[t
     return out
 
 
-class _Reader:
-    page_size = 4096
+class _Reader(DumpReader):
+    """Only the geometry: ``max_pfn`` and, for a format that lists its memory, the RAM ranges
+    (DumpReader.ram_windows then skips the windows outside them)."""
 
-    def __init__(self, n: int) -> None:
-        self.max_pfn = n
+    page_size = 4096  # type: ignore[assignment]
+
+    def __init__(self, n: int, ranges: list[tuple[int, int]] | None = None) -> None:
+        self.n, self.ranges = n, ranges
+
+    @property
+    def max_pfn(self) -> int:
+        return self.n
+
+    def ram_ranges(self) -> list[tuple[int, int]] | None:
+        return self.ranges
 
 
 class _Selection:
-    def __init__(self, keep: np.ndarray) -> None:
+    def __init__(self, keep: np.ndarray, ranges: list[tuple[int, int]] | None = None) -> None:
         self.keep = keep
-        self.reader = _Reader(len(keep))
+        self.reader = _Reader(len(keep), ranges)
 
     def masks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         return self.keep[start:start + count], self.keep[start:start + count]
 
 
+def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.astype(np.int8), [0]))))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 150_000), parts=st.integers(2, 6),
        per_block=st.sampled_from([1, 7, 1024, 4096, 65536, 70_000, 262_144]),
-       density=st.floats(0, 1))
+       density=st.floats(0, 1), listed=st.booleans())
 def test_split_ranges_follow_makedumpfile(seed: int, n: int, parts: int, per_block: int,
-                                          density: float) -> None:
+                                          density: float, listed: bool) -> None:
+    """With bitmaps (every window counted) and with listed memory (only the windows that hold
+    RAM: here exactly the kept runs)."""
     rng = np.random.default_rng(seed)
     keep = np.repeat(rng.random(n // 64 + 1) < density, 64)[:n]  # runs, as real bitmaps have
     keep ^= rng.random(n) < 0.01
-    got = split_ranges(_Selection(keep), parts, per_block * 4096)  # type: ignore[arg-type]
+    sel = _Selection(keep, _runs(keep) if listed else None)
+    got = split_ranges(sel, parts, per_block * 4096)  # type: ignore[arg-type]
     assert got == _makedumpfile_ranges(keep, parts, per_block)
+
+
+class _SparseSelection:
+    """Kept pages only in the listed ranges of a huge address space."""
+
+    def __init__(self, n: int, ranges: list[tuple[int, int]]) -> None:
+        self.ranges, self.reader, self.calls = ranges, _Reader(n, ranges), 0
+
+    def masks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        keep = np.zeros(count, dtype=bool)
+        for a, b in self.ranges:
+            keep[max(a - start, 0):max(min(b - start, count), 0)] = True
+        return keep, keep
+
+
+@pytest.mark.parametrize("per_block", [1, 7, 4096, 1 << 30])
+def test_split_ranges_of_a_huge_sparse_address_space(per_block: int) -> None:
+    """A dump that lists a little memory at PFN 2^38 (a fuzzed Windows dump did this) is
+    counted in time proportional to that memory, not to its address space."""
+    n = (1 << 38) + (1 << 20)
+    ranges = [(0, 1000), (1 << 38, (1 << 38) + 3000)]
+    sel = _SparseSelection(n, ranges)
+    got = split_ranges(sel, 2, per_block * 4096)  # type: ignore[arg-type]
+    assert sel.calls < 100
+    # 4000 kept pages: the first part needs 2000 of them, so it ends in the second range
+    assert got[0][0] == 0 and got[-1][1] == n
+    first_end = got[0][1]
+    assert (1 << 38) + 1000 <= first_end <= n
+    if per_block == 1:
+        assert first_end == (1 << 38) + 1000
 
 
 def test_cli_module_is_this_worktree() -> None:

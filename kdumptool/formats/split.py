@@ -136,26 +136,35 @@ class SplitSetReader(DumpReader):
 # --- writing a set ---------------------------------------------------------------------------
 
 
-def _block_counts(selection: Selection, per_block: int) -> Iterator[np.ndarray]:
-    """Kept pages of each split block, in order (arrays of consecutive blocks; a last block
-    may be partial)."""
-    max_pfn = selection.reader.max_pfn
-    if per_block >= METADATA_WINDOW:
-        for b0 in range(0, max_pfn, per_block):
-            b1 = min(b0 + per_block, max_pfn)
-            n = 0
-            for start in range(b0, b1, METADATA_WINDOW):
-                n += int(selection.masks(start, min(METADATA_WINDOW, b1 - start))[1].sum())
-            yield np.array([n], dtype=np.int64)
+def _block_counts(selection: Selection, per_block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first block, kept pages of each block from there on)`` for runs of consecutive split
+    blocks, in order; a block that is not listed holds no RAM, so no kept page (a dump that
+    claims a huge address space but lists little memory is counted in time proportional to
+    what it lists). A last block may be partial."""
+    reader = selection.reader
+    if per_block >= METADATA_WINDOW:  # windows within a block, added up
+        block, n = -1, 0
+        for start, count in reader.ram_windows(METADATA_WINDOW):
+            end = start + count
+            while start < end:  # a window may cross a block's end (any block size)
+                b = start // per_block
+                stop = min(end, (b + 1) * per_block)
+                if b != block:
+                    if block >= 0:
+                        yield block, np.array([n], dtype=np.int64)
+                    block, n = b, 0
+                n += int(selection.masks(start, stop - start)[1].sum())
+                start = stop
+        if block >= 0:
+            yield block, np.array([n], dtype=np.int64)
         return
-    step = METADATA_WINDOW // per_block * per_block
-    for start in range(0, max_pfn, step):
-        count = min(step, max_pfn - start)
+    step = METADATA_WINDOW // per_block * per_block  # whole blocks per window
+    for start, count in reader.ram_windows(step):
         keep = selection.masks(start, count)[1]
         pad = -count % per_block
         if pad:
             keep = np.concatenate((keep, np.zeros(pad, dtype=bool)))
-        yield keep.reshape(-1, per_block).sum(axis=1, dtype=np.int64)
+        yield start // per_block, keep.reshape(-1, per_block).sum(axis=1, dtype=np.int64)
 
 
 def split_ranges(selection: Selection, parts: int,
@@ -183,14 +192,14 @@ def split_ranges(selection: Selection, parts: int,
     # (makedumpfile's table leaves a short last block at 0: it records a block's count once the
     # block is full. That cannot move a boundary: taking the last block and running out of blocks
     # both end at max_mapnr. Its pages do count in the total.)
-    total = sum(int(c.sum()) for c in _block_counts(selection, per_block))
+    total = sum(int(c.sum()) for _, c in _block_counts(selection, per_block))
     share = total // parts
     bounds: list[int] = []
     if share == 0:  # the block loop never runs: every part but the last ends where it starts
         bounds = [0] * (parts - 1)
     else:
-        need, block = share, 0
-        for counts in _block_counts(selection, per_block):
+        need = share  # a block that completes a share holds pages: unlisted blocks never do
+        for block, counts in _block_counts(selection, per_block):
             pos = 0
             while len(bounds) < parts - 1 and pos < len(counts):
                 cum = np.cumsum(counts[pos:])
@@ -201,7 +210,6 @@ def split_ranges(selection: Selection, parts: int,
                 pos += j + 1
                 bounds.append(min((block + pos) * per_block, max_pfn))
                 need = share
-            block += len(counts)
             if len(bounds) == parts - 1:
                 break
         bounds += [max_pfn] * (parts - 1 - len(bounds))  # the blocks ran out

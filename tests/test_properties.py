@@ -206,3 +206,17 @@ def test_each_codec_stores_incompressible_pages_raw(codec: str) -> None:
         raw = descs[descs["flags"] == 0]
         assert len(raw) >= 1 and all(raw["size"] == PS)
     assert read_all(out)[0] == expected(pages)
+
+
+@pytest.mark.parametrize("declared", [4097, 1 << 40, 1 << 62])
+def test_a_zstd_frame_declaring_more_than_a_page_is_refused_before_allocating(declared: int) -> None:
+    """python-zstandard allocates the content size a frame header declares: a forged size
+    (found by the fuzz campaign: a MemoryError) is a page that does not decode."""
+    from kdumptool.codecs import PageDecodeError
+
+    # magic, frame header descriptor 0xe0 (8-byte content size, single segment), the size,
+    # then one last raw block of 4096 bytes
+    frame = (bytes.fromhex("28b52ffd") + b"\xe0" + declared.to_bytes(8, "little")
+             + ((4096 << 3) | 1).to_bytes(3, "little") + bytes(4096))
+    with pytest.raises(PageDecodeError, match="declares"):
+        CODECS["zstd"].decompress(frame, 4096)

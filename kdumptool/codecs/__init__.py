@@ -204,6 +204,12 @@ def _zstd_compress_many(pages: list[bytes], threads: int) -> list[bytes]:
 
 
 def _zstd_decompress(data: bytes, page_size: int) -> bytes:
+    # zstandard allocates the size a frame header declares (max_output_size bounds only frames
+    # that declare none): a forged size must be refused before, not met with a MemoryError
+    zstandard = _import("zstandard", "zstandard", "zstd")
+    declared = zstandard.frame_content_size(data)  # -1: not declared
+    if declared > page_size:
+        raise ValueError(f"the zstd frame declares {declared} bytes")
     return _zstd_objects()[1].decompress(data, max_output_size=page_size)  # type: ignore[attr-defined]
 
 

@@ -440,6 +440,25 @@ def _split_siblings() -> list[bytes]:
     return _SPLIT_SIBLINGS
 
 
+def _reads_like(parts: list[Path], out: Path) -> int:
+    """``reassemble`` copies pages as stored, without decoding them (as makedumpfile does): its
+    output must read page for page as the set does, damage included (tolerant readers: the same
+    present, lost and corrupt pages, the same data)."""
+    with open_dumps([str(p) for p in parts], strict=False) as a, open_dump(str(out), strict=False) as b:
+        if (a.max_pfn, a.page_size) != (b.max_pfn, b.page_size):
+            raise KdumpToolError(f"geometry differs: {a.max_pfn}/{a.page_size} vs {b.max_pfn}/{b.page_size}")
+        n = 0
+        for start, count in a.data_windows():
+            x, y = a.read_batch(start, count), b.read_batch(start, count)
+            for what in ("present", "lost"):
+                if not np.array_equal(getattr(x, what), getattr(y, what)):
+                    raise KdumpToolError(f"{what} pages differ in [{start:#x}, {start + count:#x})")
+            if sorted(x.corrupt) != sorted(y.corrupt) or not np.array_equal(x.data, y.data):
+                raise KdumpToolError(f"page data differ in [{start:#x}, {start + count:#x})")
+            n += int(x.present.sum())
+    return n
+
+
 def _reassemble(ctx: _Ctx) -> None:
     """``reassemble`` of the input with a pristine part of the synthetic split seed: the input
     as the first part or as the second (a mutated part of that set is then merged; anything
@@ -451,11 +470,15 @@ def _reassemble(ctx: _Ctx) -> None:
         sibling = ctx.workdir / "sibling.part"
         sibling.write_bytes(_split_siblings()[1 - which])
         parts.insert(1 - which, str(sibling))
+    args = ["reassemble", "-q", "--force", *parts, str(out)]
     try:
-        _write_and_read_back(ctx, "cli.reassemble", ["reassemble", "-q", "--force", *parts, str(out)], out)
+        if _step(ctx, "cli.reassemble", lambda: _invoke(args)) is not None and out.exists():
+            _step(ctx, "cli.reassemble.roundtrip", lambda: _reads_like([Path(p) for p in parts], out),
+                  handled_kind="bad_output")
     finally:
-        with contextlib.suppress(OSError):
-            (ctx.workdir / "sibling.part").unlink()
+        for leftover in (out, ctx.workdir / "sibling.part"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 #: Addresses for ``vtop``: the direct map, the kernel image (unrandomised, and the bundled

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from kdumptool.pipeline import Selection, zero_rows
 
 
@@ -21,16 +23,16 @@ def exclusion_report(selection: Selection, *, zero: int | None = None) -> dict[s
     ram = present = kept = 0
     count_zero = zero is None and selection.exclude_zero
     zeros = 0
-    for start, count in selection.windows():
+    for start, count in selection.windows():  # metadata only
         r, p = reader.bitmaps(start, count)
         _, keep = selection.masks(start, count)
-        ram += int(r.sum())
-        present += int(p.sum())
-        kept += int(keep.sum())
-        if count_zero and keep.any():
-            batch = reader.read_batch(start, count)
+        ram += int(np.count_nonzero(r))
+        present += int(np.count_nonzero(p))
+        kept += int(np.count_nonzero(keep))
+    if count_zero:  # the kept pages' data, a data window at a time (memory stays flat)
+        for batch, keep in selection.batches():
             rows = keep[batch.present]
-            zeros += int(zero_rows(batch.data[rows]).sum())
+            zeros += int(np.count_nonzero(zero_rows(batch.data[rows])))
     counts = dict(selection.exclusion.counts) if selection.exclusion is not None else {}
     report: dict[str, Any] = {
         "dump_level": selection.dump_level,

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import builders as B
@@ -330,8 +331,8 @@ def _makedumpfile_ranges(keep: np.ndarray, parts: int, per_block: int) -> list[t
 
 
 class _Reader(DumpReader):
-    """Only the geometry: ``max_pfn`` and, for a format that lists its memory, the RAM ranges
-    (DumpReader.ram_windows then skips the windows outside them)."""
+    """Only the geometry: ``max_pfn`` and, for a format that lists its memory, the ranges that
+    hold data (the windows outside them are skipped, as ELF's data_windows does)."""
 
     page_size = 4096  # type: ignore[assignment]
 
@@ -344,6 +345,9 @@ class _Reader(DumpReader):
 
     def ram_ranges(self) -> list[tuple[int, int]] | None:
         return self.ranges
+
+    def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        return self.ram_windows(window)  # the windows overlapping the ranges (and the last one)
 
 
 class _Selection:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, Codec
-from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
+from kdumptool.dump import DumpReader, PageBatch
 from kdumptool.errors import CorruptDumpError, KdumpToolError, UsageError
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE, KdumpReader
 from kdumptool.metadata import OutputMeta
@@ -138,33 +138,28 @@ class SplitSetReader(DumpReader):
 
 def _block_counts(selection: Selection, per_block: int) -> Iterator[tuple[int, np.ndarray]]:
     """``(first block, kept pages of each block from there on)`` for runs of consecutive split
-    blocks, in order; a block that is not listed holds no RAM, so no kept page (a dump that
-    claims a huge address space but lists little memory is counted in time proportional to
-    what it lists). A last block may be partial."""
-    reader = selection.reader
-    if per_block >= METADATA_WINDOW:  # windows within a block, added up
-        block, n = -1, 0
-        for start, count in reader.ram_windows(METADATA_WINDOW):
-            end = start + count
-            while start < end:  # a window may cross a block's end (any block size)
-                b = start // per_block
-                stop = min(end, (b + 1) * per_block)
-                if b != block:
-                    if block >= 0:
-                        yield block, np.array([n], dtype=np.int64)
-                    block, n = b, 0
-                n += int(selection.masks(start, stop - start)[1].sum())
-                start = stop
-        if block >= 0:
-            yield block, np.array([n], dtype=np.int64)
-        return
-    step = METADATA_WINDOW // per_block * per_block  # whole blocks per window
-    for start, count in reader.ram_windows(step):
-        keep = selection.masks(start, count)[1]
-        pad = -count % per_block
-        if pad:
-            keep = np.concatenate((keep, np.zeros(pad, dtype=bool)))
-        yield start // per_block, keep.reshape(-1, per_block).sum(axis=1, dtype=np.int64)
+    blocks, in order; a block that is not listed holds no kept page. Only the windows that may
+    hold data are read (a dump that claims a huge address space, or a segment of terabytes
+    with no data, is counted in time proportional to its data), and a block that two windows
+    share is listed once."""
+    pending: tuple[int, np.ndarray] | None = None
+    for start, count in selection.reader.data_windows():
+        idx = np.flatnonzero(selection.masks(start, count)[1])
+        if not idx.size:
+            continue
+        blocks = (idx + start) // per_block
+        first = int(blocks[0])
+        counts = np.bincount(blocks - first).astype(np.int64)
+        if pending is not None and first == pending[0] + len(pending[1]) - 1:
+            pending[1][-1] += counts[0]  # the block goes on from the previous window
+            first, counts = first + 1, counts[1:]
+            if not counts.size:
+                continue
+        if pending is not None:
+            yield pending
+        pending = (first, counts)
+    if pending is not None:
+        yield pending
 
 
 def split_ranges(selection: Selection, parts: int,

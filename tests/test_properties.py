@@ -220,3 +220,30 @@ def test_a_zstd_frame_declaring_more_than_a_page_is_refused_before_allocating(de
              + ((4096 << 3) | 1).to_bytes(3, "little") + bytes(4096))
     with pytest.raises(PageDecodeError, match="declares"):
         CODECS["zstd"].decompress(frame, 4096)
+
+
+def test_zstd_batches_fall_back_to_one_thread_without_room_for_threads() -> None:
+    """Under a tight address-space limit (ulimit -v) zstd cannot start its thread pool
+    (ZstdError, found by the fuzz campaign, whose workers run under RLIMIT_AS): the pages
+    are then compressed one by one, into the same frames."""
+    import subprocess
+    import sys
+
+    code = """
+import os, resource, zstandard
+from kdumptool.codecs import CODECS, _zstd_compress_many, _zstd_objects
+pages = [os.urandom(2048) + bytes(2048) for _ in range(64)]
+want = [CODECS["zstd"].compress(p) for p in pages]
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20), size + (8 << 20)))
+try:
+    _zstd_objects()[0].multi_compress_to_buffer(pages, threads=8)
+    print("the pool started")
+except zstandard.ZstdError:
+    print("no pool")
+print(_zstd_compress_many(pages, 8) == want)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["no", "pool", "True"]

@@ -199,7 +199,12 @@ def _zstd_compress(page: bytes) -> bytes:
 
 def _zstd_compress_many(pages: list[bytes], threads: int) -> list[bytes]:
     # one frame per page, as compress() makes them, on zstd's own threads (GIL released)
-    done = _zstd_objects()[0].multi_compress_to_buffer(pages, threads=threads)  # type: ignore[attr-defined]
+    zstandard = _import("zstandard", "zstandard", "zstd")
+    cctx = _zstd_objects()[0]
+    try:
+        done = cctx.multi_compress_to_buffer(pages, threads=threads)  # type: ignore[attr-defined]
+    except zstandard.ZstdError:  # no room for its thread pool (a low ulimit -v): one by one
+        return [cctx.compress(p) for p in pages]  # type: ignore[attr-defined]
     return [done[i].tobytes() for i in range(len(done))]
 
 

@@ -231,6 +231,11 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
         data[4096 + 0x200] ^= 0xFF  # inside the ELF notes after the sub-header
     elif kind == "truncated":
         del data[len(data) // 2:]
+    elif kind == "short-zero-page":  # a raw page of 0x400 bytes where the shared zero page is
+        with KdumpReader(FileSource(a)) as ra, KdumpReader(FileSource(b)) as rb:
+            data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24
+            at = rb.desc_offset
+        data[at:at + 24] = np.array([(data_start, 0x400, 0, 0)], dtype=rb.structs.page_desc_dtype).tobytes()
     b.write_bytes(bytes(data))
     return [a, b]
 
@@ -238,6 +243,7 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
 @pytest.mark.parametrize("kind,needle", [
     ("overlap", "overlaps"), ("missing", "missing"), ("header", "main header differs"),
     ("notes", "notes differ"), ("truncated", "truncated"),
+    ("short-zero-page", "page_desc[0] is invalid"),  # was taken for the shared zero page
 ])
 def test_reassemble_refuses_a_bad_set(tmp_path: Path, corpus_parts: list[Path], kind: str,
                                       needle: str) -> None:

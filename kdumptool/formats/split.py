@@ -354,10 +354,11 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
             sizes = descs["size"].astype(np.int64)
             flags = descs["flags"].astype(np.int64)
             lost = offs == 0
-            zero = (offs == data_start) & share_zero
+            raw = (flags & CODEC_FLAG_MASK) == 0
+            zero = (offs == data_start) & share_zero & raw & (sizes == bs)  # the shared zero page
             copy = ~lost & ~zero
-            bad = copy & ((sizes <= 0) | (sizes > bs) | ((flags & ~CODEC_FLAG_MASK) != 0)
-                          | (offs < data_start) | (offs + sizes > fsize))
+            bad = copy & ((sizes <= 0) | (sizes > bs) | (raw & (sizes != bs))
+                          | ((flags & ~CODEC_FLAG_MASK) != 0) | (offs < data_start) | (offs + sizes > fsize))
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
                 raise CorruptDumpError(

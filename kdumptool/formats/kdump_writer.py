@@ -142,10 +142,12 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     ndesc = own = 0
     for start, count in selection.windows():
         ram, keep = selection.masks(start, count)
+        kept = int(np.count_nonzero(keep))
+        if kept or start + count >= max_pfn:  # all-zero bits stay holes (read as zeros)
+            sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
         sink.pwrite(bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
-        sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
-        ndesc += int(keep.sum())
-        own += int(_in_part(keep, start, lo, hi).sum())
+        ndesc += kept
+        own += int(np.count_nonzero(_in_part(keep, start, lo, hi))) if kept else 0
     used = -(-max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly so
     for off in (bm1_off, bm2_off):  # that a file with no page still reaches its table
         sink.pwrite(off + used, bytes(bitmap_len - used))

@@ -111,10 +111,11 @@ def parse(path: Path) -> Part:
 
 def _saved_as(seeds: list[str], index: int) -> str:
     """The regression file saved for input ``index`` of the campaign (found by its .txt)."""
-    want = {f"campaign: --seed {s}, input {index}" for s in seeds}
+    want = [f"campaign: --seed {s}, input {index}" for s in seeds]
     for txt in sorted((REPO / "fuzz" / "regressions").glob("*.txt")):
-        if want & {ln.strip() for ln in txt.read_text(errors="replace").splitlines()}:
-            return str(txt.with_suffix(".bin").relative_to(REPO))
+        for ln in txt.read_text(errors="replace").splitlines():
+            if any(ln.strip() == w or ln.startswith(w + " ") for w in want):  # "... (a comment)"
+                return str(txt.with_suffix(".bin").relative_to(REPO))
     return ""
 
 

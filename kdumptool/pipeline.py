@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -126,6 +126,7 @@ class CompressPool:
         self.threads = threads or os.cpu_count() or 1
         # with one thread too: compressing overlaps with reading the next window
         self._pool: Executor | None = ThreadPoolExecutor(self.threads) if codec is not None else None
+        self._inline = False  # set when the pool cannot start a thread
 
     def _chunk(self, pages: list[bytes]) -> list[bytes]:
         assert self.codec is not None
@@ -136,14 +137,27 @@ class CompressPool:
         next window meanwhile. The returned function waits and gives the results in order."""
         if self.codec is None:
             return lambda: pages
-        if self._pool is None:
+        if self._pool is None or self._inline:
             return lambda: self._chunk(pages)
         if self.codec.batches:  # one call: the library spreads the pages over its threads
-            whole = self._pool.submit(self.codec.compress_many, pages, self.threads)
+            whole = self._start(self.codec.compress_many, pages, self.threads)
             return whole.result
-        futures = [self._pool.submit(self._chunk, pages[i:i + self.CHUNK])
+        futures = [self._start(self._chunk, pages[i:i + self.CHUNK])
                    for i in range(0, len(pages), self.CHUNK)]
         return lambda: [c for f in futures for c in f.result()]
+
+    def _start(self, fn: Callable[..., list[bytes]], *args: object) -> Future[list[bytes]]:
+        """``fn(*args)`` on the pool; here and now when no thread can be started (an address
+        space limit, ``ulimit -v``), and so from then on: the same output, one core."""
+        if not self._inline:
+            assert self._pool is not None
+            try:
+                return self._pool.submit(fn, *args)
+            except RuntimeError:  # "can't start new thread"
+                self._inline = True
+        done: Future[list[bytes]] = Future()
+        done.set_result(fn(*args))
+        return done
 
     def close(self) -> None:
         if self._pool is not None:

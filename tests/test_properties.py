@@ -247,3 +247,28 @@ print(_zstd_compress_many(pages, 8) == want)
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["no", "pool", "True"]
+
+
+def test_compress_pool_works_on_one_core_when_no_thread_can_start() -> None:
+    """Under a tight address-space limit Python cannot start a thread ("can't start new
+    thread", a RuntimeError that escaped convert as a traceback): the pool then compresses in
+    the calling thread, into the same pages."""
+    import subprocess
+    import sys
+
+    code = """
+import os, resource
+from kdumptool.codecs import CODECS
+from kdumptool.pipeline import CompressPool
+pages = [os.urandom(2048) + bytes(2048) for _ in range(200)]
+want = [CODECS["lzo"].compress(p) for p in pages]
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (4 << 20), size + (4 << 20)))
+with CompressPool(CODECS["lzo"], threads=2) as pool:
+    got = [pool.submit(pages)(), pool.submit(pages)()]
+print(pool._inline, got == [want, want])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]

@@ -236,6 +236,10 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
             data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24
             at = rb.desc_offset
         data[at:at + 24] = np.array([(data_start, 0x400, 0, 0)], dtype=rb.structs.page_desc_dtype).tobytes()
+    elif kind == "dirty-zero-page":  # the part's copy of the shared zero page holds a 1
+        with KdumpReader(FileSource(a)) as ra, KdumpReader(FileSource(b)) as rb:
+            data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24
+        data[data_start + 100] = 1
     b.write_bytes(bytes(data))
     return [a, b]
 
@@ -244,6 +248,7 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
     ("overlap", "overlaps"), ("missing", "missing"), ("header", "main header differs"),
     ("notes", "notes differ"), ("truncated", "truncated"),
     ("short-zero-page", "page_desc[0] is invalid"),  # was taken for the shared zero page
+    ("dirty-zero-page", "not a page of zeros"),  # its pages became zeros in the output
 ])
 def test_reassemble_refuses_a_bad_set(tmp_path: Path, corpus_parts: list[Path], kind: str,
                                       needle: str) -> None:

@@ -338,6 +338,7 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
         sink.pwrite(out_pos, bytes(bs))
         out_pos += bs
     stats = {"pages": ndesc, "zero": 0, "lost": 0}
+    checked_zero: list[KdumpReader] = []  # parts whose stored zero page was found all zero
     step = max(1, (16 << 20) // bs)  # descriptors per step: at most 16 MiB of page data
     rank = 0
     for p in parts:
@@ -366,6 +367,15 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
                     f"{int(sizes[j]):#x}, flags {int(flags[j]):#x}", path=p.info.path,
                     offset=table_pos + j * PAGE_DESC_SIZE,
                     expected=f"data in [{data_start:#x}, {fsize:#x}), 1..{bs} bytes", got="")
+            if zero.any() and p not in checked_zero:  # they become the output's own zero page
+                stored = p.source.pread(data_start, bs)
+                if stored != bytes(bs):
+                    raise CorruptDumpError(
+                        "the shared zero page is not a page of zeros" if len(stored) == bs else
+                        "the file ends inside the shared zero page", path=p.info.path,
+                        offset=data_start, expected=f"{bs} zero bytes",
+                        got=f"{len(stored)} bytes, {len(stored) - stored.count(0)} not zero")
+                checked_zero.append(p)
             descs[zero] = zero_desc
             stats["zero"] += int(zero.sum())
             stats["lost"] += int(lost.sum())

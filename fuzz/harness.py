@@ -440,21 +440,36 @@ def _split_siblings() -> list[bytes]:
     return _SPLIT_SIBLINGS
 
 
+class PresentPagesDiffer(KdumpToolError):
+    """reassemble's output has other present pages than its parts (a bad_output)."""
+
+
+class LostPagesDiffer(KdumpToolError):
+    """reassemble's output has other lost pages than its parts (a bad_output)."""
+
+
+class PageDataDiffer(KdumpToolError):
+    """reassemble's output has other page data, or other corrupt pages, than its parts."""
+
+
 def _reads_like(parts: list[Path], out: Path) -> int:
     """``reassemble`` copies pages as stored, without decoding them (as makedumpfile does): its
     output must read page for page as the set does, damage included (tolerant readers: the same
     present, lost and corrupt pages, the same data)."""
     with open_dumps([str(p) for p in parts], strict=False) as a, open_dump(str(out), strict=False) as b:
         if (a.max_pfn, a.page_size) != (b.max_pfn, b.page_size):
-            raise KdumpToolError(f"geometry differs: {a.max_pfn}/{a.page_size} vs {b.max_pfn}/{b.page_size}")
+            raise PresentPagesDiffer(f"geometry differs: {a.max_pfn}/{a.page_size} vs "
+                                     f"{b.max_pfn}/{b.page_size}")
         n = 0
         for start, count in a.data_windows():
             x, y = a.read_batch(start, count), b.read_batch(start, count)
-            for what in ("present", "lost"):
-                if not np.array_equal(getattr(x, what), getattr(y, what)):
-                    raise KdumpToolError(f"{what} pages differ in [{start:#x}, {start + count:#x})")
+            span = f"[{start:#x}, {start + count:#x})"
+            if not np.array_equal(x.present, y.present):
+                raise PresentPagesDiffer(f"present pages differ in {span}")
+            if not np.array_equal(x.lost, y.lost):
+                raise LostPagesDiffer(f"lost pages differ in {span}")
             if sorted(x.corrupt) != sorted(y.corrupt) or not np.array_equal(x.data, y.data):
-                raise KdumpToolError(f"page data differ in [{start:#x}, {start + count:#x})")
+                raise PageDataDiffer(f"page data or corrupt pages differ in {span}")
             n += int(x.present.sum())
     return n
 

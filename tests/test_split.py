@@ -231,15 +231,15 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
         data[4096 + 0x200] ^= 0xFF  # inside the ELF notes after the sub-header
     elif kind == "truncated":
         del data[len(data) // 2:]
-    elif kind == "short-zero-page":  # a raw page of 0x400 bytes where the shared zero page is
+    elif kind in ("short-zero-page", "flagged-zero-page", "dirty-zero-page"):
         with KdumpReader(FileSource(a)) as ra, KdumpReader(FileSource(b)) as rb:
-            data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24
-            at = rb.desc_offset
-        data[at:at + 24] = np.array([(data_start, 0x400, 0, 0)], dtype=rb.structs.page_desc_dtype).tobytes()
-    elif kind == "dirty-zero-page":  # the part's copy of the shared zero page holds a 1
-        with KdumpReader(FileSource(a)) as ra, KdumpReader(FileSource(b)) as rb:
-            data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24
-        data[data_start + 100] = 1
+            data_start = ra.desc_offset + (ra.num_descs + rb.num_descs) * 24  # the zero page's
+            at, dtype = rb.desc_offset, rb.structs.page_desc_dtype
+        if kind == "dirty-zero-page":  # the part's copy of the shared zero page holds a 1
+            data[data_start + 100] = 1
+        else:  # page_desc[0] at the zero page's offset: a raw page of 0x400 bytes, or flags 1 << 31
+            size, flags = (0x400, 0) if kind == "short-zero-page" else (4096, 1 << 31)
+            data[at:at + 24] = np.array([(data_start, size, flags, 0)], dtype=dtype).tobytes()
     b.write_bytes(bytes(data))
     return [a, b]
 
@@ -249,6 +249,7 @@ def _damaged(tmp_path: Path, corpus_parts: list[Path], kind: str) -> list[Path]:
     ("notes", "notes differ"), ("truncated", "truncated"),
     ("short-zero-page", "page_desc[0] is invalid"),  # was taken for the shared zero page
     ("dirty-zero-page", "not a page of zeros"),  # its pages became zeros in the output
+    ("flagged-zero-page", "page_desc[0] is invalid"),  # was taken for the shared zero page
 ])
 def test_reassemble_refuses_a_bad_set(tmp_path: Path, corpus_parts: list[Path], kind: str,
                                       needle: str) -> None:

@@ -356,7 +356,7 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
             flags = descs["flags"].astype(np.int64)
             lost = offs == 0
             raw = (flags & CODEC_FLAG_MASK) == 0
-            zero = (offs == data_start) & share_zero & raw & (sizes == bs)  # the shared zero page
+            zero = (offs == data_start) & share_zero & (flags == 0) & (sizes == bs)  # the zero page
             copy = ~lost & ~zero
             bad = copy & ((sizes <= 0) | (sizes > bs) | (raw & (sizes != bs))
                           | ((flags & ~CODEC_FLAG_MASK) != 0) | (offs < data_start) | (offs + sizes > fsize))

@@ -355,11 +355,13 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
             sizes = descs["size"].astype(np.int64)
             flags = descs["flags"].astype(np.int64)
             lost = offs == 0
-            raw = (flags & CODEC_FLAG_MASK) == 0
+            codec_bits = flags & CODEC_FLAG_MASK
             zero = (offs == data_start) & share_zero & (flags == 0) & (sizes == bs)  # the zero page
             copy = ~lost & ~zero
-            bad = copy & ((sizes <= 0) | (sizes > bs) | (raw & (sizes != bs))
-                          | ((flags & ~CODEC_FLAG_MASK) != 0) | (offs < data_start) | (offs + sizes > fsize))
+            # the reader's rules (kdump.py read_batch), so that nothing invalid is copied
+            bad = copy & ((sizes <= 0) | (sizes > bs) | ((codec_bits == 0) & (sizes != bs))
+                          | ((flags & ~CODEC_FLAG_MASK) != 0) | ((codec_bits & (codec_bits - 1)) != 0)
+                          | (offs < data_start) | (offs + sizes > fsize))
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
                 raise CorruptDumpError(

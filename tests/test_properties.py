@@ -272,3 +272,15 @@ print(pool._inline, got == [want, want])
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]
+
+
+def test_a_page_stored_once_decodes_by_its_own_flags() -> None:
+    """Two descriptors on the same bytes (the shared zero page) with other flags: the reader
+    kept decoded pages by offset and size only, so a page flagged snappy there read as the zero
+    page, while every other reader finds it corrupt (found by the campaign, through reassemble)."""
+    data = b.build_kdump({0: b.ZERO, 1: b.ZERO, 2: b"\x11" * 4096}, dump_level=1,
+                         desc_overrides={1: {"flags": 0x4}})
+    with open_bytes(data, strict=False) as reader:
+        batch = reader.read_batch(0, 3)
+        assert batch.present.tolist() == [True, False, True]
+        assert 1 in batch.corrupt and "snappy" in batch.corrupt[1]

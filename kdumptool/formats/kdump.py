@@ -581,18 +581,18 @@ class KdumpReader(DumpReader):
         lost[idx[is_lost]] = True
         data = np.empty((int(ok.sum()), ps), dtype=np.uint8)
         row = 0
-        cache: dict[tuple[int, int], bytes] = {}
+        cache: dict[tuple[int, int, int], bytes] = {}  # pages stored once (the zero page)
         for j, (off, size, fl) in enumerate(zip(offs.tolist(), sizes.tolist(), flags.tolist(), strict=True)):
             if not ok[j]:
                 continue
             pfn = start + int(idx[j])
-            page = cache.get((off, size))
+            page = cache.get((off, size, fl))  # the flags too: the same bytes decode otherwise
             if page is None:
                 page = self._decode(pfn, off, size, fl, corrupt)
                 if page is None:
                     ok[j] = False
                     continue
-                cache[(off, size)] = page
+                cache[(off, size, fl)] = page
             data[row] = np.frombuffer(page, np.uint8)
             row += 1
         data = data[:row]

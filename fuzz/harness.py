@@ -1075,12 +1075,13 @@ def _describe_flat(data: bytes | bytearray) -> Layout:
 # ============================================================================================
 
 
-def interesting(f: Field, orig: int, file_size: int, page_size: int, rng: random.Random) -> int:
-    """A boundary value for field ``f`` (0, 1, -1, max, page size +-1, file size +-1, huge...)."""
+def boundary_values(f: Field, orig: int, file_size: int, page_size: int) -> list[int]:
+    """The boundary values for field ``f`` (0, 1, -1, max, page size +-1, file size +-1, huge,
+    the original value +-1...), unmasked: :meth:`Field.write` keeps the field's low bits."""
     bits = 8 * f.size
     umax = (1 << bits) - 1
     smax = (1 << (bits - 1)) - 1
-    vals = [0, 1, 2, 3, 4, 7, 8, 12, 16, 24, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, smax,
+    return [0, 1, 2, 3, 4, 7, 8, 12, 16, 24, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, smax,
             smax + 1, umax, umax - 1, -1, -2, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 32,
             1 << 40, 1 << 48, 1 << 52, 1 << 62, 1 << 63, (1 << 63) - 1,
             page_size, page_size - 1, page_size + 1, page_size // 2, 2 * page_size, 512, 1000,
@@ -1088,8 +1089,15 @@ def interesting(f: Field, orig: int, file_size: int, page_size: int, rng: random
             file_size, file_size - 1, file_size + 1, file_size - 16, file_size - 24,
             file_size // page_size, file_size // page_size + 1, 8 * file_size,
             orig, orig + 1, orig - 1, orig * 2, orig // 2, orig + page_size, orig - page_size,
-            orig ^ (1 << rng.randrange(bits)), -orig]
-    return rng.choice(vals) & umax
+            -orig]
+
+
+def interesting(f: Field, orig: int, file_size: int, page_size: int, rng: random.Random) -> int:
+    """A boundary value for field ``f``, or the original value with one bit flipped."""
+    bits = 8 * f.size
+    vals = boundary_values(f, orig, file_size, page_size)
+    vals.insert(len(vals) - 1, orig ^ (1 << rng.randrange(bits)))  # the order inputs were made with
+    return rng.choice(vals) & ((1 << bits) - 1)
 
 
 def field_value(f: Field, data: bytes | bytearray, page_size: int, rng: random.Random) -> int:

@@ -357,7 +357,8 @@ def replay(paths: list[str], args: argparse.Namespace) -> int:
         for p in paths:
             out = w.check(Path(p).read_bytes())
             sigs = out.signatures()
-            print(f"{p}: {out.kind} ({out.seconds:.2f} s)")
+            slowest = max(out.group_seconds.items(), key=lambda kv: kv[1], default=("-", 0.0))
+            print(f"{p}: {out.kind} ({out.seconds:.2f} s; slowest group {slowest[0]} {slowest[1]:.2f} s)")
             for sig, r in sigs.items():
                 print(f"    {sig}  [{r.op}] {r.message[:160]}")
                 if args.verbose and r.traceback:

@@ -21,7 +21,7 @@ import click
 
 from kdumptool import __version__
 from kdumptool.codecs import CODECS, get_codec
-from kdumptool.errors import KdumpToolError, OutputError, UsageError
+from kdumptool.errors import CodecUnavailableError, DumpError, KdumpToolError, OutputError, UsageError
 from kdumptool.filters.levels import MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 from kdumptool.progress import Progress, progress_for
 from kdumptool.transport.compressed import WRITE_KINDS
@@ -38,7 +38,7 @@ class _Group(click.Group):
         except KdumpToolError as exc:
             if debug:
                 raise
-            click.echo(f"kdumptool: error: {exc}", err=True)
+            click.echo(f"kdumptool: error: {_naming_input(exc)}", err=True)
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             sys.exit(1)
@@ -53,9 +53,30 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+#: The dump files the running command opened: an error line that names no file names them.
+_OPENED_INPUTS: list[str] = []
+
+
+def _naming_input(exc: KdumpToolError) -> str:
+    """The error's text, led by the input's name when the error does not name a file itself.
+
+    Errors found below the reader (a page table that cannot be walked, a kernel log page
+    not in the dump, a VMCOREINFO key missing) know addresses but not which file they
+    came from; the one-line contract wants the file named.
+    """
+    text = str(exc)
+    if (not _OPENED_INPUTS or isinstance(exc, (OutputError, UsageError, CodecUnavailableError))
+            or (isinstance(exc, DumpError) and exc.path is not None)
+            or any(text.startswith(f"{p}:") for p in _OPENED_INPUTS)):
+        return text
+    names = ["<stdin>" if p == "-" else p for p in _OPENED_INPUTS]
+    return f"{', '.join(names)}: {text}"
+
+
 def _open(paths: list[str], *, strict: bool, vmcoreinfo_file: str | None) -> Any:
     from kdumptool.open import open_dumps, supply_vmcoreinfo
 
+    _OPENED_INPUTS[:] = paths
     reader = open_dumps(paths, strict=strict)
     if vmcoreinfo_file:
         try:

@@ -113,3 +113,18 @@ def test_info_reports_lost_pages_of_truncated_files() -> None:
     summary = json.loads(proc.stdout)
     assert summary["pages"]["present"] == 21097
     assert 0 < summary["pages"]["lost"] < 21097
+
+
+@pytest.mark.parametrize("args", [
+    ("dmesg",), ("info", "--pages"), ("vtop", "FILE", "0xffffffff98000000"), ("ikconfig",),
+], ids=lambda a: a[0])
+def test_memory_commands_name_the_file(args: tuple[str, ...]) -> None:
+    """Errors found below the reader (a page-table walk, a kernel-log page that was lost)
+    still come out as one line that names the file."""
+    path = need_corpus_file(f"{B}/c-d31-trunc30.kdump")
+    argv = [str(path) if a == "FILE" else a for a in args]
+    proc = kdumptool(*argv, *([] if "FILE" in args else [path]))
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err.startswith(f"kdumptool: error: {path}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err

@@ -1732,12 +1732,12 @@ def shrink_elf_bytes(path: Path, *, pages: int = 2) -> bytes:
         if eh.e_shoff:
             ends.append(eh.e_shoff + s.Shdr.sizeof())
         out = bytearray(r.source.pread(0, max(ends)))
-        for k, ph in enumerate(r.phdrs):
+        for k in range(len(r.phdrs)):
+            ph = r.phdr(k)
             if ph.p_type != PT_LOAD:
                 continue
             n = min(ph.p_filesz, pages * r.page_size)
             c = dict(ph)
-            c.pop("_io", None)
             c.update(p_offset=len(out) if n else 0, p_filesz=n)
             out += r.source.pread(ph.p_offset, n)
             raw = s.Phdr.build(c)

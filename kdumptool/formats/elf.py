@@ -23,7 +23,7 @@ import numpy as np
 
 from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
-from kdumptool.schema import ints, parse_at
+from kdumptool.schema import ints, numpy_dtype, parse_at
 from kdumptool.transport.source import ByteSource, read_exact, read_into
 from kdumptool.vmcoreinfo import VmcoreInfo
 
@@ -222,17 +222,19 @@ class ElfReader(DumpReader):
             raise CorruptDumpError("too many program headers", path=path, offset=eh.e_phoff,
                                    expected=f"<= {MAX_PHNUM}", got=phnum)
         table = read_exact(source, eh.e_phoff, phnum * eh.e_phentsize, "program header table")
-        self.phdrs = [s.Phdr.parse(table[k * eh.e_phentsize:(k + 1) * eh.e_phentsize])
-                      for k in range(phnum)]
+        # the table is parsed as one array (the schema's dtype): a file may hold millions
+        self.phdrs = np.frombuffer(table, dtype=numpy_dtype(s.Phdr, self.endian))
         self.notes: list[Note] = []
         self.segments: list[Segment] = []
         self.note_segments: list[tuple[int, int]] = []
-        for k, ph in enumerate(self.phdrs):
-            if ph.p_type == PT_NOTE:
-                self._load_notes(k, ph)
-            elif ph.p_type == PT_LOAD:
-                self.segments.append(Segment(k, ph.p_offset, ph.p_vaddr, ph.p_paddr,
-                                             ph.p_filesz, ph.p_memsz))
+        types = self.phdrs["p_type"]
+        for k in np.flatnonzero(types == PT_NOTE).tolist():
+            self._load_notes(k, self.phdr(k))
+        loads = np.flatnonzero(types == PT_LOAD)
+        rows = self.phdrs[loads]
+        self.segments = [Segment(*seg) for seg in zip(
+            loads.tolist(), *(rows[f].tolist() for f in ("p_offset", "p_vaddr", "p_paddr", "p_filesz",
+                                                          "p_memsz")), strict=True)]
         self.vmcoreinfo = vmcoreinfo_from_notes(self.notes)
         page_size = 4096
         if self.vmcoreinfo is not None and self.vmcoreinfo.page_size:
@@ -259,6 +261,11 @@ class ElfReader(DumpReader):
         self.info.details["qemu"] = any(n.name == b"QEMU" for n in self.notes)
         self.info.details["truncated_segments"] = self._truncated
         self.info.details["implausible_filesz"] = self._implausible
+
+    def phdr(self, index: int) -> cs.Container:
+        """Program header ``index`` as the schema's container (Python ints)."""
+        row = self.phdrs[index]
+        return cs.Container({name: int(row[name]) for name in self.phdrs.dtype.names})
 
     def _xnum_count(self) -> int:
         """With e_phnum == PN_XNUM the real count is section header 0's sh_info."""

@@ -25,8 +25,10 @@ as in an ELF dump makedumpfile cut at its ``-L`` limit.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import construct as cs
 import numpy as np
 
 from kdumptool.dump import DumpReader
@@ -49,6 +51,7 @@ from kdumptool.formats.elf import (
 from kdumptool.formats.kdump_writer import notes_for_output
 from kdumptool.metadata import OutputMeta
 from kdumptool.pipeline import Selection, zero_rows
+from kdumptool.schema import numpy_dtype
 from kdumptool.transport.sink import ByteSink, LimitedSink
 
 #: A run of at least this many excluded pages splits a PT_LOAD (makedumpfile PFN_EXCLUDED).
@@ -105,9 +108,10 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     pages the source has data for."""
     have = selection.reader.bitmaps(start, count)[1]
     keep = selection.masks(start, count)[1]
-    if not selection.exclude_zero and selection.reader.strict:
+    if not selection.exclude_zero and selection.reader.strict and not selection.reader.info.incomplete:
         return keep, have
-    # zero pages, or pages a tolerant reader cannot deliver, are known only from the data:
+    # zero pages, or pages a tolerant reader or an incomplete dump cannot deliver (lost: the
+    # bitmaps still say dumped), are known only from the data:
     # a strict reader's bitmaps say which pages have data, so only its kept pages are read
     # (from the first to the last; at -d 31 most of a large machine is never read)
     lo, hi = 0, count
@@ -182,6 +186,51 @@ def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -
     return OutSegment(start, max(0, file_end - start), end - start, vaddr, tail)
 
 
+def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], segments: list[OutSegment],
+                     offsets: list[int], page_size: int, word_size: int) -> bytes:
+    """The program header table: the ``PT_NOTE`` at ``note`` (offset, size), then one ``PT_LOAD``
+    per segment; built as one array of the schema's dtype (a table may hold millions)."""
+    table = np.zeros(1 + len(segments), dtype=numpy_dtype(phdr, endian))
+    table["p_type"][0] = PT_NOTE
+    table["p_offset"][0], table["p_filesz"][0] = note
+    table["p_memsz"][0] = note[1]
+    loads = table[1:]
+    loads["p_type"] = PT_LOAD
+    loads["p_flags"] = PF_RWX
+    loads["p_offset"] = offsets
+    mask = (1 << (8 * word_size)) - 1
+    loads["p_vaddr"] = [seg.vaddr & mask for seg in segments]
+    loads["p_paddr"] = [seg.start * page_size for seg in segments]
+    loads["p_filesz"] = [seg.file_pages * page_size for seg in segments]
+    loads["p_memsz"] = [seg.mem_pages * page_size + seg.tail_bytes for seg in segments]
+    return table.tobytes()
+
+
+def _read_groups(segments: list[OutSegment], offsets: list[int], window: int,
+                 page_size: int) -> Iterator[tuple[int, np.ndarray, int]]:
+    """The segments' file pages in runs that one ``read_batch`` serves: ``(first pfn, rows,
+    file offset)``, where ``rows`` are the pages' indexes from ``first`` (within one window)
+    and their data is contiguous in the file from the offset on. Many short segments (a
+    fragmented memory map) then cost one read per window, not one per segment."""
+    first = pos = end = -1
+    pieces: list[np.ndarray] = []
+    size = 0
+    for seg, off in zip(segments, offsets, strict=True):
+        for start in range(seg.start, seg.start + seg.file_pages, window):
+            count = min(window, seg.start + seg.file_pages - start)
+            at = off + (start - seg.start) * page_size
+            if pieces and start >= end and start + count <= first + window and at == pos + size * page_size:
+                pieces.append(np.arange(start - first, start - first + count))
+            else:
+                if pieces:
+                    yield first, np.concatenate(pieces), pos
+                first, pos, size, pieces = start, at, 0, [np.arange(count)]
+            size += count
+            end = start + count
+    if pieces:
+        yield first, np.concatenate(pieces), pos
+
+
 def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
     """Write the selected pages of a dump as an ELF core file.
 
@@ -203,22 +252,16 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     shoff = phoff + phnum * phsize if use_xnum else 0
     note_off = phoff + phnum * phsize + (shsize if use_xnum else 0)
     pos = note_off + len(note_blob)
-    phdrs = [s.Phdr.build({"p_type": PT_NOTE, "p_flags": 0, "p_offset": note_off, "p_vaddr": 0,
-                           "p_paddr": 0, "p_filesz": len(note_blob), "p_memsz": len(note_blob),
-                           "p_align": 0})]
     offsets = []
     for seg in segments:
         offsets.append(pos if seg.file_pages else 0)
-        phdrs.append(s.Phdr.build({
-            "p_type": PT_LOAD, "p_flags": PF_RWX, "p_offset": offsets[-1],
-            "p_vaddr": seg.vaddr & ((1 << (8 * meta.word_size)) - 1),
-            "p_paddr": seg.start * ps, "p_filesz": seg.file_pages * ps,
-            "p_memsz": seg.mem_pages * ps + seg.tail_bytes, "p_align": 0}))
         pos += seg.file_pages * ps
+    phdrs = _program_headers(s.Phdr, meta.endian, (note_off, len(note_blob)), segments, offsets, ps,
+                             meta.word_size)
     limited = sink if isinstance(sink, LimitedSink) else None
     if limited is not None:  # the ELF header is written last
         limited.reserve([(0, ehsize)])
-    sink.pwrite(phoff, b"".join(phdrs))
+    sink.pwrite(phoff, phdrs)
     if use_xnum:
         sink.pwrite(shoff, s.Shdr.build({"sh_name": 0, "sh_type": 0, "sh_flags": 0, "sh_addr": 0,
                                          "sh_offset": 0, "sh_size": 0, "sh_link": 0,
@@ -228,26 +271,25 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     window = reader.window_pages
     file_pages = sum(seg.file_pages for seg in segments)
     done = 0
-    for seg, off in zip(segments, offsets, strict=True):
-        for start in range(seg.start, seg.start + seg.file_pages, window):
-            count = min(window, seg.start + seg.file_pages - start)
-            pos = off + (start - seg.start) * ps
-            if limited is not None and not limited.fits(pos, count * ps):
-                count = limited.fit(count, lambda j, pos=pos, lim=limited: lim.cost(pos, j * ps))
-                stats["cut"] = 1
-            batch = reader.read_batch(start, count) if count else None
-            if batch is not None:
-                if batch.present.all():
-                    out = batch.data
-                else:  # pages the source has no data for: zeros
-                    out = np.zeros((count, ps), dtype=np.uint8)
-                    out[batch.present] = batch.data
-                stats["pages"] += int(batch.present.sum())
-                stats["lost"] += int(batch.lost.sum())
-                sink.pwrite(pos, np.ascontiguousarray(out).reshape(-1).data)  # no copy to bytes
-            done += count
-            if stats["cut"]:
-                break
+    for first, rows, pos in _read_groups(segments, offsets, window, ps):
+        count = len(rows)
+        if limited is not None and not limited.fits(pos, count * ps):
+            count = limited.fit(count, lambda j, pos=pos, lim=limited: lim.cost(pos, j * ps))
+            rows = rows[:count]
+            stats["cut"] = 1
+        if count:
+            batch = reader.read_batch(first, int(rows[-1]) + 1)
+            present = batch.present[rows]
+            if present.all() and batch.present.all() and count == batch.count:
+                out = batch.data  # rows are the whole batch
+            else:  # pages between the rows are skipped; pages without data are zeros
+                out = np.zeros((count, ps), dtype=np.uint8)
+                slot = np.cumsum(batch.present) - 1  # row of data of each present page
+                out[present] = batch.data[slot[rows[present]]]
+            stats["pages"] += int(present.sum())
+            stats["lost"] += int(batch.lost[rows].sum())
+            sink.pwrite(pos, np.ascontiguousarray(out).reshape(-1).data)  # no copy to bytes
+        done += count
         if stats["cut"]:
             stats["lost"] += file_pages - done  # described by the program headers, not in the file
             break

@@ -327,6 +327,8 @@ def _invoke(args: list[str], stdin: bytes | None = None) -> Any:
         return res
     err = res.stderr if hasattr(res, "stderr") else res.output
     line = next((ln for ln in err.splitlines() if ln.startswith("kdumptool: error:")), "")
+    if ": out of memory (" in line:  # the CLI's one line for a MemoryError: still a finding
+        raise MemoryError(line)
     if res.exit_code in (1, 2, 3, 4) and (line or res.exit_code == 2):
         raise _CliExit(f"exit {res.exit_code}: {line or err.strip()[:200]}")
     raise _CliBadExit(f"exit {res.exit_code}: {err.strip()[:300]}")

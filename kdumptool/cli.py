@@ -42,6 +42,13 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             sys.exit(1)
+        except MemoryError:  # a bound was too generous for this machine: still one line
+            if debug:
+                raise
+            names = ", ".join(_OPENED_INPUTS) or "kdumptool"
+            click.echo(f"kdumptool: error: {names}: out of memory (the machine's memory or "
+                       "address-space limit is too small for this dump)", err=True)
+            sys.exit(1)
         except OSError as exc:
             if debug:
                 raise

@@ -174,3 +174,21 @@ def test_dmesg_command_equals_makedumpfiles_output() -> None:
     records = json.loads(kdumptool("dmesg", "--json", BUNDLED).stdout)
     assert records[0]["text"].startswith("Linux version 6.1.0-56-amd64")
     assert [r["seq"] for r in records] == list(range(len(records)))
+
+
+def test_out_of_memory_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bound too generous for the machine (a MemoryError) still ends in one error line."""
+    from click.testing import CliRunner
+
+    import kdumptool.summary
+    from kdumptool.cli import main
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(kdumptool.summary, "dump_summary", exhausted)
+    res = CliRunner().invoke(main, ["info", str(BUNDLED)])
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), err
+    assert err == f"kdumptool: error: {BUNDLED}: out of memory (the machine's memory or " \
+                  "address-space limit is too small for this dump)\n"

@@ -15,8 +15,9 @@ the first segment in program-header order provides a page.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import construct as cs
 import numpy as np
@@ -184,6 +185,39 @@ class Segment:
     memsz: int
 
 
+class SegmentTable(Sequence[Segment]):
+    """The PT_LOADs, held as arrays (a file may declare millions); items are :class:`Segment`\\ s
+    made when asked for, so memory stays at the size of the program header table."""
+
+    FIELDS = ("p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz")
+
+    def __init__(self, index: np.ndarray, rows: np.ndarray) -> None:
+        self.index = index.astype(np.int64)
+        self.offset, self.vaddr, self.paddr, self.filesz, self.memsz = (
+            rows[f].astype(np.uint64) for f in self.FIELDS)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @overload
+    def __getitem__(self, k: int) -> Segment: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Segment]: ...
+
+    def __getitem__(self, k: int | slice) -> Segment | list[Segment]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        return Segment(int(self.index[k]), int(self.offset[k]), int(self.vaddr[k]), int(self.paddr[k]),
+                       int(self.filesz[k]), int(self.memsz[k]))
+
+    def __iter__(self) -> Iterator[Segment]:
+        step = 1 << 16  # Python objects for one slice at a time
+        for lo in range(0, len(self), step):
+            cols = (a[lo:lo + step].tolist() for a in (self.index, self.offset, self.vaddr, self.paddr,
+                                                        self.filesz, self.memsz))
+            yield from (Segment(*seg) for seg in zip(*cols, strict=True))
+
+
 class ElfReader(DumpReader):
     """Reader of ELF core files (ELF32 or ELF64, either byte order)."""
 
@@ -225,16 +259,12 @@ class ElfReader(DumpReader):
         # the table is parsed as one array (the schema's dtype): a file may hold millions
         self.phdrs = np.frombuffer(table, dtype=numpy_dtype(s.Phdr, self.endian))
         self.notes: list[Note] = []
-        self.segments: list[Segment] = []
         self.note_segments: list[tuple[int, int]] = []
         types = self.phdrs["p_type"]
         for k in np.flatnonzero(types == PT_NOTE).tolist():
             self._load_notes(k, self.phdr(k))
         loads = np.flatnonzero(types == PT_LOAD)
-        rows = self.phdrs[loads]
-        self.segments = [Segment(*seg) for seg in zip(
-            loads.tolist(), *(rows[f].tolist() for f in ("p_offset", "p_vaddr", "p_paddr", "p_filesz",
-                                                          "p_memsz")), strict=True)]
+        self.segments = SegmentTable(loads, self.phdrs[loads])
         self.vmcoreinfo = vmcoreinfo_from_notes(self.notes)
         page_size = 4096
         if self.vmcoreinfo is not None and self.vmcoreinfo.page_size:
@@ -299,48 +329,49 @@ class ElfReader(DumpReader):
     def _index_segments(self, page_size: int) -> None:
         """Arrays of segment bounds in page units, for vectorised window queries."""
         ps = page_size
-        self._truncated = []
-        starts, fstarts, fends, mends, offs, paddrs = [], [], [], [], [], []
-        size = self.source.size
-        for seg in self.segments:
-            if seg.offset + seg.filesz > size:
-                self._truncated.append(seg.index)
+        t = self.segments
+        size = np.uint64(min(self.source.size, (1 << 64) - 1))  # (a flattened file may claim 2**63)
+        # (uint64 arithmetic arranged so that nothing wraps: the fields are the file's)
+        in_file = size - np.minimum(t.offset, size)  # bytes of the file from p_offset on
+        truncated = (t.offset > size) | (t.filesz > in_file)
+        self._truncated: list[int] = t.index[truncated].tolist()
         self._implausible: list[int] = []
         if self._truncated and self.strict and not (
                 self.ehdr.e_flags & DUMP_ELF_INCOMPLETE and self.out_of_file()[0] == "truncated"):
             self._raise_out_of_file()  # (a file marked incomplete may end early: lost pages)
-        for seg in self.segments:
-            if seg.paddr + seg.memsz > MAX_PFN * ps or seg.filesz > seg.memsz + ps:
-                raise CorruptDumpError(
-                    f"PT_LOAD (program header {seg.index}) describes impossible memory",
-                    path=self.source.name, offset=self.field_offset(seg, "p_paddr"),
-                    expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
-                    got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
-        for seg in self.segments:
-            fsz = seg.filesz  # data past the end of the file reads as lost pages
-            missing = seg.offset + fsz - size
-            if missing > max(16 * size, 1 << 30):
-                # far more data past the end than the file could ever have held: p_filesz is
-                # nonsense, not a cut; keep what is in the file (fsck reports the segment)
-                self._implausible.append(seg.index)
-                fsz = max(0, min(fsz, size - seg.offset))
-            starts.append(seg.paddr // ps)
-            fstarts.append(-(-seg.paddr // ps))  # first page wholly inside the segment
-            # a page is present when its data lies wholly in the file
-            fends.append((seg.paddr + fsz) // ps if fsz else seg.paddr // ps)
-            mends.append((seg.paddr + seg.memsz) // ps)  # makedumpfile drops a partial last page
-            offs.append(min(seg.offset, size))
-            paddrs.append(seg.paddr)
-        self._seg_start = np.array(starts, dtype=np.int64)
-        self._seg_fstart = np.array(fstarts, dtype=np.int64)
-        self._seg_fend = np.array(fends, dtype=np.int64)
+        limit = np.uint64(MAX_PFN * ps)
+        impossible = (t.paddr > limit) | (t.memsz > limit - np.minimum(t.paddr, limit))
+        impossible |= t.filesz > np.minimum(t.memsz, limit) + np.uint64(ps)
+        if impossible.any():
+            seg = t[int(np.flatnonzero(impossible)[0])]
+            raise CorruptDumpError(
+                f"PT_LOAD (program header {seg.index}) describes impossible memory",
+                path=self.source.name, offset=self.field_offset(seg, "p_paddr"),
+                expected=f"p_paddr + p_memsz <= {MAX_PFN * ps:#x} and p_filesz <= p_memsz",
+                got=f"p_paddr {seg.paddr:#x}, p_memsz {seg.memsz:#x}, p_filesz {seg.filesz:#x}")
+        # now p_paddr + p_memsz <= 2**52 and p_filesz <= p_memsz + ps: int64 holds them.
+        # Data past the end of the file reads as lost pages; but far more of it than the file
+        # could ever have held means p_filesz is nonsense, not a cut: keep what is in the file
+        # (fsck reports the segment)
+        far = np.uint64(min(self.source.size + max(16 * self.source.size, 1 << 30), (1 << 64) - 1))
+        implausible = (t.offset > far) | (t.filesz > far - np.minimum(t.offset, far))
+        self._implausible = t.index[implausible].tolist()
+        fsz = np.where(implausible, np.minimum(t.filesz, in_file), t.filesz).astype(np.int64)
+        paddr, memsz = t.paddr.astype(np.int64), t.memsz.astype(np.int64)
+        self._seg_start = paddr // ps
+        self._seg_fstart = -(-paddr // ps)  # first page wholly inside the segment
+        # a page is present when its data lies wholly in the file
+        self._seg_fend = (paddr + fsz) // ps
         # pages whose data is really in the file (a truncated file has fewer)
-        eff = [min(fe, (seg.paddr + max(0, size - seg.offset)) // ps)
-               for seg, fe in zip(self.segments, fends, strict=True)]
-        self._seg_fend_eff = np.array(eff, dtype=np.int64)
-        self._seg_mend = np.array(mends, dtype=np.int64)
-        self._seg_off = np.array(offs, dtype=np.int64)
-        self._seg_paddr = np.array(paddrs, dtype=np.int64)
+        # (only its minimum with the end above matters: in_file capped, nothing wraps)
+        in_file_end = ((t.paddr + np.minimum(in_file, np.uint64(1 << 60))) // np.uint64(ps)).astype(np.int64)
+        self._seg_fend_eff = np.minimum(self._seg_fend, in_file_end)
+        self._seg_mend = (paddr + memsz) // ps  # makedumpfile drops a partial last page
+        self._seg_off = np.minimum(t.offset, min(self.source.size, (1 << 63) - 1)).astype(np.int64)
+        self._seg_paddr = paddr
+        self._order = np.argsort(self._seg_start, kind="stable")  # for _overlapping
+        self._by_start = self._seg_start[self._order]
+        self._reach = np.maximum.accumulate(self._seg_mend[self._order]) if len(t) else self._by_start
         self._max_pfn = int(self._seg_mend.max()) if len(self.segments) else 0
 
     def out_of_file(self) -> tuple[str, list[Segment]]:
@@ -351,10 +382,11 @@ class ElfReader(DumpReader):
         every other segment fits, a segment that starts beyond the end has a bad p_offset.
         """
         size = self.source.size
-        bad = [seg for seg in self.segments if seg.index in self._truncated
-               and seg.index not in self._implausible]
-        if not bad:
+        t = self.segments
+        bad_mask = np.isin(t.index, self._truncated) & ~np.isin(t.index, self._implausible)
+        if not bad_mask.any():
             return "", []
+        bad = [t[int(k)] for k in np.flatnonzero(bad_mask)]
         return ("truncated" if any(seg.offset <= size for seg in bad) else "bad-offset"), bad
 
     def field_offset(self, seg: Segment, field: str) -> int:
@@ -381,9 +413,8 @@ class ElfReader(DumpReader):
         """Pages the headers declare with data that the file does not hold (metadata only)."""
         end = start + count
         _, declared = self.bitmaps(start, count)
-        available = np.zeros(count, dtype=bool)
-        for k in self._overlapping(start, end):
-            _fill(available, int(self._seg_fstart[k]) - start, int(self._seg_fend_eff[k]) - start, True)
+        ks = self._overlapping(start, end)
+        available = _covered(count, self._seg_fstart[ks] - start, self._seg_fend_eff[ks] - start)
         return declared & ~available
 
     def ram_ranges(self) -> list[tuple[int, int]]:
@@ -391,18 +422,14 @@ class ElfReader(DumpReader):
 
     def count_pages(self) -> tuple[int, int]:
         """RAM and present pages by interval arithmetic over the segments (no scan)."""
-        def union(pairs: list[tuple[int, int]]) -> int:
-            total, end = 0, -1
-            for a, b in sorted(p for p in pairs if p[1] > p[0]):
-                if b > end:
-                    total += b - max(a, end)
-                    end = b
-            return total
+        def union(starts: np.ndarray, ends: np.ndarray) -> int:
+            keep = ends > starts
+            order = np.argsort(starts[keep], kind="stable")
+            a, b = starts[keep][order], ends[keep][order]
+            reach = np.maximum.accumulate(np.concatenate(([-1], b)))[:-1]  # end of the union so far
+            return int(np.maximum(0, b - np.maximum(a, reach)).sum())
 
-        ram = union([(int(a), int(b)) for a, b in zip(self._seg_start, self._seg_mend, strict=True)])
-        present = union([(int(a), int(b)) for a, b in
-                         zip(self._seg_fstart, self._seg_fend, strict=True)])
-        return ram, present
+        return (union(self._seg_start, self._seg_mend), union(self._seg_fstart, self._seg_fend))
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """Windows that overlap some segment's file data (the rest has no page to read)."""
@@ -421,16 +448,24 @@ class ElfReader(DumpReader):
             pos = max(pos, start)
 
     def _overlapping(self, start: int, end: int) -> np.ndarray:
-        return np.flatnonzero((self._seg_start < end) & (self._seg_mend > start))
+        """Indexes (ascending) of the segments whose memory overlaps pages ``[start, end)``.
+
+        Segments sorted by start: those starting before ``end`` are a prefix; those before
+        the first whose running maximum end passes ``start`` end before it. Only the rest is
+        scanned (all of it for well-formed files), not every segment per window.
+        """
+        if len(self._order) <= 256:  # few segments: one comparison is cheaper than two searches
+            return np.flatnonzero((self._seg_start < end) & (self._seg_mend > start))
+        hi = int(np.searchsorted(self._by_start, end, side="left"))
+        lo = int(np.searchsorted(self._reach, start, side="right"))
+        cand = self._order[lo:hi]
+        return np.sort(cand[self._seg_mend[cand] > start])
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         end = start + count
-        ram = np.zeros(count, dtype=bool)
-        present = np.zeros(count, dtype=bool)
-        for k in self._overlapping(start, end):
-            _fill(ram, int(self._seg_start[k]) - start, int(self._seg_mend[k]) - start, True)
-            _fill(present, int(self._seg_fstart[k]) - start, int(self._seg_fend[k]) - start, True)
-        return ram, present
+        ks = self._overlapping(start, end)
+        return (_covered(count, self._seg_start[ks] - start, self._seg_mend[ks] - start),
+                _covered(count, self._seg_fstart[ks] - start, self._seg_fend[ks] - start))
 
     def _owner(self, start: int, count: int) -> np.ndarray:
         """Index of the segment providing each page's data (-1: none). First segment wins."""
@@ -469,6 +504,21 @@ class ElfReader(DumpReader):
                 raise TruncatedDumpError("file ends inside a segment", path=self.info.path, offset=off + got,
                                          expected=f"{whole * ps} bytes", got=f"{got} bytes")
         return PageBatch(start, count, ram, present, data, lost)
+
+
+def _covered(count: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Which of ``count`` pages some range ``[lo[i], hi[i])`` covers (bounds clamped)."""
+    if len(lo) <= 16:  # a few ranges (the usual case): slices
+        out = np.zeros(count, dtype=bool)
+        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+            _fill(out, a, b, True)
+        return out
+    lo, hi = np.clip(lo, 0, count), np.clip(hi, 0, count)
+    keep = lo < hi
+    edges = np.zeros(count + 1, dtype=np.int64)
+    np.add.at(edges, lo[keep], 1)
+    np.add.at(edges, hi[keep], -1)
+    return np.cumsum(edges[:-1]) > 0
 
 
 def _fill(arr: np.ndarray, lo: int, hi: int, value: object) -> None:

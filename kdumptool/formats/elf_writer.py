@@ -25,7 +25,7 @@ as in an ELF dump makedumpfile cut at its ``-L`` limit.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import construct as cs
@@ -59,7 +59,7 @@ PFN_EXCLUDED = 256
 PF_RWX = 7
 
 
-@dataclass
+@dataclass(slots=True)
 class Region:
     """Physical pages ``[start, end)`` that the source maps with one virtual base (or none)."""
 
@@ -69,7 +69,7 @@ class Region:
     tail_bytes: int = 0  # bytes of a partial page after ``end`` (counted in p_memsz)
 
 
-@dataclass
+@dataclass(slots=True)
 class OutSegment:
     start: int  # first pfn
     file_pages: int
@@ -78,29 +78,32 @@ class OutSegment:
     tail_bytes: int = 0
 
 
-def source_regions(reader: DumpReader) -> list[Region]:
-    """The source's memory regions: its PT_LOADs (ELF), or runs of RAM (other formats)."""
+def source_regions(reader: DumpReader) -> Iterator[Region]:
+    """The source's memory regions, in order: its PT_LOADs (ELF), or runs of RAM (other
+    formats). Made one at a time: a fragmented map may have millions."""
     ps = reader.page_size
     reader = getattr(reader, "inner", reader)  # a wrapper (zero-fill) keeps the source's regions
     if isinstance(reader, ElfReader):
-        out = []
         for seg in reader.segments:
             start, end = seg.paddr // ps, (seg.paddr + seg.memsz) // ps
             if end > start:
-                out.append(Region(start, end, seg.vaddr + (start * ps - seg.paddr),
-                                  seg.paddr + seg.memsz - end * ps))
-        return out
-    regions: list[Region] = []
+                yield Region(start, end, seg.vaddr + (start * ps - seg.paddr),
+                             seg.paddr + seg.memsz - end * ps)
+        return
+    run: Region | None = None
     for start, count in reader.ram_windows(1 << 20):
         ram, _ = reader.bitmaps(start, count)
         edges = np.flatnonzero(np.diff(np.concatenate(([0], ram.astype(np.int8), [0]))))
         for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
             a, b = a + start, b + start
-            if regions and regions[-1].end == a:
-                regions[-1].end = b  # the run continues from the previous window
-            else:
-                regions.append(Region(a, b, None))
-    return regions
+            if run is not None and run.end == a:
+                run.end = b  # the run continues from the previous window
+                continue
+            if run is not None:
+                yield run
+            run = Region(a, b, None)
+    if run is not None:
+        yield run
 
 
 def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +132,7 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     return keep, have
 
 
-def plan_segments(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
+def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> list[OutSegment]:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
     One addition: a gap that holds a page the source has no data for always splits the
@@ -198,11 +201,15 @@ def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], segmen
     loads["p_type"] = PT_LOAD
     loads["p_flags"] = PF_RWX
     loads["p_offset"] = offsets
-    mask = (1 << (8 * word_size)) - 1
-    loads["p_vaddr"] = [seg.vaddr & mask for seg in segments]
-    loads["p_paddr"] = [seg.start * page_size for seg in segments]
-    loads["p_filesz"] = [seg.file_pages * page_size for seg in segments]
-    loads["p_memsz"] = [seg.mem_pages * page_size + seg.tail_bytes for seg in segments]
+    mask, n = (1 << (8 * word_size)) - 1, len(segments)
+
+    def column(values: Iterable[int]) -> np.ndarray:  # no list of a million ints on the way
+        return np.fromiter(values, dtype=np.uint64, count=n)
+
+    loads["p_vaddr"] = column(seg.vaddr & mask for seg in segments)
+    loads["p_paddr"] = column(seg.start * page_size for seg in segments)
+    loads["p_filesz"] = column(seg.file_pages * page_size for seg in segments)
+    loads["p_memsz"] = column(seg.mem_pages * page_size + seg.tail_bytes for seg in segments)
     return table.tobytes()
 
 

@@ -228,8 +228,9 @@ def validate_elf(r: ElfReader, report: Report) -> None:
     if r.ehdr.e_flags & 1:
         report.add("notice", "elf-incomplete", "e_flags says the dump is incomplete (bit 0)",
                    0x30 if r.elf_class == 2 else 0x24)
-    for seg in r.segments:
-        if seg.index in r.info.details.get("implausible_filesz", []):  # type: ignore[operator]
+    implausible = set(r.info.details.get("implausible_filesz", []))  # type: ignore[call-overload]
+    for seg in r.segments if implausible else []:
+        if seg.index in implausible:
             report.add("data-loss", "elf-bad-filesz",
                        f"PT_LOAD (program header {seg.index}) p_filesz runs far past the end of "
                        "the file; only the data in the file is used", r.field_offset(seg, "p_filesz"))

@@ -105,6 +105,12 @@ def test_not_a_dump_on_stdin() -> None:
     assert proc.stderr.decode().startswith("kdumptool: error: <stdin>: offset 0x0:")
 
 
+def _sigint_by_default() -> None:
+    """A suite started as a shell's background job (``cmd &``) inherits SIGINT ignored, and so
+    would the child, which is then right not to stop: give it the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signals) -> None:
     src = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
@@ -112,7 +118,8 @@ def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signal
     outdir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "kdumptool", "convert", "-c", "--threads", "1",
                              str(src), str(outdir / "o.kdump")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_by_default)
     deadline = time.monotonic() + 60
     while not any(outdir.iterdir()):  # wait until the temporary output exists
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""

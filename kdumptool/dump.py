@@ -25,6 +25,8 @@ from kdumptool.vmcoreinfo import VmcoreInfo
 
 #: Bytes of page data per window of the streaming pipeline.
 WINDOW_BYTES = 4 << 20
+#: Fewest pages per window (a dump of 256 KiB pages is not walked 16 pages at a time).
+MIN_WINDOW_PAGES = 64
 #: Pages per window of metadata-only passes (bitmaps: one byte per page in memory).
 METADATA_WINDOW = 1 << 16
 
@@ -149,8 +151,10 @@ class DumpReader:
 
     @property
     def window_pages(self) -> int:
-        """Pages per data window: :data:`WINDOW_BYTES` of pages, a multiple of 8 (>= 8)."""
-        return max(8, (WINDOW_BYTES // self.page_size) // 8 * 8)
+        """Pages per data window: :data:`WINDOW_BYTES` of pages, a multiple of 8, and at least
+        64 pages (16 MiB at the largest page size, 256 KiB), so that a dump of huge pages
+        is not walked in tiny steps."""
+        return max(MIN_WINDOW_PAGES, (WINDOW_BYTES // self.page_size) // 8 * 8)
 
     def windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
         """``(start, count)`` windows covering ``[0, max_pfn)``; ``window`` must be a multiple of 8."""

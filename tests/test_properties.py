@@ -16,8 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from kdumptool.codecs import CODECS
-from kdumptool.formats.elf_writer import write_elf
-from kdumptool.formats.kdump import kdump_structs
+from kdumptool.formats.elf import _first_cover
+from kdumptool.formats.elf_writer import (
+    _plan_in_order,
+    plan_each_region,
+    plan_segments,
+    source_regions,
+    write_elf,
+)
+from kdumptool.formats.kdump import KdumpReader, kdump_structs
 from kdumptool.formats.kdump_writer import write_kdump
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_bytes
@@ -321,3 +328,67 @@ def test_elf_of_a_fragmented_map_reads_each_window_once(seed: int, n: int, level
             assert pfn not in got  # a page without data splits the segment: never zeros
         else:  # excluded, zero at level 1, not RAM: left out, or zeros inside a short run
             assert got.get(pfn, bytes(PS)) == bytes(PS), hex(pfn)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6000), level=st.sampled_from([0, 1]),
+       elf=st.booleans(), strict=st.booleans())
+def test_segment_planner_in_order_equals_region_by_region(seed: int, n: int, level: int, elf: bool,
+                                                          strict: bool) -> None:
+    """The planner for sorted, disjoint regions (all windows at once) makes exactly the
+    segments of the region-by-region rule, on maps with excluded, zero and lost pages."""
+    rng = random.Random(seed)
+    weights = [rng.random() + 0.01 for _ in range(5)]
+    pages: dict[int, b.PageValue] = {}
+    for pfn in range(n):
+        kind = rng.choices("-xzdl", weights)[0]
+        if kind != "-" and not (elf and kind == "l"):
+            pages[pfn] = {"x": b.EXCLUDED, "z": b.ZERO, "d": b.page_for(pfn), "l": b.LOST}[kind]
+    if not pages:
+        pages[0] = b.page_for(0)
+    src = (b.build_elf(pages, vmcoreinfo=VMCI) if elf
+           else b.build_kdump(pages, codec="zlib", vmcoreinfo=VMCI, incomplete_after=len(pages)))
+    with open_bytes(src, strict=strict) as reader:
+        regions = list(source_regions(reader))
+        starts = np.array([r.start for r in regions], dtype=np.int64)
+        ends = np.array([r.end for r in regions], dtype=np.int64)
+        assert (starts[1:] >= ends[:-1]).all()
+        fast = _plan_in_order(Selection(reader, level), starts, ends, [r.vaddr for r in regions],
+                              [r.tail_bytes for r in regions], PS)
+        assert fast == plan_each_region(Selection(reader, level), regions, PS)
+        assert plan_segments(Selection(reader, level), regions, PS) == fast
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pages=page_maps(max_pfn=6000), seed=st.integers(0, 2**32 - 1))
+def test_kdump_pages_read_in_any_order(pages: dict, seed: int) -> None:
+    """Reads that go forward, back and jump (the descriptor index of a page is counted on
+    from the last read when it can be) give every page its own data."""
+    image = b.build_kdump(pages, codec="zlib", vmcoreinfo=VMCI)
+    want = expected(pages)
+    rng = random.Random(seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(KdumpReader, "RANK_CHUNK", 512)  # many chunks in a small dump
+        with open_bytes(image) as r:
+            for _ in range(40):
+                start = rng.randrange(r.max_pfn)
+                count = rng.randint(1, min(700, r.max_pfn - start))
+                batch = r.read_batch(start, count)
+                got = {p: row.tobytes() for p, row in zip(batch.pfns().tolist(), batch.data, strict=True)}
+                assert got == {p: v for p, v in want.items() if start <= p < start + count}
+
+
+@settings(max_examples=60, deadline=None)
+@given(count=st.integers(1, 300),
+       ranges=st.lists(st.tuples(st.integers(-50, 350), st.integers(-50, 350)), min_size=1, max_size=60))
+def test_first_cover_is_the_least_segment_over_each_page(count: int, ranges: list[tuple[int, int]]) -> None:
+    """The page owner of overlapping PT_LOADs (many of them): for each page the first segment
+    covering it, as a plain loop over the segments finds it."""
+    lo = np.array([a for a, _ in ranges], dtype=np.int64)
+    hi = np.array([z for _, z in ranges], dtype=np.int64)
+    ks = np.arange(len(ranges), dtype=np.int64) * 3 + 1  # segment numbers, increasing
+    want = np.full(count, -1, dtype=np.int64)
+    for a, z, k in zip(lo.tolist(), hi.tolist(), ks.tolist(), strict=True):
+        span = want[max(a, 0):max(min(z, count), 0)]
+        span[span == -1] = k
+    assert _first_cover(count, lo, hi, ks).tolist() == want.tolist()

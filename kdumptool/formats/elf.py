@@ -470,8 +470,11 @@ class ElfReader(DumpReader):
     def _owner(self, start: int, count: int) -> np.ndarray:
         """Index of the segment providing each page's data (-1: none). First segment wins."""
         end = start + count
+        ks = self._overlapping(start, end)
+        if len(ks) > 16:  # many (overlapping) segments: no loop over them
+            return _first_cover(count, self._seg_fstart[ks] - start, self._seg_fend[ks] - start, ks)
         owner = np.full(count, -1, dtype=np.int64)
-        for k in self._overlapping(start, end)[::-1]:
+        for k in ks[::-1]:
             _fill(owner, int(self._seg_fstart[k]) - start, int(self._seg_fend[k]) - start, k)
         return owner
 
@@ -519,6 +522,32 @@ def _covered(count: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     np.add.at(edges, lo[keep], 1)
     np.add.at(edges, hi[keep], -1)
     return np.cumsum(edges[:-1]) > 0
+
+
+def _first_cover(count: int, lo: np.ndarray, hi: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """For each of ``count`` pages, the least ``ks[i]`` whose range ``[lo[i], hi[i])`` covers
+    it (-1: none). Each range is two power-of-two blocks; the blocks' minima are pushed down
+    one level at a time, so the work is ``len(ks) + count * log(count)`` without a loop over
+    the ranges."""
+    lo, hi = np.clip(lo, 0, count), np.clip(hi, 0, count)
+    keep = lo < hi
+    lo, hi, ks = lo[keep], hi[keep], ks[keep].astype(np.int64)
+    none = np.iinfo(np.int64).max
+    levels = max(1, count.bit_length())
+    table = np.full((levels, count), none, dtype=np.int64)  # table[j][i]: least k over [i, i + 2**j)
+    span = hi - lo
+    level = np.zeros(len(span), dtype=np.int64)
+    while (grow := (span >> (level + 1)) > 0).any():  # level = floor(log2(span)), exactly
+        level += grow
+    np.minimum.at(table, (level, lo), ks)
+    np.minimum.at(table, (level, hi - (1 << level)), ks)
+    for j in range(levels - 1, 0, -1):
+        half = 1 << (j - 1)
+        np.minimum(table[j - 1], table[j], out=table[j - 1])
+        np.minimum(table[j - 1][half:], table[j][:count - half], out=table[j - 1][half:])
+    first = table[0]
+    first[first == none] = -1
+    return first
 
 
 def _fill(arr: np.ndarray, lo: int, hi: int, value: object) -> None:

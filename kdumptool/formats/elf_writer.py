@@ -25,6 +25,7 @@ as in an ELF dump makedumpfile cut at its ``-L`` limit.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -135,6 +136,26 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
 def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> list[OutSegment]:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
+    Regions in address order that do not overlap (every kdump file, and well-formed ELF
+    files) are planned a window at a time for all of them at once (:func:`_plan_in_order`);
+    others one region at a time (:func:`plan_each_region`), with the same result.
+    """
+    starts, ends, vaddrs, tails = array("q"), array("q"), [], []  # not a million Region objects
+    for reg in regions:
+        starts.append(reg.start)
+        ends.append(reg.end)
+        vaddrs.append(reg.vaddr)
+        tails.append(reg.tail_bytes)
+    start_of, end_of = np.frombuffer(starts, dtype=np.int64), np.frombuffer(ends, dtype=np.int64)
+    if (start_of[1:] >= end_of[:-1]).all():
+        return _plan_in_order(selection, start_of, end_of, vaddrs, tails, page_size)
+    return plan_each_region(selection, [Region(*r) for r in zip(starts, ends, vaddrs, tails, strict=True)],
+                            page_size)
+
+
+def plan_each_region(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
+    """The segment rule, one region after the other.
+
     One addition: a gap that holds a page the source has no data for always splits the
     segment, so that a page missing from the source never turns into a page of zeros.
     """
@@ -183,6 +204,74 @@ def plan_segments(selection: Selection, regions: Iterable[Region], page_size: in
     return segments
 
 
+def _plan_in_order(selection: Selection, starts: np.ndarray, ends: np.ndarray, vaddrs: list[int | None],
+                   tails: list[int], page_size: int) -> list[OutSegment]:
+    """The segment rule for regions in address order, without overlaps: one pass over the data
+    windows, each window's kept pages tested against the rule for all regions at once.
+
+    With ``N(p)`` the number of pages before ``p`` that have no data (every page outside the
+    data windows counts), a kept page ``q`` whose previous kept page in its region is ``p``
+    (``region start - 1`` for the first) starts a new segment when ``q - p - 1 >= 256`` or
+    ``N(q) - N(p + 1) > 0``; the segment before it holds file data up to ``p + 1``.
+    """
+    n = len(starts)
+    last_kept = starts - 1  # per region: its last kept page so far
+    after_last = np.zeros(n, dtype=np.int64)  # per region: N(last_kept + 1)
+    split_pfn: list[np.ndarray] = []
+    split_fe: list[np.ndarray] = []  # where the file data of the segment before the split ends
+    split_reg: list[np.ndarray] = []
+    done_to, nodata_to = 0, 0  # N(done_to): pages before done_to without data
+    r_next = 0  # first region whose start's N is not known yet
+    for w, c in selection.reader.data_windows(selection.reader.window_pages):
+        first = int(np.searchsorted(ends, w, side="right"))  # the first region ending after w
+        if first == n or starts[first] >= w + c:
+            continue  # no region here: as for a page between windows, nothing is read
+        keep, have = _keep_mask(selection, w, c)
+        nodata_w = nodata_to + (w - done_to)  # the pages since the last window have no data
+        cum = nodata_w + np.concatenate(([0], np.cumsum(~have)))  # cum[i] = N(w + i)
+        r_end = int(np.searchsorted(starts, w + c, side="left"))
+        if r_end > r_next:  # regions starting before this window's end: N(start) is known now
+            rs = starts[r_next:r_end]
+            after_last[r_next:r_end] = np.where(
+                rs < w, nodata_to + (rs - done_to), cum[np.clip(rs - w, 0, c)])
+            r_next = r_end
+        done_to, nodata_to = w + c, int(cum[c])
+        kept = w + np.flatnonzero(keep)
+        ri = np.searchsorted(starts, kept, side="right") - 1
+        inside = (ri >= 0) & (kept < ends[np.maximum(ri, 0)])
+        kept, ri = kept[inside], ri[inside]
+        if not kept.size:
+            continue
+        same = np.zeros(kept.size, dtype=bool)
+        same[1:] = ri[1:] == ri[:-1]
+        prev = np.where(same, np.concatenate(([0], kept[:-1])), last_kept[ri])
+        prev_after = np.where(same, cum[np.clip(prev + 1 - w, 0, c)], after_last[ri])
+        split = (kept - prev - 1 >= PFN_EXCLUDED) | (cum[kept - w] - prev_after > 0)
+        if split.any():
+            split_pfn.append(kept[split])
+            split_fe.append(prev[split] + 1)
+            split_reg.append(ri[split])
+        last = np.concatenate((ri[1:] != ri[:-1], [True]))  # each region's last kept page here
+        last_kept[ri[last]] = kept[last]
+        after_last[ri[last]] = cum[kept[last] + 1 - w]
+    sp_pfn = np.concatenate(split_pfn) if split_pfn else np.zeros(0, dtype=np.int64)
+    sp_fe = np.concatenate(split_fe) if split_fe else np.zeros(0, dtype=np.int64)
+    sp_reg = np.concatenate(split_reg) if split_reg else np.zeros(0, dtype=np.int64)
+    # segments: each region's start, then its splits (all already in address order)
+    seg_reg = np.concatenate((np.arange(n), sp_reg))
+    seg_start = np.concatenate((starts, sp_pfn))
+    order = np.lexsort((seg_start, seg_reg))
+    seg_reg, seg_start = seg_reg[order], seg_start[order]
+    opened_by_split = np.concatenate((np.full(n, -1, dtype=np.int64), sp_fe))[order]
+    more = np.concatenate((seg_reg[1:] == seg_reg[:-1], [False]))  # the region goes on
+    seg_end = np.where(more, np.concatenate((seg_start[1:], [0])), ends[seg_reg])
+    file_end = np.where(more, np.concatenate((opened_by_split[1:], [0])), last_kept[seg_reg] + 1)
+    reg_start, reg_end = starts.tolist(), ends.tolist()
+    return [_segment(a, fe, b, Region(reg_start[r], reg_end[r], vaddrs[r], tails[r]), page_size)
+            for a, fe, b, r in zip(seg_start.tolist(), file_end.tolist(), seg_end.tolist(), seg_reg.tolist(),
+                                   strict=True)]
+
+
 def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -> OutSegment:
     vaddr = 0 if reg.vaddr is None else (reg.vaddr + (start - reg.start) * page_size) % (1 << 64)
     tail = reg.tail_bytes if end == reg.end else 0
@@ -216,26 +305,28 @@ def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], segmen
 def _read_groups(segments: list[OutSegment], offsets: list[int], window: int,
                  page_size: int) -> Iterator[tuple[int, np.ndarray, int]]:
     """The segments' file pages in runs that one ``read_batch`` serves: ``(first pfn, rows,
-    file offset)``, where ``rows`` are the pages' indexes from ``first`` (within one window)
-    and their data is contiguous in the file from the offset on. Many short segments (a
-    fragmented memory map) then cost one read per window, not one per segment."""
-    first = pos = end = -1
+    file offset)``, where ``rows`` are the pages' indexes from ``first`` (all within one
+    window; in file order, so they may repeat or go back when segments overlap or come out of
+    address order) and their data is contiguous in the file from the offset on. Many short
+    segments (a fragmented memory map) then cost one read per window, not one per segment."""
+    lo = hi = pos = -1
     pieces: list[np.ndarray] = []
     size = 0
     for seg, off in zip(segments, offsets, strict=True):
         for start in range(seg.start, seg.start + seg.file_pages, window):
             count = min(window, seg.start + seg.file_pages - start)
             at = off + (start - seg.start) * page_size
-            if pieces and start >= end and start + count <= first + window and at == pos + size * page_size:
-                pieces.append(np.arange(start - first, start - first + count))
+            if (pieces and at == pos + size * page_size and size + count <= window
+                    and max(hi, start + count) - min(lo, start) <= window):
+                lo, hi = min(lo, start), max(hi, start + count)
             else:
                 if pieces:
-                    yield first, np.concatenate(pieces), pos
-                first, pos, size, pieces = start, at, 0, [np.arange(count)]
+                    yield lo, np.concatenate(pieces) - lo, pos
+                lo, hi, pos, size, pieces = start, start + count, at, 0, []
+            pieces.append(np.arange(start, start + count))
             size += count
-            end = start + count
     if pieces:
-        yield first, np.concatenate(pieces), pos
+        yield lo, np.concatenate(pieces) - lo, pos
 
 
 def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
@@ -285,10 +376,10 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
             rows = rows[:count]
             stats["cut"] = 1
         if count:
-            batch = reader.read_batch(first, int(rows[-1]) + 1)
+            batch = reader.read_batch(first, int(rows.max()) + 1)
             present = batch.present[rows]
-            if present.all() and batch.present.all() and count == batch.count:
-                out = batch.data  # rows are the whole batch
+            if batch.present.all() and count == batch.count and (np.diff(rows) == 1).all():
+                out = batch.data  # rows are the whole batch, in order
             else:  # pages between the rows are skipped; pages without data are zeros
                 out = np.zeros((count, ps), dtype=np.uint8)
                 slot = np.cumsum(batch.present) - 1  # row of data of each present page

@@ -418,16 +418,18 @@ class KdumpReader(DumpReader):
             total += self._count_present(start, start + self.RANK_CHUNK)
             counts.append(total)
         self._rank_base = np.array(counts, dtype=np.int64)
+        self._last_rank = (-1, 0)  # (pfn, rank) of the last call
         self.num_descs = total
 
     def rank(self, pfn: int) -> int:
         """Index in the descriptor table of the first present page at or after ``pfn``."""
-        chunk = pfn // self.RANK_CHUNK
-        base = int(self._rank_base[min(chunk, len(self._rank_base) - 1)])
-        start = chunk * self.RANK_CHUNK
-        if pfn > start:
-            _, present = self.bitmaps(start, pfn - start)
-            base += int(present.sum())
+        chunk = min(pfn // self.RANK_CHUNK, len(self._rank_base) - 1)
+        start, base = chunk * self.RANK_CHUNK, int(self._rank_base[chunk])
+        last_pfn, last_rank = self._last_rank
+        if start <= last_pfn <= pfn:  # reading in order: count on from the last answer
+            start, base = last_pfn, last_rank
+        base += self._count_present(start, pfn)
+        self._last_rank = (pfn, base)
         return base
 
     def _read_blob(self, offset: int, size: int, what: str, limit: int) -> bytes | None:

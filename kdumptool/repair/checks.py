@@ -26,6 +26,9 @@ from kdumptool.transport.flattened import FlattenedSource
 from kdumptool.vmcoreinfo import known_broken_build_id
 from kdumptool.vtop.kernel_image import kernel_image_to_phys
 
+#: Findings of one kind listed one by one; past this many, one line counts the rest.
+MAX_LISTED = 20
+
 
 def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = None) -> Report:
     """Check a dump (or a split set). Never raises on bad input: see the report."""
@@ -249,10 +252,12 @@ def validate_elf(r: ElfReader, report: Report) -> None:
                    f"{seg.offset:#x} points past the end of the file", r.field_offset(seg, "p_offset"),
                    [(max(a, first), min(b, end)) for a, b in lost if a < end and b > first])
     spans = sorted((seg.offset, seg.offset + seg.filesz, seg.index) for seg in r.segments if seg.filesz)
-    for (_, a1, ai), (b0, _, bi) in zip(spans, spans[1:], strict=False):
-        if b0 < a1:
-            report.add("notice", "elf-file-overlap",
-                       f"PT_LOAD {ai} and {bi} share file bytes at {b0:#x}", b0)
+    shared = [(b0, ai, bi) for (_, a1, ai), (b0, _, bi) in zip(spans, spans[1:], strict=False) if b0 < a1]
+    for b0, ai, bi in shared[:MAX_LISTED]:
+        report.add("notice", "elf-file-overlap", f"PT_LOAD {ai} and {bi} share file bytes at {b0:#x}", b0)
+    if len(shared) > MAX_LISTED:  # one line for the rest: a crafted file may have a million
+        report.add("notice", "elf-file-overlap", f"{len(shared) - MAX_LISTED} more pairs of PT_LOADs "
+                   "share file bytes", shared[MAX_LISTED][0])
 
 
 def validate_hyperv(r: HyperVReader, report: Report) -> None:

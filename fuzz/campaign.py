@@ -80,7 +80,7 @@ class Campaign:
         t0 = time.monotonic()
         seeds = all_seeds(args, log=self.log)
         self.seeds = seeds
-        self.gen = H.Generator(seeds)
+        self.gen = H.Generator(seeds, strategies(args))
         self.seed_fmt = {s.name: s.fmt for s in seeds}
         self.log(f"{len(seeds)} seeds ({sum(s.origin == 'real' for s in seeds)} real) "
                  f"in {time.monotonic() - t0:.1f} s")
@@ -340,6 +340,18 @@ def _groups(args: argparse.Namespace) -> tuple[str, ...]:
     return groups
 
 
+def strategies(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    """The generator's strategies: the default mix, or only those named by ``--strategies``."""
+    if not getattr(args, "strategies", None):
+        return H.STRATEGIES
+    weights = dict(H.STRATEGIES) | H.EXTRA_STRATEGIES
+    names = args.strategies.split(",")
+    unknown = [n for n in names if n not in weights]
+    if unknown:
+        raise SystemExit(f"unknown strategies {unknown}; known: {', '.join(weights)}")
+    return tuple((n, weights[n]) for n in names)
+
+
 def _group_of(op: str) -> str:
     best = ""
     for g in H.ALL_GROUPS:
@@ -371,7 +383,7 @@ def replay(paths: list[str], args: argparse.Namespace) -> int:
 
 def show_input(spec: str, args: argparse.Namespace, out_path: str | None) -> int:
     seed, _, index = spec.rpartition(":")
-    c = H.Generator(all_seeds(args))
+    c = H.Generator(all_seeds(args), strategies(args))
     data, desc = c.generate(int(seed) if seed.lstrip("-").isdigit() else seed, int(index))
     print(f"{len(data)} bytes: {desc}")
     if out_path:
@@ -464,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the summary every N seconds while running (0: only at the end)")
     p.add_argument("--tmp", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
                    help="directory for the workers' files (default /dev/shm: fsync is free there)")
+    p.add_argument("--strategies", metavar="NAME[,NAME]",
+                   help="only these generator strategies, e.g. 'scale' (opt-in: bulk bitmaps and "
+                        "program header tables); the default mix leaves it out")
     p.add_argument("--replay", nargs="+", metavar="FILE", help="run saved inputs and report")
     p.add_argument("--show-input", metavar="SEED:I", help="print (and --write) how input I was made")
     p.add_argument("--write", metavar="FILE", help="with --show-input: write the input there")

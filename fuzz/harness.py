@@ -1389,6 +1389,88 @@ def m_geometry(d: bytearray, lay: Layout, rng: random.Random) -> str:
 HAVOC = (m_flip, m_byte, m_run, m_zero_block, m_truncate, m_extend, m_insert_delete, m_copy)
 
 
+def _bitmap_pattern(n: int, rng: random.Random) -> tuple[bytes, str]:
+    """``n`` bitmap bytes in a pattern that cuts memory into many runs (or none)."""
+    kind = rng.choice(["alternate", "alternate", "random", "sparse", "runs", "full"])
+    if kind == "alternate":
+        byte = rng.choice([0x55, 0xAA, 0x33, 0x0F, 0x01])
+        return bytes([byte]) * n, f"every byte {byte:#04x}"
+    if kind == "random":
+        return rng.randbytes(n), "random bits"
+    if kind == "sparse":
+        step = rng.choice([8, 64, 512])
+        out = bytearray(n)
+        out[::step] = b"\x01" * len(out[::step])
+        return bytes(out), f"one bit every {step} bytes"
+    if kind == "runs":
+        out = bytearray()
+        while len(out) < n:
+            out += bytes([rng.choice([0, 0xFF])]) * rng.choice([1, 2, 32, 33, 4096])
+        return bytes(out[:n]), "runs of 0x00/0xff bytes"
+    return b"\xff" * n, "all ones"
+
+
+def m_scale(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Structures with huge counts that stay inside the input: a whole bitmap rewritten so that
+    memory falls into hundreds of thousands of runs, or a program header table of tens of
+    thousands of PT_LOADs (alternating, overlapping, reversed), to check that time and memory
+    follow the input's size with a small factor (the mutations above change a few bytes)."""
+    if lay.fmt == "kdump" and "bitmap1" in lay.regions:
+        a, b = lay.regions["bitmap1"]
+        b = min(b, len(d))
+        if b <= a:
+            return m_field(d, lay, rng)
+        pattern, what = _bitmap_pattern(b - a, rng)
+        d[a:b] = pattern
+        for f in _fields_named(lay, ".max_mapnr"):
+            f.write(d, min((b - a) * 8, (1 << 32) - 1))
+        for f in _fields_named(lay, ".max_mapnr_64"):
+            f.write(d, (b - a) * 8)
+        a2, b2 = lay.regions.get("bitmap2", (0, 0))
+        b2 = min(b2, len(d))
+        second = rng.choice(["kept", "same", "zero", "pattern"])
+        if b2 > a2 and second != "kept":
+            n = min(b2 - a2, b - a)
+            fill = {"same": pattern[:n], "zero": bytes(n),
+                    "pattern": _bitmap_pattern(n, rng)[0]}[second]
+            d[a2:a2 + n] = fill
+        return f"scale bitmap1 {what} ({(b - a) * 8} pfns), bitmap2 {second}"
+    if lay.fmt == "elf" and "phdrs" in lay.regions:
+        e = lay.endian
+        elf_class = d[4] if len(d) > 4 and d[4] in (1, 2) else 2
+        s = elf_structs(elf_class, e)
+        eh = _parse(s.Ehdr, d, 0)
+        if eh is None:
+            return m_field(d, lay, rng)
+        phsz, ps = s.Phdr.sizeof(), lay.page_size
+        notes = [bytes(d[p:p + phsz]) for p in range(*lay.regions["phdrs"], phsz)
+                 if _parse(s.Phdr, d, p) is not None and _parse(s.Phdr, d, p).p_type == PT_NOTE]
+        room = max(0, (MAX_INPUT - len(d)) // phsz - len(notes) - 1)
+        n = min(rng.choice([1000, 10000, 30000, 65000]), room, 0xFFFE - len(notes))
+        if n <= 0:
+            return m_field(d, lay, rng)
+        shape = rng.choice(["alternate", "adjacent", "overlap", "reversed", "huge"])
+        data_at = max(0, min(len(d) - ps, lay.regions["phdrs"][1]))  # any page of the file
+        rows = []
+        for k in range(n):
+            pfn = {"alternate": 2 * k, "adjacent": k, "overlap": 0, "reversed": 2 * (n - k),
+                   "huge": k << 20}[shape]
+            memsz = ps << 19 if shape == "huge" else ps
+            filesz = ps if rng.random() < 0.5 else 0
+            width = (1 << (32 * elf_class)) - 1
+            rows.append(s.Phdr.build({"p_type": PT_LOAD, "p_flags": 7, "p_offset": data_at if filesz else 0,
+                                      "p_vaddr": 0, "p_paddr": (pfn * ps) & width, "p_filesz": filesz,
+                                      "p_memsz": memsz & width, "p_align": 0}))
+        phoff = (len(d) + 7) // 8 * 8
+        d += bytes(phoff - len(d)) + b"".join(notes) + b"".join(rows)
+        for f in _fields_named(lay, "ehdr.e_phoff"):
+            f.write(d, phoff)
+        for f in _fields_named(lay, "ehdr.e_phnum"):
+            f.write(d, len(notes) + n)
+        return f"scale {n} PT_LOADs ({shape}, shared data page) after {len(notes)} PT_NOTE"
+    return m_field(d, lay, rng)
+
+
 # ============================================================================================
 # seeds
 # ============================================================================================
@@ -1889,16 +1971,21 @@ STRATEGIES = (("structured", 36), ("geometry", 6), ("vmcoreinfo", 8), ("havoc", 
               ("boundary", 10), ("flat", 8), ("mixed", 10))
 
 
+#: Opt-in strategies (``campaign.py --strategies``): not in STRATEGIES, so that adding them
+#: leaves every input of the campaigns already run the same.
+EXTRA_STRATEGIES = {"scale": 1}
+
+
 class Generator:
     """Makes fuzz inputs from seeds; input ``i`` of seed ``s`` is always the same."""
 
-    def __init__(self, seeds: list[Seed]) -> None:
+    def __init__(self, seeds: list[Seed], strategies: tuple[tuple[str, int], ...] = STRATEGIES) -> None:
         if not seeds:
             raise ValueError("no seeds")
         self.seeds = seeds
         self._layouts: dict[str, Layout] = {}
-        self._names = [n for n, _ in STRATEGIES]
-        self._weights = [w for _, w in STRATEGIES]
+        self._names = [n for n, _ in strategies]
+        self._weights = [w for _, w in strategies]
         self._seed_weights = [s.weight for s in seeds]
 
     def layout(self, seed: Seed) -> Layout:
@@ -1937,6 +2024,8 @@ class Generator:
         elif strategy == "flat":
             d, what = self._flat(seed, d, lay, rng)
             steps.append(what)
+        elif strategy == "scale":
+            steps.append(m_scale(d, lay, rng))
         elif strategy == "geometry":
             steps.append(m_geometry(d, lay, rng))
             if rng.random() < 0.3:

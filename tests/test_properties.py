@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from kdumptool.codecs import CODECS
 from kdumptool.formats.elf import _first_cover
 from kdumptool.formats.elf_writer import (
+    RegionColumns,
     _plan_in_order,
     plan_each_region,
     plan_segments,
@@ -350,13 +351,12 @@ def test_segment_planner_in_order_equals_region_by_region(seed: int, n: int, lev
            else b.build_kdump(pages, codec="zlib", vmcoreinfo=VMCI, incomplete_after=len(pages)))
     with open_bytes(src, strict=strict) as reader:
         regions = list(source_regions(reader))
-        starts = np.array([r.start for r in regions], dtype=np.int64)
-        ends = np.array([r.end for r in regions], dtype=np.int64)
-        assert (starts[1:] >= ends[:-1]).all()
-        fast = _plan_in_order(Selection(reader, level), starts, ends, [r.vaddr for r in regions],
-                              [r.tail_bytes for r in regions], PS)
+        columns = RegionColumns.of(regions)
+        assert (columns.start[1:] >= columns.end[:-1]).all()
+        fast = _plan_in_order(Selection(reader, level), columns, PS)
         assert fast == plan_each_region(Selection(reader, level), regions, PS)
         assert plan_segments(Selection(reader, level), regions, PS) == fast
+        assert columns.regions() == regions
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -79,6 +79,60 @@ class OutSegment:
     tail_bytes: int = 0
 
 
+@dataclass(slots=True, eq=False)
+class SegmentPlan:
+    """The output's PT_LOADs as columns (a fragmented map gives millions: no object each)."""
+
+    start: np.ndarray  # first pfn (int64)
+    file_pages: np.ndarray  # pages with data in the file (int64)
+    mem_pages: np.ndarray  # pages of memory, ``p_memsz`` without the tail (int64)
+    vaddr: np.ndarray  # virtual address of ``start`` (uint64)
+    tail_bytes: np.ndarray  # bytes of a partial page after the last (int64)
+
+    @classmethod
+    def of(cls, segments: list[OutSegment]) -> SegmentPlan:
+        cols = ([getattr(seg, f) for seg in segments] for f in ("start", "file_pages", "mem_pages"))
+        start, file_pages, mem_pages = (np.array(c, dtype=np.int64) for c in cols)
+        return cls(start, file_pages, mem_pages, np.array([seg.vaddr for seg in segments], dtype=np.uint64),
+                   np.array([seg.tail_bytes for seg in segments], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SegmentPlan) and all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in self.__slots__)
+
+
+@dataclass(slots=True)
+class RegionColumns:
+    """The source's regions as columns (see :class:`Region`); ``has_vaddr`` False: none known."""
+
+    start: np.ndarray
+    end: np.ndarray
+    vaddr: np.ndarray  # uint64
+    has_vaddr: np.ndarray
+    tail_bytes: np.ndarray
+
+    @classmethod
+    def of(cls, regions: Iterable[Region]) -> RegionColumns:
+        start, end, vaddr, has, tail = array("q"), array("q"), array("Q"), array("b"), array("q")
+        for reg in regions:  # into arrays as they come: not a million Region objects
+            start.append(reg.start)
+            end.append(reg.end)
+            vaddr.append(0 if reg.vaddr is None else reg.vaddr % (1 << 64))
+            has.append(reg.vaddr is not None)
+            tail.append(reg.tail_bytes)
+        return cls(np.frombuffer(start, dtype=np.int64), np.frombuffer(end, dtype=np.int64),
+                   np.frombuffer(vaddr, dtype=np.uint64), np.frombuffer(has, dtype=np.int8).astype(bool),
+                   np.frombuffer(tail, dtype=np.int64))
+
+    def regions(self) -> list[Region]:
+        return [Region(a, b, v if h else None, t) for a, b, v, h, t in zip(
+            self.start.tolist(), self.end.tolist(), self.vaddr.tolist(), self.has_vaddr.tolist(),
+            self.tail_bytes.tolist(), strict=True)]
+
+
 def source_regions(reader: DumpReader) -> Iterator[Region]:
     """The source's memory regions, in order: its PT_LOADs (ELF), or runs of RAM (other
     formats). Made one at a time: a fragmented map may have millions."""
@@ -133,27 +187,20 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     return keep, have
 
 
-def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> list[OutSegment]:
+def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> SegmentPlan:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
     Regions in address order that do not overlap (every kdump file, and well-formed ELF
     files) are planned a window at a time for all of them at once (:func:`_plan_in_order`);
     others one region at a time (:func:`plan_each_region`), with the same result.
     """
-    starts, ends, vaddrs, tails = array("q"), array("q"), [], []  # not a million Region objects
-    for reg in regions:
-        starts.append(reg.start)
-        ends.append(reg.end)
-        vaddrs.append(reg.vaddr)
-        tails.append(reg.tail_bytes)
-    start_of, end_of = np.frombuffer(starts, dtype=np.int64), np.frombuffer(ends, dtype=np.int64)
-    if (start_of[1:] >= end_of[:-1]).all():
-        return _plan_in_order(selection, start_of, end_of, vaddrs, tails, page_size)
-    return plan_each_region(selection, [Region(*r) for r in zip(starts, ends, vaddrs, tails, strict=True)],
-                            page_size)
+    cols = RegionColumns.of(regions)
+    if (cols.start[1:] >= cols.end[:-1]).all():
+        return _plan_in_order(selection, cols, page_size)
+    return plan_each_region(selection, cols.regions(), page_size)
 
 
-def plan_each_region(selection: Selection, regions: list[Region], page_size: int) -> list[OutSegment]:
+def plan_each_region(selection: Selection, regions: list[Region], page_size: int) -> SegmentPlan:
     """The segment rule, one region after the other.
 
     One addition: a gap that holds a page the source has no data for always splits the
@@ -201,11 +248,10 @@ def plan_each_region(selection: Selection, regions: list[Region], page_size: int
             last_kept = int(kept[-1])
             missing_at_last = int(missing_before[idx[-1]])
         segments.append(_segment(seg_start, file_end, reg.end, reg, page_size))
-    return segments
+    return SegmentPlan.of(segments)
 
 
-def _plan_in_order(selection: Selection, starts: np.ndarray, ends: np.ndarray, vaddrs: list[int | None],
-                   tails: list[int], page_size: int) -> list[OutSegment]:
+def _plan_in_order(selection: Selection, regions: RegionColumns, page_size: int) -> SegmentPlan:
     """The segment rule for regions in address order, without overlaps: one pass over the data
     windows, each window's kept pages tested against the rule for all regions at once.
 
@@ -214,6 +260,7 @@ def _plan_in_order(selection: Selection, starts: np.ndarray, ends: np.ndarray, v
     (``region start - 1`` for the first) starts a new segment when ``q - p - 1 >= 256`` or
     ``N(q) - N(p + 1) > 0``; the segment before it holds file data up to ``p + 1``.
     """
+    starts, ends = regions.start, regions.end
     n = len(starts)
     last_kept = starts - 1  # per region: its last kept page so far
     after_last = np.zeros(n, dtype=np.int64)  # per region: N(last_kept + 1)
@@ -266,10 +313,11 @@ def _plan_in_order(selection: Selection, starts: np.ndarray, ends: np.ndarray, v
     more = np.concatenate((seg_reg[1:] == seg_reg[:-1], [False]))  # the region goes on
     seg_end = np.where(more, np.concatenate((seg_start[1:], [0])), ends[seg_reg])
     file_end = np.where(more, np.concatenate((opened_by_split[1:], [0])), last_kept[seg_reg] + 1)
-    reg_start, reg_end = starts.tolist(), ends.tolist()
-    return [_segment(a, fe, b, Region(reg_start[r], reg_end[r], vaddrs[r], tails[r]), page_size)
-            for a, fe, b, r in zip(seg_start.tolist(), file_end.tolist(), seg_end.tolist(), seg_reg.tolist(),
-                                   strict=True)]
+    # as _segment does, for all segments at once (uint64 wraps like the % 2**64 there)
+    vaddr = regions.vaddr[seg_reg] + ((seg_start - starts[seg_reg]) * page_size).astype(np.uint64)
+    return SegmentPlan(seg_start, np.maximum(0, file_end - seg_start), seg_end - seg_start,
+                       np.where(regions.has_vaddr[seg_reg], vaddr, np.uint64(0)),
+                       np.where(seg_end == ends[seg_reg], regions.tail_bytes[seg_reg], 0))
 
 
 def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -> OutSegment:
@@ -278,11 +326,11 @@ def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -
     return OutSegment(start, max(0, file_end - start), end - start, vaddr, tail)
 
 
-def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], segments: list[OutSegment],
-                     offsets: list[int], page_size: int, word_size: int) -> bytes:
+def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], plan: SegmentPlan,
+                     offsets: np.ndarray, page_size: int, word_size: int) -> bytes:
     """The program header table: the ``PT_NOTE`` at ``note`` (offset, size), then one ``PT_LOAD``
     per segment; built as one array of the schema's dtype (a table may hold millions)."""
-    table = np.zeros(1 + len(segments), dtype=numpy_dtype(phdr, endian))
+    table = np.zeros(1 + len(plan), dtype=numpy_dtype(phdr, endian))
     table["p_type"][0] = PT_NOTE
     table["p_offset"][0], table["p_filesz"][0] = note
     table["p_memsz"][0] = note[1]
@@ -290,19 +338,14 @@ def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], segmen
     loads["p_type"] = PT_LOAD
     loads["p_flags"] = PF_RWX
     loads["p_offset"] = offsets
-    mask, n = (1 << (8 * word_size)) - 1, len(segments)
-
-    def column(values: Iterable[int]) -> np.ndarray:  # no list of a million ints on the way
-        return np.fromiter(values, dtype=np.uint64, count=n)
-
-    loads["p_vaddr"] = column(seg.vaddr & mask for seg in segments)
-    loads["p_paddr"] = column(seg.start * page_size for seg in segments)
-    loads["p_filesz"] = column(seg.file_pages * page_size for seg in segments)
-    loads["p_memsz"] = column(seg.mem_pages * page_size + seg.tail_bytes for seg in segments)
+    loads["p_vaddr"] = plan.vaddr & np.uint64((1 << (8 * word_size)) - 1)
+    loads["p_paddr"] = (plan.start * page_size).astype(np.uint64)
+    loads["p_filesz"] = (plan.file_pages * page_size).astype(np.uint64)
+    loads["p_memsz"] = (plan.mem_pages * page_size + plan.tail_bytes).astype(np.uint64)
     return table.tobytes()
 
 
-def _read_groups(segments: list[OutSegment], offsets: list[int], window: int,
+def _read_groups(plan: SegmentPlan, offsets: np.ndarray, window: int,
                  page_size: int) -> Iterator[tuple[int, np.ndarray, int]]:
     """The segments' file pages in runs that one ``read_batch`` serves: ``(first pfn, rows,
     file offset)``, where ``rows`` are the pages' indexes from ``first`` (all within one
@@ -312,10 +355,10 @@ def _read_groups(segments: list[OutSegment], offsets: list[int], window: int,
     lo = hi = pos = -1
     pieces: list[np.ndarray] = []
     size = 0
-    for seg, off in zip(segments, offsets, strict=True):
-        for start in range(seg.start, seg.start + seg.file_pages, window):
-            count = min(window, seg.start + seg.file_pages - start)
-            at = off + (start - seg.start) * page_size
+    for first, file_pages, off in _segments_with_data(plan, offsets):
+        for start in range(first, first + file_pages, window):
+            count = min(window, first + file_pages - start)
+            at = off + (start - first) * page_size
             if (pieces and at == pos + size * page_size and size + count <= window
                     and max(hi, start + count) - min(lo, start) <= window):
                 lo, hi = min(lo, start), max(hi, start + count)
@@ -327,6 +370,16 @@ def _read_groups(segments: list[OutSegment], offsets: list[int], window: int,
             size += count
     if pieces:
         yield lo, np.concatenate(pieces) - lo, pos
+
+
+def _segments_with_data(plan: SegmentPlan, offsets: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """``(first pfn, file pages, file offset)`` of each segment with data, in file order; Python
+    ints made a slice at a time."""
+    step = 1 << 16
+    for lo in range(0, len(plan), step):
+        cols = (plan.start[lo:lo + step], plan.file_pages[lo:lo + step], offsets[lo:lo + step])
+        with_data = cols[1] > 0
+        yield from zip(*(c[with_data].tolist() for c in cols), strict=True)
 
 
 def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
@@ -349,11 +402,9 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     phoff = ehsize
     shoff = phoff + phnum * phsize if use_xnum else 0
     note_off = phoff + phnum * phsize + (shsize if use_xnum else 0)
-    pos = note_off + len(note_blob)
-    offsets = []
-    for seg in segments:
-        offsets.append(pos if seg.file_pages else 0)
-        pos += seg.file_pages * ps
+    data_bytes = segments.file_pages * ps  # each segment's data follows the notes, in order
+    data_at = note_off + len(note_blob) + np.cumsum(data_bytes) - data_bytes
+    offsets = np.where(segments.file_pages > 0, data_at, 0)
     phdrs = _program_headers(s.Phdr, meta.endian, (note_off, len(note_blob)), segments, offsets, ps,
                              meta.word_size)
     limited = sink if isinstance(sink, LimitedSink) else None
@@ -367,7 +418,7 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     sink.pwrite(note_off, note_blob)
     stats = {"segments": len(segments), "pages": 0, "lost": 0, "cut": 0}
     window = reader.window_pages
-    file_pages = sum(seg.file_pages for seg in segments)
+    file_pages = int(segments.file_pages.sum())
     done = 0
     for first, rows, pos in _read_groups(segments, offsets, window, ps):
         count = len(rows)

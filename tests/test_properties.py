@@ -336,8 +336,9 @@ def test_elf_of_a_fragmented_map_reads_each_window_once(seed: int, n: int, level
        elf=st.booleans(), strict=st.booleans())
 def test_segment_planner_in_order_equals_region_by_region(seed: int, n: int, level: int, elf: bool,
                                                           strict: bool) -> None:
-    """The planner for sorted, disjoint regions (all windows at once) makes exactly the
-    segments of the region-by-region rule, on maps with excluded, zero and lost pages."""
+    """The planner for disjoint regions (all windows at once) makes exactly the segments of
+    the region-by-region rule, on maps with excluded, zero and lost pages, with the regions in
+    address order or not."""
     rng = random.Random(seed)
     weights = [rng.random() + 0.01 for _ in range(5)]
     pages: dict[int, b.PageValue] = {}
@@ -353,10 +354,13 @@ def test_segment_planner_in_order_equals_region_by_region(seed: int, n: int, lev
         regions = list(source_regions(reader))
         columns = RegionColumns.of(regions)
         assert (columns.start[1:] >= columns.end[:-1]).all()
-        fast = _plan_in_order(Selection(reader, level), columns, PS)
+        fast, _ = _plan_in_order(Selection(reader, level), columns, PS)
         assert fast == plan_each_region(Selection(reader, level), regions, PS)
         assert plan_segments(Selection(reader, level), regions, PS) == fast
         assert columns.regions() == regions
+        rng.shuffle(regions)  # disjoint regions out of address order: sorted, then put back
+        assert plan_segments(Selection(reader, level), regions, PS) == plan_each_region(
+            Selection(reader, level), regions, PS)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -99,6 +99,9 @@ class SegmentPlan:
     def __len__(self) -> int:
         return len(self.start)
 
+    def take(self, rows: np.ndarray) -> SegmentPlan:
+        return SegmentPlan(*(getattr(self, f)[rows] for f in self.__slots__))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SegmentPlan) and all(
             np.array_equal(getattr(self, f), getattr(other, f)) for f in self.__slots__)
@@ -126,6 +129,9 @@ class RegionColumns:
         return cls(np.frombuffer(start, dtype=np.int64), np.frombuffer(end, dtype=np.int64),
                    np.frombuffer(vaddr, dtype=np.uint64), np.frombuffer(has, dtype=np.int8).astype(bool),
                    np.frombuffer(tail, dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> RegionColumns:
+        return RegionColumns(*(getattr(self, f)[rows] for f in self.__slots__))
 
     def regions(self) -> list[Region]:
         return [Region(a, b, v if h else None, t) for a, b, v, h, t in zip(
@@ -190,13 +196,20 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
 def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> SegmentPlan:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
-    Regions in address order that do not overlap (every kdump file, and well-formed ELF
-    files) are planned a window at a time for all of them at once (:func:`_plan_in_order`);
-    others one region at a time (:func:`plan_each_region`), with the same result.
+    Regions that do not overlap (every kdump file, and most ELF files) are planned a window at
+    a time for all of them at once (:func:`_plan_in_order`, in address order, the segments then
+    put back in the regions' order); overlapping ones one region at a time
+    (:func:`plan_each_region`), with the same result.
     """
     cols = RegionColumns.of(regions)
     if (cols.start[1:] >= cols.end[:-1]).all():
-        return _plan_in_order(selection, cols, page_size)
+        return _plan_in_order(selection, cols, page_size)[0]
+    order = np.argsort(cols.start, kind="stable")
+    if (cols.start[order][1:] >= cols.end[order][:-1]).all():  # disjoint, out of order
+        # the rule looks at one region at a time: plan them sorted, then put the segments
+        # back in the source's order of regions
+        plan, region_of = _plan_in_order(selection, cols.take(order), page_size)
+        return plan.take(np.argsort(order[region_of], kind="stable"))
     return plan_each_region(selection, cols.regions(), page_size)
 
 
@@ -251,9 +264,11 @@ def plan_each_region(selection: Selection, regions: list[Region], page_size: int
     return SegmentPlan.of(segments)
 
 
-def _plan_in_order(selection: Selection, regions: RegionColumns, page_size: int) -> SegmentPlan:
+def _plan_in_order(selection: Selection, regions: RegionColumns,
+                   page_size: int) -> tuple[SegmentPlan, np.ndarray]:
     """The segment rule for regions in address order, without overlaps: one pass over the data
     windows, each window's kept pages tested against the rule for all regions at once.
+    Returns the segments and the region of each.
 
     With ``N(p)`` the number of pages before ``p`` that have no data (every page outside the
     data windows counts), a kept page ``q`` whose previous kept page in its region is ``p``
@@ -317,7 +332,7 @@ def _plan_in_order(selection: Selection, regions: RegionColumns, page_size: int)
     vaddr = regions.vaddr[seg_reg] + ((seg_start - starts[seg_reg]) * page_size).astype(np.uint64)
     return SegmentPlan(seg_start, np.maximum(0, file_end - seg_start), seg_end - seg_start,
                        np.where(regions.has_vaddr[seg_reg], vaddr, np.uint64(0)),
-                       np.where(seg_end == ends[seg_reg], regions.tail_bytes[seg_reg], 0))
+                       np.where(seg_end == ends[seg_reg], regions.tail_bytes[seg_reg], 0)), seg_reg
 
 
 def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -> OutSegment:
@@ -327,9 +342,10 @@ def _segment(start: int, file_end: int, end: int, reg: Region, page_size: int) -
 
 
 def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], plan: SegmentPlan,
-                     offsets: np.ndarray, page_size: int, word_size: int) -> bytes:
+                     offsets: np.ndarray, page_size: int, word_size: int) -> memoryview:
     """The program header table: the ``PT_NOTE`` at ``note`` (offset, size), then one ``PT_LOAD``
-    per segment; built as one array of the schema's dtype (a table may hold millions)."""
+    per segment; built as one array of the schema's dtype (a table may hold millions), whose
+    bytes are written as they are (no copy)."""
     table = np.zeros(1 + len(plan), dtype=numpy_dtype(phdr, endian))
     table["p_type"][0] = PT_NOTE
     table["p_offset"][0], table["p_filesz"][0] = note
@@ -342,7 +358,7 @@ def _program_headers(phdr: cs.Struct, endian: str, note: tuple[int, int], plan: 
     loads["p_paddr"] = (plan.start * page_size).astype(np.uint64)
     loads["p_filesz"] = (plan.file_pages * page_size).astype(np.uint64)
     loads["p_memsz"] = (plan.mem_pages * page_size + plan.tail_bytes).astype(np.uint64)
-    return table.tobytes()
+    return table.view(np.uint8).data
 
 
 def _read_groups(plan: SegmentPlan, offsets: np.ndarray, window: int,

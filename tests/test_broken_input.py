@@ -128,3 +128,32 @@ def test_memory_commands_name_the_file(args: tuple[str, ...]) -> None:
     assert proc.returncode == 1, err
     assert err.startswith(f"kdumptool: error: {path}: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("loads", [5, 30])
+def test_fsck_lists_shared_file_bytes_up_to_a_bound(tmp_path: Path, loads: int) -> None:
+    """PT_LOADs that share file bytes are listed pair by pair up to MAX_LISTED, then one line
+    counts the rest (a crafted file may hold a million such pairs)."""
+    import struct
+
+    import builders as b
+
+    from kdumptool.repair.checks import MAX_LISTED, fsck
+
+    image = bytearray(b.build_elf({pfn: b.page_for(pfn) for pfn in range(0, 2 * loads, 2)}))
+    phoff, = struct.unpack_from("<Q", image, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", image, 0x36)
+    rows = [phoff + k * phentsize for k in range(phnum)]
+    loads_at = [r for r in rows if struct.unpack_from("<I", image, r)[0] == 1]  # PT_LOAD
+    assert len(loads_at) == loads  # one page each: every other pfn
+    shared, = struct.unpack_from("<Q", image, loads_at[0] + 8)
+    for r in loads_at:
+        struct.pack_into("<Q", image, r + 8, shared)  # every p_offset at the first's data
+    path = tmp_path / "shared.elf"
+    path.write_bytes(image)
+    lines = [f.message for f in fsck([str(path)]).findings if f.code == "elf-file-overlap"]
+    pairs = loads - 1
+    assert len(lines) == min(pairs, MAX_LISTED) + (pairs > MAX_LISTED)
+    assert all("share file bytes at" in line for line in lines[:MAX_LISTED])
+    if pairs > MAX_LISTED:
+        assert lines[-1].startswith(f"{pairs - MAX_LISTED} more pairs of PT_LOADs")

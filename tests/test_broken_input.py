@@ -157,3 +157,37 @@ def test_fsck_lists_shared_file_bytes_up_to_a_bound(tmp_path: Path, loads: int) 
     assert all("share file bytes at" in line for line in lines[:MAX_LISTED])
     if pairs > MAX_LISTED:
         assert lines[-1].startswith(f"{pairs - MAX_LISTED} more pairs of PT_LOADs")
+
+
+def test_nothing_in_a_dump_can_become_a_command_or_code() -> None:
+    """Issue 8's safety rule, checked on the source: kdumptool starts no process and runs
+    no code it builds at run time (no subprocess, os.system/exec*/spawn*, eval, exec, the
+    builtin compile, pickle, marshal or ctypes), so no byte of a dump can reach a shell or an
+    interpreter. The one dynamic import (optional codec packages) takes literal names only."""
+    import ast
+
+    import kdumptool
+
+    banned_modules = {"subprocess", "pickle", "marshal", "ctypes", "shelve", "pty"}
+    banned_calls = {"eval", "exec", "system", "popen", "execv", "execve", "execvp", "spawnv", "spawnl",
+                    "startfile", "import_module"}
+    found = []
+    for path in sorted(Path(kdumptool.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names.append(node.module)
+                found += [f"{where}: import {n}" for n in names if n.split(".")[0] in banned_modules]
+            elif isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                if name in banned_calls or (isinstance(f, ast.Name) and name == "compile"):
+                    found.append(f"{where}: {name}()")
+                elif name == "__import__" and not (path.parent.name == "codecs" and isinstance(
+                        node.args[0], ast.Name) and node.args[0].id == "module"):
+                    found.append(f"{where}: __import__()")
+                elif name == "_import" and not (node.args and isinstance(node.args[0], ast.Constant)):
+                    found.append(f"{where}: _import() of a name that is not a literal")
+    assert not found, found

@@ -251,7 +251,8 @@ class Campaign:
             f"{f' --group-timeout {a.group_timeout:g}' if a.group_timeout != 3.0 else ''}"
             f"{' --cpu-clock' if a.cpu_clock else ''}{f' --seeds {a.seeds}' if a.seeds else ''}"
             f"{' --groups all' if a.groups == 'all' else ''}{f' --only {a.only}' if a.only else ''}"
-            f"{' --no-shared' if a.no_shared else ''}`",
+            f"{' --no-shared' if a.no_shared else ''}"
+            f"{f' --strategies {a.strategies}' if getattr(a, 'strategies', None) else ''}`",
             *([] if final else [f"- **checkpoint** of a campaign still running ({self.done} of {a.n} "
                                 "inputs so far)"]),
             f"- inputs: indices {a.start} to {a.start + a.n - 1} of seed {a.seed} (input i is a pure "

@@ -1444,7 +1444,7 @@ def m_scale(d: bytearray, lay: Layout, rng: random.Random) -> str:
             return m_field(d, lay, rng)
         phsz, ps = s.Phdr.sizeof(), lay.page_size
         notes = [bytes(d[p:p + phsz]) for p in range(*lay.regions["phdrs"], phsz)
-                 if _parse(s.Phdr, d, p) is not None and _parse(s.Phdr, d, p).p_type == PT_NOTE]
+                 if (ph := _parse(s.Phdr, d, p)) is not None and ph.p_type == PT_NOTE]
         room = max(0, (MAX_INPUT - len(d)) // phsz - len(notes) - 1)
         n = min(rng.choice([1000, 10000, 30000, 65000]), room, 0xFFFE - len(notes))
         if n <= 0:

@@ -351,13 +351,13 @@ def test_segment_planner_in_order_equals_region_by_region(seed: int, n: int, lev
     src = (b.build_elf(pages, vmcoreinfo=VMCI) if elf
            else b.build_kdump(pages, codec="zlib", vmcoreinfo=VMCI, incomplete_after=len(pages)))
     with open_bytes(src, strict=strict) as reader:
-        regions = list(source_regions(reader))
-        columns = RegionColumns.of(regions)
+        columns = source_regions(reader)
+        regions = columns.regions()
         assert (columns.start[1:] >= columns.end[:-1]).all()
         fast, _ = _plan_in_order(Selection(reader, level), columns, PS)
         assert fast == plan_each_region(Selection(reader, level), regions, PS)
         assert plan_segments(Selection(reader, level), regions, PS) == fast
-        assert columns.regions() == regions
+        assert RegionColumns.of(regions) == columns
         rng.shuffle(regions)  # disjoint regions out of address order: sorted, then put back
         assert plan_segments(Selection(reader, level), regions, PS) == plan_each_region(
             Selection(reader, level), regions, PS)

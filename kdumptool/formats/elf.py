@@ -191,10 +191,11 @@ class SegmentTable(Sequence[Segment]):
 
     FIELDS = ("p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz")
 
-    def __init__(self, index: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, index: np.ndarray, phdrs: np.ndarray) -> None:
+        """The program headers ``phdrs[index]`` (a column at a time: no copy of whole rows)."""
         self.index = index.astype(np.int64)
         self.offset, self.vaddr, self.paddr, self.filesz, self.memsz = (
-            rows[f].astype(np.uint64) for f in self.FIELDS)
+            phdrs[f][index].astype(np.uint64, copy=False) for f in self.FIELDS)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -264,7 +265,7 @@ class ElfReader(DumpReader):
         for k in np.flatnonzero(types == PT_NOTE).tolist():
             self._load_notes(k, self.phdr(k))
         loads = np.flatnonzero(types == PT_LOAD)
-        self.segments = SegmentTable(loads, self.phdrs[loads])
+        self.segments = SegmentTable(loads, self.phdrs)
         self.vmcoreinfo = vmcoreinfo_from_notes(self.notes)
         page_size = 4096
         if self.vmcoreinfo is not None and self.vmcoreinfo.page_size:

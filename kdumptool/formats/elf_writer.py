@@ -28,6 +28,7 @@ import bisect
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import construct as cs
 import numpy as np
@@ -79,8 +80,24 @@ class OutSegment:
     tail_bytes: int = 0
 
 
+class _Columns:
+    """Records held as equal-length array columns (the dataclass fields)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(getattr(self, self.__slots__[0]))
+
+    def take(self, rows: np.ndarray) -> Self:
+        return type(self)(*(getattr(self, f)[rows] for f in self.__slots__))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in self.__slots__)
+
+
 @dataclass(slots=True, eq=False)
-class SegmentPlan:
+class SegmentPlan(_Columns):
     """The output's PT_LOADs as columns (a fragmented map gives millions: no object each)."""
 
     start: np.ndarray  # first pfn (int64)
@@ -96,19 +113,9 @@ class SegmentPlan:
         return cls(start, file_pages, mem_pages, np.array([seg.vaddr for seg in segments], dtype=np.uint64),
                    np.array([seg.tail_bytes for seg in segments], dtype=np.int64))
 
-    def __len__(self) -> int:
-        return len(self.start)
 
-    def take(self, rows: np.ndarray) -> SegmentPlan:
-        return SegmentPlan(*(getattr(self, f)[rows] for f in self.__slots__))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SegmentPlan) and all(
-            np.array_equal(getattr(self, f), getattr(other, f)) for f in self.__slots__)
-
-
-@dataclass(slots=True)
-class RegionColumns:
+@dataclass(slots=True, eq=False)
+class RegionColumns(_Columns):
     """The source's regions as columns (see :class:`Region`); ``has_vaddr`` False: none known."""
 
     start: np.ndarray
@@ -130,27 +137,31 @@ class RegionColumns:
                    np.frombuffer(vaddr, dtype=np.uint64), np.frombuffer(has, dtype=np.int8).astype(bool),
                    np.frombuffer(tail, dtype=np.int64))
 
-    def take(self, rows: np.ndarray) -> RegionColumns:
-        return RegionColumns(*(getattr(self, f)[rows] for f in self.__slots__))
-
     def regions(self) -> list[Region]:
         return [Region(a, b, v if h else None, t) for a, b, v, h, t in zip(
             self.start.tolist(), self.end.tolist(), self.vaddr.tolist(), self.has_vaddr.tolist(),
             self.tail_bytes.tolist(), strict=True)]
 
 
-def source_regions(reader: DumpReader) -> Iterator[Region]:
-    """The source's memory regions, in order: its PT_LOADs (ELF), or runs of RAM (other
-    formats). Made one at a time: a fragmented map may have millions."""
+def source_regions(reader: DumpReader) -> RegionColumns:
+    """The source's memory regions, in order: its PT_LOADs (ELF, from the reader's arrays), or
+    runs of RAM (other formats, gathered one at a time): a fragmented map may have millions."""
     ps = reader.page_size
     reader = getattr(reader, "inner", reader)  # a wrapper (zero-fill) keeps the source's regions
-    if isinstance(reader, ElfReader):
-        for seg in reader.segments:
-            start, end = seg.paddr // ps, (seg.paddr + seg.memsz) // ps
-            if end > start:
-                yield Region(start, end, seg.vaddr + (start * ps - seg.paddr),
-                             seg.paddr + seg.memsz - end * ps)
-        return
+    if not isinstance(reader, ElfReader):
+        return RegionColumns.of(_ram_runs(reader))
+    t = reader.segments  # (the reader has checked p_paddr + p_memsz <= 2**52: int64 holds them)
+    paddr, top = t.paddr.astype(np.int64), (t.paddr + t.memsz).astype(np.int64)
+    start, end = paddr // ps, top // ps
+    some = end > start  # whole pages: makedumpfile drops partial ones
+    # the virtual address of the first whole page (uint64 wraps as the address space does)
+    vaddr = t.vaddr - (paddr % ps).astype(np.uint64)
+    return RegionColumns(start[some], end[some], vaddr[some], np.ones(int(some.sum()), dtype=bool),
+                         (top - end * ps)[some])
+
+
+def _ram_runs(reader: DumpReader) -> Iterator[Region]:
+    """Runs of RAM pages, from the bitmaps, one window at a time."""
     run: Region | None = None
     for start, count in reader.ram_windows(1 << 20):
         ram, _ = reader.bitmaps(start, count)
@@ -193,7 +204,8 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     return keep, have
 
 
-def plan_segments(selection: Selection, regions: Iterable[Region], page_size: int) -> SegmentPlan:
+def plan_segments(selection: Selection, regions: RegionColumns | Iterable[Region],
+                  page_size: int) -> SegmentPlan:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
     Regions that do not overlap (every kdump file, and most ELF files) are planned a window at
@@ -201,16 +213,14 @@ def plan_segments(selection: Selection, regions: Iterable[Region], page_size: in
     put back in the regions' order); overlapping ones one region at a time
     (:func:`plan_each_region`), with the same result.
     """
-    cols = RegionColumns.of(regions)
-    if (cols.start[1:] >= cols.end[:-1]).all():
-        return _plan_in_order(selection, cols, page_size)[0]
+    cols = regions if isinstance(regions, RegionColumns) else RegionColumns.of(regions)
     order = np.argsort(cols.start, kind="stable")
-    if (cols.start[order][1:] >= cols.end[order][:-1]).all():  # disjoint, out of order
-        # the rule looks at one region at a time: plan them sorted, then put the segments
-        # back in the source's order of regions
-        plan, region_of = _plan_in_order(selection, cols.take(order), page_size)
-        return plan.take(np.argsort(order[region_of], kind="stable"))
-    return plan_each_region(selection, cols.regions(), page_size)
+    if not (cols.start[order][1:] >= cols.end[order][:-1]).all():  # overlapping regions
+        return plan_each_region(selection, cols.regions(), page_size)
+    # the rule looks at one region at a time: plan them sorted, then put the segments back in
+    # the source's order of regions (a no-op when they came sorted)
+    plan, region_of = _plan_in_order(selection, cols.take(order), page_size)
+    return plan.take(np.argsort(order[region_of], kind="stable"))
 
 
 def plan_each_region(selection: Selection, regions: list[Region], page_size: int) -> SegmentPlan:

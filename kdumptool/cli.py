@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from kdumptool import __version__
+from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.errors import CodecUnavailableError, DumpError, KdumpToolError, OutputError, UsageError
 from kdumptool.filters.levels import MAX_DUMP_LEVEL, MEM_MAP_LEVELS
@@ -650,6 +651,10 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
             click.echo(f"  {step.level:4} [{step.index:3}] table {step.table:#014x} "
                        f"entry {step.entry:#018x}")
         click.echo(f"{vaddr:#x} -> {walk.paddr:#x} ({walk.page_size >> 10} KiB page)")
+
+
+for _command in KERNEL_COMMANDS:
+    main.add_command(_command)
 
 
 def run() -> None:

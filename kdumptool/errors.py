@@ -129,3 +129,20 @@ class UsageError(KdumpToolError):
     """Options that contradict each other or the input."""
 
     exit_code = 2
+
+
+class KernelDataError(KdumpToolError):
+    """A kernel structure read from the dump's memory (kallsyms tables, BTF, a linked list)
+    is corrupt, hostile or out of bounds.
+
+    The message names the structure and the kernel virtual address where it went wrong.
+    """
+
+    exit_code = 4
+
+
+class KernelDataMissingError(KdumpToolError):
+    """The dump lacks what a kernel-level question needs (a symbol, a BTF type or member,
+    the pages holding a structure)."""
+
+    exit_code = 1

@@ -1,0 +1,106 @@
+"""Command-line commands about the kernel inside a dump: ``symbols`` (and the commands
+built on symbols and BTF).  Thin like :mod:`kdumptool.cli`: parse, call the library
+(:mod:`kdumptool.kernel`), print.  :mod:`kdumptool.cli` adds these commands to its group.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import click
+
+from kdumptool.errors import KernelDataMissingError
+
+_HEX_ADDRESS = re.compile(r"(0x[0-9a-fA-F]+|[0-9a-fA-F]{16})")
+
+_SYMBOLS_EPILOG = """\b
+Examples:
+  kdumptool symbols vmcore > kallsyms.txt        # like the guest's /proc/kallsyms
+  kdumptool symbols vmcore schedule init_task    # symbol -> address
+  kdumptool symbols vmcore 0xffffffff952ee204    # address -> schedule+0x34/0xc0
+"""
+
+
+def _open_kernel(dump: tuple[str, ...], vmcoreinfo_file: str | None, scan: bool) -> Any:
+    from kdumptool.kernel.session import open_kernel
+
+    kernel = open_kernel(list(dump), vmcoreinfo_file=vmcoreinfo_file, scan=scan)
+    if kernel.origin.source == "memory":
+        click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory at "
+                   f"{kernel.origin.paddr:#x}", err=True)
+    return kernel
+
+
+def parse_query(text: str) -> int | str:
+    """An address (``0x...``, or 16 hex digits as ``/proc/kallsyms`` prints them) or a name."""
+    if _HEX_ADDRESS.fullmatch(text):
+        return int(text, 16)
+    return text
+
+
+def _symbol_dict(sym: Any) -> dict[str, Any]:
+    return {"address": f"{sym.address:#x}", "type": sym.type, "name": sym.name,
+            "module": sym.module}
+
+
+def _lookup(table: Any, query: int | str) -> tuple[list[str], list[dict[str, Any]], bool]:
+    """Lines, JSON records and whether ``query`` was found."""
+    if isinstance(query, int):
+        found = table.symbolize(query)
+        if found is None:
+            return [f"{query:#x} (no symbol)"], [{"query": f"{query:#x}", "symbol": None}], False
+        sym, off, size = found
+        text = table.format_address(query)
+        return ([f"{query:#x} {text}"],
+                [{"query": f"{query:#x}", "symbol": _symbol_dict(sym), "offset": off, "size": size,
+                  "text": text}], True)
+    syms = table.lookup(query)
+    if not syms:
+        return [f"{query}: no such symbol"], [{"query": query, "symbol": None}], False
+    return ([s.kallsyms_line() for s in syms],
+            [{"query": query, "symbol": _symbol_dict(s)} for s in syms], True)
+
+
+@click.command(epilog=_SYMBOLS_EPILOG)
+@click.argument("dump", nargs=1, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("queries", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--scan", is_flag=True,
+              help="Find the tables by scanning memory even when VMCOREINFO names them.")
+@click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+              help="Use the VMCOREINFO text in this file.")
+def symbols(dump: str, queries: tuple[str, ...], as_json: bool, scan: bool,
+            vmcoreinfo_file: str | None) -> None:
+    """The kernel's symbol table (kallsyms) read from DUMP's memory, no vmlinux needed.
+
+    Without QUERIES, every symbol as /proc/kallsyms prints it.  Each QUERY is a symbol name
+    (every symbol of that name is printed) or an address (0x..., or 16 hex digits), printed
+    as name+offset/size.  Exit status 1 when a query is not found.
+    """
+    with _open_kernel((dump,), vmcoreinfo_file, scan) as kernel:
+        table = kernel.symbols
+        if not queries:
+            if as_json:
+                click.echo(json.dumps([_symbol_dict(s) for s in table], indent=1))
+            else:
+                out = click.get_text_stream("stdout")
+                for sym in table:
+                    out.write(sym.kallsyms_line() + "\n")
+            return
+        lines: list[str] = []
+        records: list[dict[str, Any]] = []
+        missing = []
+        for q in queries:
+            got_lines, got_records, ok = _lookup(table, parse_query(q))
+            lines += got_lines
+            records += got_records
+            if not ok:
+                missing.append(q)
+        click.echo(json.dumps(records, indent=1) if as_json else "\n".join(lines))
+        if missing:
+            raise KernelDataMissingError(f"{dump}: not found: {', '.join(missing)}")
+
+
+COMMANDS = [symbols]

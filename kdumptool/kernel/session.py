@@ -1,0 +1,140 @@
+"""One object for the kernel inside a dump: memory, symbols, types and kernel objects.
+
+:func:`open_kernel` opens a dump (any format, a split set, ``-``), makes sure its
+VMCOREINFO is known (from the dump, from ``-i FILE``, or the copy the kernel keeps in
+its own memory) and returns a :class:`Kernel`, whose properties are computed on first
+use and kept: ``symbols`` (kallsyms, with module symbols), ``btf`` (vmlinux BTF) and
+the kernel objects built on them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from kdumptool.dump import DumpReader
+from kdumptool.errors import KernelDataMissingError
+from kdumptool.kernel.kallsyms import SymbolTable, layout_from_vmcoreinfo, load_kallsyms
+from kdumptool.kernel.memory import KernelMemory
+from kdumptool.vmcoreinfo import VmcoreInfo
+
+
+@dataclass(frozen=True)
+class VmcoreinfoOrigin:
+    """Where the VMCOREINFO in use came from: ``"dump"``, ``"file"`` or ``"memory"``
+    (then ``paddr`` is where the copy was found)."""
+
+    source: str
+    paddr: int | None = None
+
+
+def ensure_vmcoreinfo(reader: DumpReader, vmcoreinfo_file: str | None = None) -> VmcoreinfoOrigin:
+    """Make sure ``reader.info.vmcoreinfo`` is set: the file given, else the dump's own, else
+    the copy found in memory (:func:`kdumptool.scan.scan_vmcoreinfo`).
+
+    :raises KernelDataMissingError: none anywhere
+    """
+    from kdumptool.open import adopt_vmcoreinfo, supply_vmcoreinfo
+    from kdumptool.scan import scan_vmcoreinfo
+
+    if vmcoreinfo_file:
+        supply_vmcoreinfo(reader, vmcoreinfo_file)
+        return VmcoreinfoOrigin("file")
+    if reader.info.vmcoreinfo is not None:
+        return VmcoreinfoOrigin("dump")
+    found = scan_vmcoreinfo(reader, first_only=True)
+    if not found:
+        raise KernelDataMissingError(f"{reader.info.path}: the dump has no VMCOREINFO and none was "
+                                     "found in its memory (supply it with -i FILE)")
+    adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
+    return VmcoreinfoOrigin("memory", found[0].paddr)
+
+
+class Kernel:
+    """The kernel of one open dump.
+
+    :param reader: the dump, with VMCOREINFO known (see :func:`ensure_vmcoreinfo`)
+    :param origin: where that VMCOREINFO came from
+    :param scan: find kallsyms by scanning memory even when VMCOREINFO names the tables
+    """
+
+    def __init__(self, reader: DumpReader, origin: VmcoreinfoOrigin | None = None, *,
+                 scan: bool = False) -> None:
+        self.reader = reader
+        self.origin = origin or VmcoreinfoOrigin("dump")
+        self.mem = KernelMemory(reader)
+        self._force_scan = scan
+
+    @property
+    def vmcoreinfo(self) -> VmcoreInfo:
+        """The VMCOREINFO in use."""
+        vmci = self.reader.info.vmcoreinfo
+        if vmci is None:
+            raise KernelDataMissingError(f"{self.reader.info.path}: no VMCOREINFO")
+        return vmci
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        """``size`` bytes of kernel virtual memory at ``vaddr``."""
+        return self.mem.read(vaddr, size)
+
+    def _stext(self) -> int | None:
+        vmci = self.vmcoreinfo
+        return vmci.symbol("_stext") if vmci.has("SYMBOL(_stext)") else None
+
+    @functools.cached_property
+    def core_symbols(self) -> SymbolTable:
+        """The core kernel's kallsyms (no module symbols): from the tables VMCOREINFO names
+        (Linux 6.0+), else found by scanning the kernel image."""
+        layout = None if self._force_scan else layout_from_vmcoreinfo(self.vmcoreinfo)
+        if layout is None:
+            from kdumptool.kernel.kallsyms_scan import find_kallsyms
+
+            layout = find_kallsyms(self.mem, stext=self._stext())
+        return load_kallsyms(self.mem, layout, stext=self._stext())
+
+    @functools.cached_property
+    def symbols(self) -> SymbolTable:
+        """kallsyms of the core kernel (module symbols are added when the module list has
+        been walked: :meth:`load_module_symbols`)."""
+        return self.core_symbols
+
+    def symbol(self, name: str) -> int:
+        """The address of symbol ``name``.
+
+        :raises KernelDataMissingError: no such symbol
+        """
+        addr = self.core_symbols.address(name)
+        if addr is None:
+            raise KernelDataMissingError(f"{self.reader.info.path}: symbol {name!r} is not in the "
+                                         "kernel's kallsyms")
+        return addr
+
+    def close(self) -> None:
+        """Close the dump."""
+        self.reader.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_kernel(paths: str | list[str], *, vmcoreinfo_file: str | None = None,
+                strict: bool = False, scan: bool = False) -> Kernel:
+    """Open a dump (or split set) and return its :class:`Kernel`.
+
+    :param vmcoreinfo_file: VMCOREINFO text to use instead of the dump's (``-i``)
+    :param strict: open the dump strictly (damage raises) instead of tolerantly
+    :param scan: find kallsyms by scanning memory even when VMCOREINFO names them
+    :raises KdumpToolError: not a dump, or no VMCOREINFO anywhere
+    """
+    from kdumptool.open import open_dumps
+
+    reader = open_dumps([paths] if isinstance(paths, str) else list(paths), strict=strict)
+    try:
+        origin = ensure_vmcoreinfo(reader, vmcoreinfo_file)
+    except BaseException:
+        reader.close()
+        raise
+    return Kernel(reader, origin, scan=scan)

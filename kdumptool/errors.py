@@ -88,6 +88,16 @@ class TruncatedDumpError(CorruptDumpError):
     """The input ends before a structure it declares."""
 
 
+class BtfError(CorruptDumpError):
+    """BPF Type Format data (the kernel's own type information) that is malformed, or that
+    lacks a type or member an operation needs. ``path`` names the blob (``"vmlinux BTF"``,
+    a module's name, a file) and ``offset`` is relative to the blob's first byte."""
+
+
+class BtfLookupError(BtfError, KeyError):
+    """A type or struct member asked for is not in the BTF (the message names it)."""
+
+
 class CorruptPageError(CorruptDumpError):
     """One page's stored data cannot be decoded into exactly one page."""
 

@@ -1,0 +1,221 @@
+"""The kernel's BTF blobs, read from a dump's memory: vmlinux's and each loaded module's.
+
+Spec: SPEC.md "BTF" (where the kernel keeps it). Upstream:
+
+* vmlinux: the ``.BTF`` section of the kernel image, bounded by the linker symbols
+  ``__start_BTF`` and ``__stop_BTF`` (Linux ``include/asm-generic/vmlinux.lds.h``);
+  ``/sys/kernel/btf/vmlinux`` is exactly these bytes (``kernel/bpf/sysfs_btf.c``).
+* modules (``CONFIG_DEBUG_INFO_BTF_MODULES``, Linux 5.11+): ``kernel/bpf/btf.c`` keeps a
+  ``struct btf_module`` per loaded module on the static list ``btf_modules``; its ``btf``
+  points to a ``struct btf`` whose ``data``/``data_size`` are the module's split BTF, as
+  ``/sys/kernel/btf/<module>`` shows it. Every offset used in that walk comes from the
+  vmlinux BTF itself, none is hard-coded.
+
+Without a symbol table the vmlinux blob is found by scanning physical memory for a BTF
+header (magic, version 1, ``hdr_len`` 24) whose whole blob then validates as base BTF.
+Modules need the symbol ``btf_modules``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kdumptool.dump import DumpReader
+from kdumptool.errors import BtfError, CorruptDumpError, KdumpToolError
+from kdumptool.kernel.btf import HEADER_SIZE, Btf
+
+#: ``read_virtual(vaddr, size) -> bytes``: kernel virtual memory of the dump.
+ReadVirtual = Callable[[int, int], bytes]
+#: ``symbol(name) -> address or None``: the kernel's symbol table.
+SymbolLookup = Callable[[str], "int | None"]
+
+#: A BTF blob larger than this is refused (vmlinux's is ~5-6 MB in 2025).
+MAX_BTF_BYTES = 256 << 20
+#: More entries than this on ``btf_modules`` is taken as a corrupt list.
+MAX_MODULES = 8192
+#: A scanned base BTF with at least this many types is taken as vmlinux's at once (BPF
+#: programs' own BTF, also base BTF, has hundreds); below it, the largest found is used.
+VMLINUX_MIN_TYPES = 10_000
+
+_HEADER = re.compile(rb"\x9f\xeb\x01.\x18\x00\x00\x00|\xeb\x9f\x01.\x00\x00\x00\x18", re.S)
+
+
+@dataclass(frozen=True)
+class ModuleBtf:
+    """One loaded module's BTF as the kernel holds it.
+
+    :ivar name: the module's name (``struct module.name``)
+    :ivar entry: address of its ``struct btf_module``
+    :ivar data_address: address of the blob (``struct btf.data``)
+    :ivar data: the blob (split BTF on vmlinux's)
+    """
+
+    name: str
+    entry: int
+    data_address: int
+    data: bytes = field(repr=False)
+
+    def parse(self, vmlinux: Btf) -> Btf:
+        """The module's BTF parsed as split BTF on ``vmlinux``.
+
+        :raises BtfError: the blob is malformed
+        """
+        return Btf.parse(self.data, base=vmlinux, name=f"{self.name} BTF")
+
+
+@dataclass(frozen=True)
+class VmlinuxBtf:
+    """The vmlinux BTF blob and where it was found (``address`` virtual for ``"symbols"``,
+    physical for ``"scan"``)."""
+
+    data: bytes = field(repr=False)
+    source: str
+    address: int
+
+
+def vmlinux_btf_blob(read_virtual: ReadVirtual, symbol: SymbolLookup) -> bytes:
+    """The bytes from ``__start_BTF`` to ``__stop_BTF`` (not validated: see :class:`Btf`).
+
+    :raises KdumpToolError: the symbols are missing (a kernel built without
+        ``CONFIG_DEBUG_INFO_BTF``), or a page is not in the dump
+    :raises BtfError: the symbols bound no plausible blob
+    """
+    start, stop = symbol("__start_BTF"), symbol("__stop_BTF")
+    if start is None or stop is None:
+        raise KdumpToolError("the kernel has no __start_BTF/__stop_BTF symbols (built without "
+                             "CONFIG_DEBUG_INFO_BTF?)")
+    if not HEADER_SIZE <= stop - start <= MAX_BTF_BYTES:
+        raise BtfError("__start_BTF..__stop_BTF is not a plausible BTF blob", path="vmlinux BTF",
+                       expected=f"{HEADER_SIZE}..{MAX_BTF_BYTES} bytes", got=stop - start)
+    return read_virtual(start, stop - start)
+
+
+def scan_vmlinux_btf(reader: DumpReader) -> VmlinuxBtf | None:
+    """Find vmlinux's BTF in physical memory: the first base BTF of at least
+    :data:`VMLINUX_MIN_TYPES` types, else the largest that validates; None if none does.
+
+    Each window of pages is searched with one regular expression; a header that straddles
+    two windows of consecutive pages is found too (7 bytes are carried over).
+    """
+    best: tuple[int, VmlinuxBtf] | None = None
+    ps = reader.page_size
+    tail, tail_end = b"", -1  # the last bytes of the previous window, and the paddr they end at
+    for batch in reader.iter_batches():
+        pfns = batch.pfns()
+        if not len(pfns):
+            continue
+        carried = tail if tail_end == int(pfns[0]) * ps else b""
+        blob = carried + batch.data.tobytes()
+        for hit in _HEADER.finditer(blob):
+            at = hit.start() - len(carried)
+            paddr = int(pfns[at // ps]) * ps + at % ps if at >= 0 else tail_end + at
+            if paddr % 4:
+                continue
+            found = _try_blob(reader, paddr)
+            if found is None:
+                continue
+            if found.nr_types >= VMLINUX_MIN_TYPES:
+                return VmlinuxBtf(found.data, "scan", paddr)
+            if best is None or found.nr_types > best[0]:
+                best = (found.nr_types, VmlinuxBtf(found.data, "scan", paddr))
+        tail, tail_end = blob[-7:], (int(pfns[-1]) + 1) * ps
+    return best[1] if best is not None else None
+
+
+def _try_blob(reader: DumpReader, paddr: int) -> Btf | None:
+    """The base BTF whose header is at ``paddr``, or None if it does not validate."""
+    try:
+        head = reader.read(paddr, HEADER_SIZE)
+        endian = "<" if head[0] == 0x9F else ">"
+        words = [int.from_bytes(head[i:i + 4], "little" if endian == "<" else "big")
+                 for i in range(8, 24, 4)]
+        total = HEADER_SIZE + max(words[0] + words[1], words[2] + words[3])
+        if total > MAX_BTF_BYTES:
+            return None
+        return Btf.parse(reader.read(paddr, total), name=f"BTF at paddr {paddr:#x}")
+    except KdumpToolError:  # not a blob (BtfError), or its pages are not all in the dump
+        return None
+
+
+@dataclass(frozen=True)
+class _ModuleLayout:
+    """Offsets (bytes) the ``btf_modules`` walk needs, all from vmlinux's BTF."""
+
+    entry_size: int
+    list_off: int
+    module_off: int
+    btf_off: int
+    data_off: int
+    data_size_off: int
+    data_size_len: int
+    name_off: int
+    name_len: int
+
+    @classmethod
+    def from_btf(cls, btf: Btf) -> _ModuleLayout:
+        """:raises BtfLookupError: a struct or member is missing (it is named)."""
+        return cls(entry_size=btf.sizeof(btf.find("btf_module", "struct")),
+                   list_off=btf.offsetof("btf_module", "list"),
+                   module_off=btf.offsetof("btf_module", "module"),
+                   btf_off=btf.offsetof("btf_module", "btf"),
+                   data_off=btf.offsetof("btf", "data"),
+                   data_size_off=btf.offsetof("btf", "data_size"),
+                   data_size_len=btf.sizeof(btf.member("btf", "data_size").type),
+                   name_off=btf.offsetof("module", "name"),
+                   name_len=btf.sizeof(btf.member("module", "name").type))
+
+
+def module_btf_blobs(read_virtual: ReadVirtual, symbol: SymbolLookup, vmlinux: Btf, *,
+                     names: Iterable[str] | None = None) -> list[ModuleBtf]:
+    """Every module on the kernel's ``btf_modules`` list with its BTF blob, in list order.
+
+    :param names: read only the blobs of these modules (the list is walked all the same)
+    :raises KdumpToolError: no ``btf_modules`` symbol, or memory that is not in the dump
+    :raises BtfLookupError: vmlinux's BTF lacks a struct or member the walk needs
+    :raises CorruptDumpError: the list loops, is too long, or holds an implausible blob size
+    """
+    head = symbol("btf_modules")
+    if head is None:
+        raise KdumpToolError("the kernel has no btf_modules symbol (built without "
+                             "CONFIG_DEBUG_INFO_BTF_MODULES?)")
+    layout = _ModuleLayout.from_btf(vmlinux)
+    ptr, order = vmlinux.pointer_size, "little" if vmlinux.endian == "<" else "big"
+    wanted = set(names) if names is not None else None
+
+    def word(raw: bytes, at: int, size: int = ptr) -> int:
+        return int.from_bytes(raw[at:at + size], order)
+
+    out: list[ModuleBtf] = []
+    seen = {head}
+    node = word(read_virtual(head, ptr), 0)
+    while node != head:
+        if node in seen or len(seen) > MAX_MODULES:
+            raise CorruptDumpError(f"btf_modules list at {head:#x}: "
+                                   + (f"entry {node:#x} seen twice (a loop)" if node in seen
+                                      else f"more than {MAX_MODULES} entries"))
+        seen.add(node)
+        entry = node - layout.list_off
+        raw = read_virtual(entry, layout.entry_size)
+        module, btf = word(raw, layout.module_off), word(raw, layout.btf_off)
+        name = _c_string(read_virtual(module + layout.name_off, layout.name_len)) if module else ""
+        if wanted is None or name in wanted:
+            out.append(_read_module_blob(read_virtual, layout, entry, name, btf, word, ptr))
+        node = word(raw, layout.list_off)
+    return out
+
+
+def _read_module_blob(read_virtual: ReadVirtual, layout: _ModuleLayout, entry: int, name: str,
+                      btf: int, word: Callable[..., int], ptr: int) -> ModuleBtf:
+    raw = read_virtual(btf, max(layout.data_off + ptr, layout.data_size_off + layout.data_size_len))
+    data_address = word(raw, layout.data_off)
+    size = word(raw, layout.data_size_off, layout.data_size_len)
+    if not HEADER_SIZE <= size <= MAX_BTF_BYTES:
+        raise CorruptDumpError(f"module {name or '?'}: struct btf at {btf:#x} has an implausible "
+                               f"data_size (expected {HEADER_SIZE}..{MAX_BTF_BYTES}, got {size:#x})")
+    return ModuleBtf(name, entry, data_address, read_virtual(data_address, size))
+
+
+def _c_string(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")

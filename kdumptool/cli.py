@@ -178,6 +178,73 @@ def ikconfig(dump: str) -> None:
         sys.stdout.write(config.text)
 
 
+@main.command()
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the raw BTF blob (vmlinux's, or --module's) to OUT ('-': standard output).")
+@click.option("--module", "module", metavar="NAME", default=None,
+              help="The BTF of loaded module NAME (split BTF on vmlinux's) instead of vmlinux's.")
+@click.option("--list", "list_", is_flag=True, help="List vmlinux and every module with BTF.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
+@_VMCOREINFO_OPTION
+def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool, as_json: bool,
+        force: bool, vmcoreinfo_file: str | None) -> None:
+    """Extract the kernel's BTF type information from DUMP's memory, validated.
+
+    vmlinux's blob is read from __start_BTF..__stop_BTF (or found by a memory scan when the
+    kernel's symbols are not available); modules' from the kernel's btf_modules list.
+    """
+    from kdumptool.kernel.btf_dump import read_kernel_btf
+    from kdumptool.transport.sink import open_output
+
+    with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        if reader.info.vmcoreinfo is None:
+            with contextlib.suppress(KdumpToolError):
+                _recover_vmcoreinfo(reader, quiet=True)
+        wanted: bool | list[str] = True if list_ or out is None else [module] if module else False
+        kbtf = read_kernel_btf(reader, modules=wanted)
+        chosen = kbtf.module(module).parse(kbtf.vmlinux) if module else kbtf.vmlinux
+    if out == "-":
+        sys.stdout.buffer.write(chosen.data)
+        sys.stdout.buffer.flush()
+    elif out is not None:
+        with open_output(out, inputs=list(dump), force=force) as sink:
+            sink.pwrite(0, chosen.data)
+        click.echo(f"{out}: {chosen.name}, {len(chosen.data)} bytes, {chosen.nr_types} types", err=True)
+    if out is not None and not list_:
+        return
+    summary = kbtf.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif list_:
+        click.echo(f"{'NAME':<24} {'TYPES':>8} {'BYTES':>10} {'FIRST-ID':>9}")
+        click.echo(f"{'vmlinux':<24} {kbtf.vmlinux.nr_types:>8} {len(kbtf.vmlinux.data):>10} {1:>9}")
+        for m in summary["modules"] or []:  # type: ignore[attr-defined]
+            click.echo(f"{m['name']:<24} {m['types']:>8} {m['bytes']:>10} {m['first_id']:>9}")
+        if kbtf.modules_note:
+            click.echo(f"(no modules: {kbtf.modules_note})")
+    else:
+        click.echo(_btf_summary(kbtf, chosen))
+
+
+def _btf_summary(kbtf: Any, chosen: Any) -> str:
+    v = kbtf.vmlinux
+    where = (f"__start_BTF at {kbtf.address:#x}" if kbtf.source == "__start_BTF"
+             else f"found by scanning memory at physical address {kbtf.address:#x}")
+    lines = [f"vmlinux BTF: {v.nr_types} types, {len(v.data)} bytes, "
+             f"{'little' if v.endian == '<' else 'big'}-endian, {where}"]
+    if chosen is not v:
+        lines.append(f"{chosen.name}: {chosen.nr_types} types (ids {chosen.start_id}.."
+                     f"{len(chosen.types) - 1}), {len(chosen.data)} bytes")
+    elif kbtf.modules is not None:
+        lines.append(f"{len(kbtf.modules)} modules with BTF: "
+                     + (", ".join(m.name for m in kbtf.modules) or "none"))
+    else:
+        lines.append(f"modules: not read ({kbtf.modules_note})")
+    return "\n".join(lines)
+
+
 def _parse_levels(text: str) -> list[int]:
     """``-d 31`` or makedumpfile's list form ``-d 11,31``."""
     levels = []

@@ -496,17 +496,23 @@ class Btf:
             raise BtfError(f"{self.format_type(t)!r} is not a struct or union", path=self.name)
         return resolved
 
-    def _lookup(self, t: BtfType, name: str, depth: int) -> tuple[Member, int] | None:
+    def _lookup(self, t: BtfType, name: str, depth: int,
+                searched: set[int] | None = None) -> tuple[Member, int] | None:
+        """``(member, bits from t's start to the struct holding it)``, searching anonymous
+        members depth first; each anonymous type is searched once (a corrupt blob may share
+        one among many members, or nest one in itself)."""
         if depth > MAX_DEPTH:
             raise BtfError(f"{_tag(t)}: anonymous members nested deeper than {MAX_DEPTH}",
                            path=self.name)
+        searched = set() if searched is None else searched
+        searched.add(t.id)
         for m in t.members:
             if m.name == name:
                 return m, 0
             if not m.name:
                 inner = self.resolve(m.type)
-                if inner.kind in ("struct", "union"):
-                    found = self._lookup(inner, name, depth + 1)
+                if inner.kind in ("struct", "union") and inner.id not in searched:
+                    found = self._lookup(inner, name, depth + 1, searched)
                     if found is not None:
                         return found[0], found[1] + m.bit_offset
         return None
@@ -622,7 +628,7 @@ def _record_starts(words: np.ndarray, type_at: int, first_id: int, name: str) ->
         end = pos + 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
         if end > n:
             raise BtfError(f"type {first_id + len(starts)} ({KINDS[kind]}, vlen {info & 0xFFFF}) runs "
-                           "past the end of the type section", path=name, offset=type_at + 4 * pos,
+                           "past the end of the type section", path=name, offset=type_at + 4 * pos + 4,
                            expected=f"{4 * (end - pos)} bytes", got=f"{4 * (n - pos)} bytes")
         append(pos)
         pos = end

@@ -219,3 +219,104 @@ def _read_module_blob(read_virtual: ReadVirtual, layout: _ModuleLayout, entry: i
 
 def _c_string(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@dataclass
+class KernelBtf:
+    """The BTF a dump holds: vmlinux's, and the loaded modules' where the list can be walked.
+
+    :ivar vmlinux: the parsed vmlinux BTF (``vmlinux.data`` is the blob)
+    :ivar source: how it was found: ``"__start_BTF"`` (symbols) or ``"scan"`` (memory scan)
+    :ivar address: virtual address of ``__start_BTF``, or physical address of the scan's find
+    :ivar modules: each module's blob, in the kernel's list order; None when the list could
+        not be walked (``modules_note`` says why)
+    """
+
+    vmlinux: Btf
+    source: str
+    address: int
+    modules: list[ModuleBtf] | None = None
+    modules_note: str | None = None
+
+    def module(self, name: str) -> ModuleBtf:
+        """The module named ``name``.
+
+        :raises KdumpToolError: it is not on the list (or the list could not be walked)
+        """
+        if self.modules is None:
+            raise KdumpToolError(f"module BTF is not available: {self.modules_note}")
+        for m in self.modules:
+            if m.name == name:
+                return m
+        raise KdumpToolError(f"no loaded module {name!r} has BTF (modules with BTF: "
+                             f"{', '.join(m.name for m in self.modules) or 'none'})")
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready summary: each blob's name, size, type count and first type id."""
+        v = self.vmlinux
+        mods = None
+        if self.modules is not None:
+            mods = []
+            for m in self.modules:
+                parsed = m.parse(v)
+                mods.append({"name": m.name, "bytes": len(m.data), "types": parsed.nr_types,
+                             "first_id": parsed.start_id, "address": hex(m.data_address)})
+        return {"vmlinux": {"source": self.source, "address": hex(self.address), "bytes": len(v.data),
+                            "types": v.nr_types, "endian": "little" if v.endian == "<" else "big"},
+                "modules": mods, "modules_note": self.modules_note}
+
+
+def symbol_lookup(reader: DumpReader) -> tuple[SymbolLookup | None, str | None]:
+    """The kernel's symbol lookup for ``reader`` from :mod:`kdumptool.kernel.kallsyms`
+    (``load_symbols(reader).address``), or ``(None, why)`` when that module is absent or
+    cannot decode the dump's tables."""
+    try:
+        from kdumptool.kernel import kallsyms  # type: ignore[attr-defined]
+    except ImportError:
+        return None, "this kdumptool has no kallsyms decoder"
+    try:
+        return kallsyms.load_symbols(reader).address, None
+    except KdumpToolError as exc:
+        return None, f"the kernel's symbols could not be read ({exc})"
+
+
+def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
+                    modules: bool | Iterable[str] = True) -> KernelBtf:
+    """Read and validate the dump's vmlinux BTF and (``modules``: all, or these names) its
+    modules' BTF blobs.
+
+    :param symbol: the kernel's symbol lookup; by default :func:`symbol_lookup`. Without
+        one, vmlinux's BTF is found by :func:`scan_vmlinux_btf` and modules are not read.
+    :raises KdumpToolError: no BTF found, or memory it needs is not in the dump
+    :raises BtfError: a blob is malformed
+    """
+    from kdumptool.vtop import read_virtual
+
+    note = None
+    if symbol is None:
+        symbol, note = symbol_lookup(reader)
+
+    def virtual(vaddr: int, size: int) -> bytes:
+        return read_virtual(reader, vaddr, size)
+
+    if symbol is not None and symbol("__start_BTF") is not None:
+        address = symbol("__start_BTF") or 0
+        vmlinux = Btf.parse(vmlinux_btf_blob(virtual, symbol), name="vmlinux BTF")
+        result = KernelBtf(vmlinux, "__start_BTF", address)
+    else:
+        found = scan_vmlinux_btf(reader)
+        if found is None:
+            raise KdumpToolError("no vmlinux BTF found in the dump's memory (a kernel built "
+                                 "without CONFIG_DEBUG_INFO_BTF?)")
+        vmlinux = Btf.parse(found.data, name=f"vmlinux BTF at paddr {found.address:#x}")
+        result = KernelBtf(vmlinux, "scan", found.address)
+        note = note or "the kernel's symbols are not available"
+    if modules is False:
+        return result
+    if symbol is None or symbol("btf_modules") is None:
+        result.modules_note = (f"{note}: module BTF needs the symbol btf_modules" if note
+                               else "the kernel has no btf_modules symbol")
+        return result
+    names = None if modules is True else list(modules)
+    result.modules = module_btf_blobs(virtual, symbol, vmlinux, names=names)
+    return result

@@ -529,8 +529,11 @@ GROUPS: dict[str, Callable[[_Ctx], None]] = {
     "cli.split": _split,
     "cli.reassemble": _reassemble,
 }
-#: Operation groups outside the contract (none today; kept for commands being built).
-EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {}
+#: Operation groups outside the contract (commands being built; ``--groups all`` or ``--only``).
+EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {
+    # the kernel layer (issue 18): BTF read from memory, by symbols or by scanning
+    "cli.btf": lambda c: _cli_simple(c, "btf", ["btf", "--list", str(c.path)]),
+}
 DEFAULT_GROUPS = tuple(GROUPS)
 ALL_GROUPS = (*GROUPS, *EXTRA_GROUPS)
 

@@ -7,10 +7,12 @@
   always in a subprocess running ``peer_scripts/lkdf_pages.py``, so that a crash of the C
   library (SIGBUS/SIGSEGV on damaged files) becomes a :class:`PeerCrashed` exception.
 * makedumpfile and ``crash --osrelease``: subprocesses, always with a timeout.
+* bpftool (Debian package ``bpftool``, in ``/usr/sbin``): reads the BTF files ``kdumptool btf``
+  writes (``bpftool btf dump file``), a subprocess with a timeout.
 
 :func:`require_tool` skips the test when a tool is missing, or fails it when env ``CI`` is
 set.  Tool locations can be overridden with ``KDUMPTOOL_MAKEDUMPFILE``, ``KDUMPTOOL_CRASH`` and
-``KDUMPTOOL_LKDF_PYTHON`` (the Python that can ``import kdumpfile``).
+``KDUMPTOOL_BPFTOOL`` and ``KDUMPTOOL_LKDF_PYTHON`` (the Python that can ``import kdumpfile``).
 
 Page digests are the sha1 hex digest of the ``page_size`` bytes at physical address
 ``pfn * page_size``, or None where the tool cannot read that page (excluded, not in the
@@ -36,7 +38,7 @@ from typing import IO, Any
 import pytest
 
 PEER_SCRIPTS: Path = Path(__file__).resolve().parent / "peer_scripts"
-TOOLS = ("drgn", "libkdumpfile", "makedumpfile", "crash")
+TOOLS = ("drgn", "libkdumpfile", "makedumpfile", "crash", "bpftool")
 #: Python interpreter for python3-libkdumpfile (Debian installs it for the system Python only).
 LKDF_PYTHON_DEFAULT = "/usr/bin/python3"
 
@@ -138,9 +140,10 @@ def _find_tool(name: str) -> tuple[ModuleType | Path | None, str]:
         return drgn, ""
     if name == "libkdumpfile":
         return _lkdf_python(os.environ.get("KDUMPTOOL_LKDF_PYTHON") or LKDF_PYTHON_DEFAULT)
-    if name in ("makedumpfile", "crash"):
+    if name in ("makedumpfile", "crash", "bpftool"):
         candidate = os.environ.get(f"KDUMPTOOL_{name.upper()}") or name
-        exe = shutil.which(candidate)
+        # Debian installs bpftool in /usr/sbin, which a user's PATH may lack
+        exe = shutil.which(candidate) or shutil.which(candidate, path="/usr/sbin:/sbin")
         if exe is None:
             return None, f"{candidate} not found; apt-get install {name}"
         return Path(exe), ""
@@ -150,7 +153,7 @@ def _find_tool(name: str) -> tuple[ModuleType | Path | None, str]:
 def require_tool(name: str) -> Any:
     """What is needed to use peer tool ``name``: the ``drgn`` module for "drgn", the Path of
     the Python that imports ``kdumpfile`` for "libkdumpfile", the Path of the executable for
-    "makedumpfile" and "crash".  A missing tool skips the test, or fails it when ``CI`` is set.
+    "makedumpfile", "crash" and "bpftool".  A missing tool skips the test, or fails it when ``CI`` is set.
     """
     tool, reason = _find_tool(name)
     if tool is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import hypothesis.strategies as st
 import pytest
 from builders_btf import BtfBuilder, every_kind
 from hypothesis import HealthCheck, given, settings
+from peers import require_tool
 
 from corpus import CORPUS_ROOT, corpus_available, in_ci
 from kdumptool.errors import BtfError, BtfLookupError, CorruptDumpError
@@ -332,13 +332,8 @@ def bpftool_raw(btf: Btf) -> list[str]:
 
 
 def bpftool_path() -> str:
-    """bpftool (Debian package ``bpftool``, /usr/sbin); skips, or fails under CI, when missing."""
-    exe = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
-    if exe is None:
-        if in_ci():
-            pytest.fail("bpftool missing: apt-get install bpftool (CI is set)", pytrace=False)
-        pytest.skip("bpftool missing: apt-get install bpftool")
-    return exe
+    """bpftool (Debian package ``bpftool``); skips, or fails under CI, when it is missing."""
+    return str(require_tool("bpftool"))
 
 
 @pytest.mark.corpus

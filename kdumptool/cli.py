@@ -195,9 +195,11 @@ def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool,
     vmlinux's blob is read from __start_BTF..__stop_BTF (or found by a memory scan when the
     kernel's symbols are not available); modules' from the kernel's btf_modules list.
     """
-    from kdumptool.kernel.btf_dump import read_kernel_btf
+    from kdumptool.kernel.btf_dump import format_btf, read_kernel_btf
     from kdumptool.transport.sink import open_output
 
+    if out == "-" and (list_ or as_json):
+        raise UsageError("-o - writes the blob to standard output: it cannot go with --list or --json")
     with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if reader.info.vmcoreinfo is None:
             with contextlib.suppress(KdumpToolError):
@@ -214,35 +216,10 @@ def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool,
         click.echo(f"{out}: {chosen.name}, {len(chosen.data)} bytes, {chosen.nr_types} types", err=True)
     if out is not None and not list_:
         return
-    summary = kbtf.as_dict()
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    elif list_:
-        click.echo(f"{'NAME':<24} {'TYPES':>8} {'BYTES':>10} {'FIRST-ID':>9}")
-        click.echo(f"{'vmlinux':<24} {kbtf.vmlinux.nr_types:>8} {len(kbtf.vmlinux.data):>10} {1:>9}")
-        for m in summary["modules"] or []:  # type: ignore[attr-defined]
-            click.echo(f"{m['name']:<24} {m['types']:>8} {m['bytes']:>10} {m['first_id']:>9}")
-        if kbtf.modules_note:
-            click.echo(f"(no modules: {kbtf.modules_note})")
+        click.echo(json.dumps(kbtf.as_dict(), indent=2))
     else:
-        click.echo(_btf_summary(kbtf, chosen))
-
-
-def _btf_summary(kbtf: Any, chosen: Any) -> str:
-    v = kbtf.vmlinux
-    where = (f"__start_BTF at {kbtf.address:#x}" if kbtf.source == "__start_BTF"
-             else f"found by scanning memory at physical address {kbtf.address:#x}")
-    lines = [f"vmlinux BTF: {v.nr_types} types, {len(v.data)} bytes, "
-             f"{'little' if v.endian == '<' else 'big'}-endian, {where}"]
-    if chosen is not v:
-        lines.append(f"{chosen.name}: {chosen.nr_types} types (ids {chosen.start_id}.."
-                     f"{len(chosen.types) - 1}), {len(chosen.data)} bytes")
-    elif kbtf.modules is not None:
-        lines.append(f"{len(kbtf.modules)} modules with BTF: "
-                     + (", ".join(m.name for m in kbtf.modules) or "none"))
-    else:
-        lines.append(f"modules: not read ({kbtf.modules_note})")
-    return "\n".join(lines)
+        click.echo(format_btf(kbtf, None if list_ else chosen))
 
 
 def _parse_levels(text: str) -> list[int]:

@@ -196,6 +196,8 @@ def test_cli_writes_the_blob_refuses_to_overwrite_and_bpftool_reads_it(tmp_path:
     assert kdumptool("btf", src, "-o", out, "--force").returncode == 0
     stdout = kdumptool("btf", src, "-o", "-")
     assert stdout.returncode == 0 and stdout.stdout == guest_blob("vmlinux")
+    mixed = kdumptool("btf", src, "-o", "-", "--list")
+    assert mixed.returncode == 2 and b"cannot go with --list" in mixed.stderr
     dumped = subprocess.run([bpftool_path(), "btf", "dump", "file", str(out)], capture_output=True,
                             text=True, timeout=300, check=False)
     assert dumped.returncode == 0, dumped.stderr

@@ -320,3 +320,31 @@ def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
     names = None if modules is True else list(modules)
     result.modules = module_btf_blobs(virtual, symbol, vmlinux, names=names)
     return result
+
+
+def format_btf(kbtf: KernelBtf, chosen: Btf | None = None) -> str:
+    """Text for ``kdumptool btf``: with ``chosen`` (vmlinux's or a module's parsed BTF) a
+    summary of it, else a table of vmlinux and every module (types, bytes, first type id)."""
+    v = kbtf.vmlinux
+    if chosen is None:
+        rows = [f"{'NAME':<24} {'TYPES':>8} {'BYTES':>10} {'FIRST-ID':>9}",
+                f"{'vmlinux':<24} {v.nr_types:>8} {len(v.data):>10} {v.start_id:>9}"]
+        for m in kbtf.modules or []:
+            parsed = m.parse(v)
+            rows.append(f"{m.name:<24} {parsed.nr_types:>8} {len(m.data):>10} {parsed.start_id:>9}")
+        if kbtf.modules is None:
+            rows.append(f"(no modules: {kbtf.modules_note})")
+        return "\n".join(rows)
+    where = (f"__start_BTF at {kbtf.address:#x}" if kbtf.source == "__start_BTF"
+             else f"found by scanning memory at physical address {kbtf.address:#x}")
+    lines = [f"vmlinux BTF: {v.nr_types} types, {len(v.data)} bytes, "
+             f"{'little' if v.endian == '<' else 'big'}-endian, {where}"]
+    if chosen is not v:
+        lines.append(f"{chosen.name}: {chosen.nr_types} types (ids {chosen.start_id}.."
+                     f"{len(chosen.types) - 1}), {len(chosen.data)} bytes")
+    elif kbtf.modules is not None:
+        lines.append(f"{len(kbtf.modules)} modules with BTF: "
+                     + (", ".join(m.name for m in kbtf.modules) or "none"))
+    else:
+        lines.append(f"modules: not read ({kbtf.modules_note})")
+    return "\n".join(lines)

@@ -178,50 +178,6 @@ def ikconfig(dump: str) -> None:
         sys.stdout.write(config.text)
 
 
-@main.command()
-@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="Write the raw BTF blob (vmlinux's, or --module's) to OUT ('-': standard output).")
-@click.option("--module", "module", metavar="NAME", default=None,
-              help="The BTF of loaded module NAME (split BTF on vmlinux's) instead of vmlinux's.")
-@click.option("--list", "list_", is_flag=True, help="List vmlinux and every module with BTF.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
-@_VMCOREINFO_OPTION
-def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool, as_json: bool,
-        force: bool, vmcoreinfo_file: str | None) -> None:
-    """Extract the kernel's BTF type information from DUMP's memory, validated.
-
-    vmlinux's blob is read from __start_BTF..__stop_BTF (or found by a memory scan when the
-    kernel's symbols are not available); modules' from the kernel's btf_modules list.
-    """
-    from kdumptool.kernel.btf_dump import format_btf, read_kernel_btf
-    from kdumptool.transport.sink import open_output
-
-    if out == "-" and (list_ or as_json):
-        raise UsageError("-o - writes the blob to standard output: it cannot go with --list or --json")
-    with _open(list(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
-        if reader.info.vmcoreinfo is None:
-            with contextlib.suppress(KdumpToolError):
-                _recover_vmcoreinfo(reader, quiet=True)
-        wanted: bool | list[str] = True if list_ or out is None else [module] if module else False
-        kbtf = read_kernel_btf(reader, modules=wanted)
-        chosen = kbtf.module(module).parse(kbtf.vmlinux) if module else kbtf.vmlinux
-    if out == "-":
-        sys.stdout.buffer.write(chosen.data)
-        sys.stdout.buffer.flush()
-    elif out is not None:
-        with open_output(out, inputs=list(dump), force=force) as sink:
-            sink.pwrite(0, chosen.data)
-        click.echo(f"{out}: {chosen.name}, {len(chosen.data)} bytes, {chosen.nr_types} types", err=True)
-    if out is not None and not list_:
-        return
-    if as_json:
-        click.echo(json.dumps(kbtf.as_dict(), indent=2))
-    else:
-        click.echo(format_btf(kbtf, None if list_ else chosen))
-
-
 def _parse_levels(text: str) -> list[int]:
     """``-d 31`` or makedumpfile's list form ``-d 11,31``."""
     levels = []

@@ -1,5 +1,5 @@
-"""Command-line commands about the kernel inside a dump: ``symbols`` (and the commands
-built on symbols and BTF).  Thin like :mod:`kdumptool.cli`: parse, call the library
+"""Command-line commands about the kernel inside a dump: ``symbols``, ``btf`` (and the
+commands built on symbols and BTF).  Thin like :mod:`kdumptool.cli`: parse, call the library
 (:mod:`kdumptool.kernel`), print.  :mod:`kdumptool.cli` adds these commands to its group.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from kdumptool.errors import KernelDataMissingError
+from kdumptool.errors import KernelDataMissingError, UsageError
 
 _HEX_ADDRESS = re.compile(r"(0x[0-9a-fA-F]+|[0-9a-fA-F]{16})")
 
@@ -103,4 +103,64 @@ def symbols(dump: str, queries: tuple[str, ...], as_json: bool, scan: bool,
             raise KernelDataMissingError(f"{dump}: not found: {', '.join(missing)}")
 
 
-COMMANDS = [symbols]
+_BTF_EPILOG = """\b
+Examples:
+  kdumptool btf vmcore                             # where vmlinux's BTF is, and the modules'
+  kdumptool btf vmcore -o vmlinux.btf              # then: bpftool btf dump file vmlinux.btf
+  kdumptool btf vmcore --module ext4 -o ext4.btf   # split BTF: bpftool ... --base-btf vmlinux.btf
+  kdumptool btf vmcore --list                      # vmlinux and each module: types, bytes
+"""
+
+
+@click.command(epilog=_BTF_EPILOG)
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the raw BTF blob (vmlinux's, or --module's) to OUT ('-': standard output).")
+@click.option("--module", "module", metavar="NAME", default=None,
+              help="The BTF of loaded module NAME (split BTF on vmlinux's) instead of vmlinux's.")
+@click.option("--list", "list_", is_flag=True, help="List vmlinux and every module with BTF.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+              help="Use the VMCOREINFO text in this file.")
+def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool, as_json: bool,
+        force: bool, vmcoreinfo_file: str | None) -> None:
+    """The kernel's BTF type information read from DUMP's memory, validated.
+
+    vmlinux's blob is read from __start_BTF..__stop_BTF (found by a memory scan when the
+    kernel's symbols cannot be read); each module's from the kernel's btf_modules list.
+    """
+    from kdumptool.kernel.btf_dump import format_btf
+    from kdumptool.kernel.session import Kernel, ensure_vmcoreinfo
+    from kdumptool.open import open_dumps
+    from kdumptool.transport.sink import open_output
+
+    if out == "-" and (list_ or as_json):
+        raise UsageError("-o - writes the blob to standard output: it cannot go with --list or --json")
+    with open_dumps(list(dump), strict=False) as reader:
+        try:  # without VMCOREINFO there are no symbols, but the scan still finds vmlinux's BTF
+            origin = ensure_vmcoreinfo(reader, vmcoreinfo_file)
+        except KernelDataMissingError:
+            origin = None
+        if origin is not None and origin.source == "memory":
+            click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory "
+                       f"at {origin.paddr:#x}", err=True)
+        kernel = Kernel(reader, origin)
+        wanted: bool | list[str] = True if list_ or out is None else [module] if module else False
+        kbtf = kernel.read_btf(modules=wanted)
+        chosen = kbtf.module(module).parse(kbtf.vmlinux) if module else kbtf.vmlinux
+    if out == "-":
+        click.get_binary_stream("stdout").write(chosen.data)
+    elif out is not None:
+        with open_output(out, inputs=list(dump), force=force) as sink:
+            sink.pwrite(0, chosen.data)
+        click.echo(f"{out}: {chosen.name}, {len(chosen.data)} bytes, {chosen.nr_types} types", err=True)
+    if out is not None and not list_:
+        return
+    if as_json:
+        click.echo(json.dumps(kbtf.as_dict(), indent=2))
+    else:
+        click.echo(format_btf(kbtf, None if list_ else chosen))
+
+
+COMMANDS = [symbols, btf]

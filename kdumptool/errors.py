@@ -88,16 +88,6 @@ class TruncatedDumpError(CorruptDumpError):
     """The input ends before a structure it declares."""
 
 
-class BtfError(CorruptDumpError):
-    """BPF Type Format data (the kernel's own type information) that is malformed, or that
-    lacks a type or member an operation needs. ``path`` names the blob (``"vmlinux BTF"``,
-    a module's name, a file) and ``offset`` is relative to the blob's first byte."""
-
-
-class BtfLookupError(BtfError, KeyError):
-    """A type or struct member asked for is not in the BTF (the message names it)."""
-
-
 class CorruptPageError(CorruptDumpError):
     """One page's stored data cannot be decoded into exactly one page."""
 
@@ -154,5 +144,18 @@ class KernelDataError(KdumpToolError):
 class KernelDataMissingError(KdumpToolError):
     """The dump lacks what a kernel-level question needs (a symbol, a BTF type or member,
     the pages holding a structure)."""
+
+    exit_code = 1
+
+
+class BtfError(CorruptDumpError, KernelDataError):
+    """BPF Type Format data (the kernel's own type information) that is malformed, or that
+    lacks a type or member an operation needs. ``path`` names the blob (``"vmlinux BTF"``,
+    a module's name, a file) and ``offset`` is relative to the blob's first byte."""
+
+
+class BtfLookupError(BtfError, KernelDataMissingError, KeyError):
+    """A type or struct member asked for is not in the BTF (the message names it): missing
+    data, not corruption."""
 
     exit_code = 1

@@ -12,12 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from ours import kdumptool
 from test_btf import GUEST_BTF, MODULES, bpftool_path, guest_blob, guest_vmlinux
 
 from corpus import CORPUS_ROOT, need_corpus_file
-from kdumptool.errors import BtfError, CorruptDumpError, KdumpToolError
+from kdumptool.errors import BtfError, KdumpToolError, KernelDataError
 from kdumptool.kernel import btf_dump
 from kdumptool.kernel.btf import Btf
 from kdumptool.kernel.btf_dump import (
@@ -150,9 +149,9 @@ def test_module_walk_on_fake_memory_and_its_guards() -> None:
     symbols = {"btf_modules": HEAD}.get
     mods = module_btf_blobs(_memory().read, symbols, guest_vmlinux())
     assert [(m.name, m.data_address, m.data) for m in mods] == [("crc16", DATA, guest_blob("crc16"))]
-    with pytest.raises(CorruptDumpError, match="seen twice"):
+    with pytest.raises(KernelDataError, match="seen twice"):
         module_btf_blobs(_memory(next_of_entry=ENTRY).read, symbols, guest_vmlinux())
-    with pytest.raises(CorruptDumpError, match="implausible data_size"):
+    with pytest.raises(KernelDataError, match="implausible data_size"):
         module_btf_blobs(_memory(data_size=1 << 31).read, symbols, guest_vmlinux())
     with pytest.raises(KdumpToolError, match="no btf_modules symbol"):
         module_btf_blobs(_memory().read, {}.get, guest_vmlinux())
@@ -177,7 +176,7 @@ def test_module_walk_stops_on_a_list_that_never_ends(monkeypatch: pytest.MonkeyP
 
     mem.put(HEAD, struct.pack("<QQ", 0x10_0000, 0x10_0000))
     monkeypatch.setattr(btf_dump, "MAX_MODULES", 50)
-    with pytest.raises(CorruptDumpError, match="more than 50 entries"):
+    with pytest.raises(KernelDataError, match="more than 50 entries"):
         module_btf_blobs(read, {"btf_modules": HEAD}.get, v)
 
 
@@ -209,25 +208,64 @@ def test_cli_writes_the_blob_refuses_to_overwrite_and_bpftool_reads_it(tmp_path:
 
 
 @pytest.mark.corpus
-def test_cli_module_and_list_with_symbols(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdumptool.cli import main
-
-    symbols = guest_symbols(SET612)
-    monkeypatch.setattr(btf_dump, "symbol_lookup", lambda reader: (symbols.get, None))
-    src = str(need_corpus_file(DUMPS612[1]))
-    runner = CliRunner()
-    listed = runner.invoke(main, ["btf", src, "--list"])
-    assert listed.exit_code == 0, listed.output
-    rows = {line.split()[0]: line.split()[1:] for line in listed.output.splitlines()[1:]}
+def test_cli_module_and_list_through_kallsyms(tmp_path: Path) -> None:
+    src = need_corpus_file(DUMPS612[1])
+    listed = kdumptool("btf", src, "--list")
+    assert listed.returncode == 0, listed.stderr.decode()
+    rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.decode().splitlines()[1:]}
     assert rows["vmlinux"] == ["112806", "4919552", "1"] and rows["ext4"] == ["3074", "149345", "112807"]
     assert set(rows) == {"vmlinux", *MODULES}
+    summary = kdumptool("btf", src).stdout.decode()
+    assert f"__start_BTF at {guest_symbols(SET612)['__start_BTF']:#x}" in summary
+    assert "8 modules with BTF: " in summary
     out, base = tmp_path / "ext4.btf", tmp_path / "vmlinux.btf"
-    written = runner.invoke(main, ["btf", src, "--module", "ext4", "-o", str(out)])
-    assert written.exit_code == 0, written.output
+    written = kdumptool("btf", src, "--module", "ext4", "-o", out)
+    assert written.returncode == 0, written.stderr.decode()
     assert out.read_bytes() == guest_blob("ext4")
     base.write_bytes(guest_blob("vmlinux"))
     dumped = subprocess.run([bpftool_path(), "btf", "dump", "file", str(out), "--base-btf", str(base)],
                             capture_output=True, text=True, timeout=300, check=False)
     assert dumped.returncode == 0 and dumped.stdout.startswith("[112807] TYPEDEF 'tid_t'"), dumped.stderr
-    missing = runner.invoke(main, ["btf", src, "--module", "nothing"])
-    assert missing.exit_code == 1 and "no loaded module 'nothing' has BTF" in missing.output
+    missing = kdumptool("btf", src, "--module", "nothing")
+    assert missing.returncode == 1 and b"no loaded module 'nothing' has BTF" in missing.stderr
+
+
+@pytest.mark.corpus
+def test_kernel_session_gives_btf_by_symbols_or_by_scan() -> None:
+    from kdumptool.kernel.session import Kernel, open_kernel
+
+    with open_kernel(str(need_corpus_file(DUMPS612[1]))) as kernel:
+        assert kernel.btf.data == guest_blob("vmlinux") and kernel.btf is kernel.btf
+        assert kernel.btf.offsetof("task_struct", "pid") == 2432
+        assert kernel.read_btf(modules=["mbcache"]).module("mbcache").data == guest_blob("mbcache")
+    rel = "x86_64-qemu-256m-novmcoreinfo/qemu-elf.vmcore"
+    with open_dumps([str(need_corpus_file(rel))]) as reader:  # no VMCOREINFO: no symbols
+        kbtf = Kernel(reader).read_btf()
+    assert kbtf.source == "scan" and kbtf.modules is None
+    assert "VMCOREINFO" in (kbtf.modules_note or "") and kbtf.vmlinux.find("task_struct").size > 0
+
+
+@functools.cache
+def _blobs_61(rel: str) -> tuple[bytes, dict[str, bytes]]:
+    from kdumptool.kernel.session import open_kernel
+
+    with open_kernel(str(need_corpus_file(rel))) as kernel:
+        kbtf = kernel.read_btf()
+    assert kbtf.source == "__start_BTF" and kbtf.modules is not None
+    return kbtf.vmlinux.data, {m.name: m.data for m in kbtf.modules}
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("rel", DUMPS61)
+def test_61_sets_module_btf_for_every_lsmod_module(rel: str) -> None:
+    """The 6.1 sets have no saved /sys/kernel/btf: every module lsmod lists has BTF in the
+    dump that parses as split BTF on vmlinux's, and one kernel build gives one vmlinux blob
+    (and the same module blobs) in every format and on every boot."""
+    vmlinux, modules = _blobs_61(rel)
+    lsmod = next((CORPUS_ROOT / rel.split("/")[0] / "guest-info").glob("*/lsmod.txt")).read_text()
+    assert sorted(modules) == sorted(line.split()[0] for line in lsmod.splitlines()[1:] if line)
+    base = Btf.parse(vmlinux)
+    assert base.nr_types == 100750
+    for name, data in modules.items():
+        assert Btf.parse(data, base=base, name=name).start_id == 100751
+    assert (vmlinux, modules) == _blobs_61(DUMPS61[0])

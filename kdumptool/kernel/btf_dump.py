@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kdumptool.dump import DumpReader
-from kdumptool.errors import BtfError, CorruptDumpError, KdumpToolError
+from kdumptool.errors import BtfError, KdumpToolError, KernelDataError, KernelDataMissingError
 from kdumptool.kernel.btf import HEADER_SIZE, Btf
+from kdumptool.kernel.memory import KernelMemory
 
 #: ``read_virtual(vaddr, size) -> bytes``: kernel virtual memory of the dump.
 ReadVirtual = Callable[[int, int], bytes]
@@ -78,13 +79,13 @@ class VmlinuxBtf:
 def vmlinux_btf_blob(read_virtual: ReadVirtual, symbol: SymbolLookup) -> bytes:
     """The bytes from ``__start_BTF`` to ``__stop_BTF`` (not validated: see :class:`Btf`).
 
-    :raises KdumpToolError: the symbols are missing (a kernel built without
+    :raises KernelDataMissingError: the symbols are missing (a kernel built without
         ``CONFIG_DEBUG_INFO_BTF``), or a page is not in the dump
     :raises BtfError: the symbols bound no plausible blob
     """
     start, stop = symbol("__start_BTF"), symbol("__stop_BTF")
     if start is None or stop is None:
-        raise KdumpToolError("the kernel has no __start_BTF/__stop_BTF symbols (built without "
+        raise KernelDataMissingError("the kernel has no __start_BTF/__stop_BTF symbols (built without "
                              "CONFIG_DEBUG_INFO_BTF?)")
     if not HEADER_SIZE <= stop - start <= MAX_BTF_BYTES:
         raise BtfError("__start_BTF..__stop_BTF is not a plausible BTF blob", path="vmlinux BTF",
@@ -172,13 +173,13 @@ def module_btf_blobs(read_virtual: ReadVirtual, symbol: SymbolLookup, vmlinux: B
     """Every module on the kernel's ``btf_modules`` list with its BTF blob, in list order.
 
     :param names: read only the blobs of these modules (the list is walked all the same)
-    :raises KdumpToolError: no ``btf_modules`` symbol, or memory that is not in the dump
+    :raises KernelDataMissingError: no ``btf_modules`` symbol, or memory that is not in the dump
     :raises BtfLookupError: vmlinux's BTF lacks a struct or member the walk needs
-    :raises CorruptDumpError: the list loops, is too long, or holds an implausible blob size
+    :raises KernelDataError: the list loops, is too long, or holds an implausible blob size
     """
     head = symbol("btf_modules")
     if head is None:
-        raise KdumpToolError("the kernel has no btf_modules symbol (built without "
+        raise KernelDataMissingError("the kernel has no btf_modules symbol (built without "
                              "CONFIG_DEBUG_INFO_BTF_MODULES?)")
     layout = _ModuleLayout.from_btf(vmlinux)
     ptr, order = vmlinux.pointer_size, "little" if vmlinux.endian == "<" else "big"
@@ -192,7 +193,7 @@ def module_btf_blobs(read_virtual: ReadVirtual, symbol: SymbolLookup, vmlinux: B
     node = word(read_virtual(head, ptr), 0)
     while node != head:
         if node in seen or len(seen) > MAX_MODULES:
-            raise CorruptDumpError(f"btf_modules list at {head:#x}: "
+            raise KernelDataError(f"btf_modules list at {head:#x}: "
                                    + (f"entry {node:#x} seen twice (a loop)" if node in seen
                                       else f"more than {MAX_MODULES} entries"))
         seen.add(node)
@@ -212,7 +213,7 @@ def _read_module_blob(read_virtual: ReadVirtual, layout: _ModuleLayout, entry: i
     data_address = word(raw, layout.data_off)
     size = word(raw, layout.data_size_off, layout.data_size_len)
     if not HEADER_SIZE <= size <= MAX_BTF_BYTES:
-        raise CorruptDumpError(f"module {name or '?'}: struct btf at {btf:#x} has an implausible "
+        raise KernelDataError(f"module {name or '?'}: struct btf at {btf:#x} has an implausible "
                                f"data_size (expected {HEADER_SIZE}..{MAX_BTF_BYTES}, got {size:#x})")
     return ModuleBtf(name, entry, data_address, read_virtual(data_address, size))
 
@@ -241,14 +242,14 @@ class KernelBtf:
     def module(self, name: str) -> ModuleBtf:
         """The module named ``name``.
 
-        :raises KdumpToolError: it is not on the list (or the list could not be walked)
+        :raises KernelDataMissingError: it is not on the list (or the list could not be walked)
         """
         if self.modules is None:
-            raise KdumpToolError(f"module BTF is not available: {self.modules_note}")
+            raise KernelDataMissingError(f"module BTF is not available: {self.modules_note}")
         for m in self.modules:
             if m.name == name:
                 return m
-        raise KdumpToolError(f"no loaded module {name!r} has BTF (modules with BTF: "
+        raise KernelDataMissingError(f"no loaded module {name!r} has BTF (modules with BTF: "
                              f"{', '.join(m.name for m in self.modules) or 'none'})")
 
     def as_dict(self) -> dict[str, object]:
@@ -267,37 +268,40 @@ class KernelBtf:
 
 
 def symbol_lookup(reader: DumpReader) -> tuple[SymbolLookup | None, str | None]:
-    """The kernel's symbol lookup for ``reader`` from :mod:`kdumptool.kernel.kallsyms`
-    (``load_symbols(reader).address``), or ``(None, why)`` when that module is absent or
-    cannot decode the dump's tables."""
+    """The kernel's symbol lookup for ``reader``: the core kallsyms decoded from its memory
+    (:attr:`kdumptool.kernel.session.Kernel.core_symbols`), or ``(None, why)`` when they
+    cannot be read (no VMCOREINFO, tables not found or corrupt)."""
+    from kdumptool.kernel.session import Kernel
+
+    if reader.info.vmcoreinfo is None:
+        return None, "the dump has no VMCOREINFO, so no symbols"
     try:
-        from kdumptool.kernel import kallsyms  # type: ignore[attr-defined]
-    except ImportError:
-        return None, "this kdumptool has no kallsyms decoder"
-    try:
-        return kallsyms.load_symbols(reader).address, None
+        return Kernel(reader).core_symbols.address, None
     except KdumpToolError as exc:
         return None, f"the kernel's symbols could not be read ({exc})"
 
 
 def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
-                    modules: bool | Iterable[str] = True) -> KernelBtf:
+                    symbol_note: str | None = None, modules: bool | Iterable[str] = True,
+                    mem: KernelMemory | None = None) -> KernelBtf:
     """Read and validate the dump's vmlinux BTF and (``modules``: all, or these names) its
     modules' BTF blobs.
 
-    :param symbol: the kernel's symbol lookup; by default :func:`symbol_lookup`. Without
-        one, vmlinux's BTF is found by :func:`scan_vmlinux_btf` and modules are not read.
-    :raises KdumpToolError: no BTF found, or memory it needs is not in the dump
+    :param symbol: the kernel's symbol lookup; by default :func:`symbol_lookup`, unless
+        ``symbol_note`` says why there is none. Without one, vmlinux's BTF is found by
+        :func:`scan_vmlinux_btf` and modules are not read (``modules_note`` says why).
+    :param mem: the kernel memory reader to use (a :class:`~kdumptool.kernel.session.Kernel`'s)
+    :raises KernelDataMissingError: no BTF found, or memory it needs is not in the dump
     :raises BtfError: a blob is malformed
+    :raises KernelDataError: the module list is corrupt
     """
-    from kdumptool.vtop import read_virtual
-
-    note = None
-    if symbol is None:
+    note = symbol_note
+    if symbol is None and note is None:
         symbol, note = symbol_lookup(reader)
+    memory = mem if mem is not None else KernelMemory(reader)
 
     def virtual(vaddr: int, size: int) -> bytes:
-        return read_virtual(reader, vaddr, size)
+        return memory.read(vaddr, size, "BTF")
 
     if symbol is not None and symbol("__start_BTF") is not None:
         address = symbol("__start_BTF") or 0
@@ -306,15 +310,15 @@ def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
     else:
         found = scan_vmlinux_btf(reader)
         if found is None:
-            raise KdumpToolError("no vmlinux BTF found in the dump's memory (a kernel built "
-                                 "without CONFIG_DEBUG_INFO_BTF?)")
+            raise KernelDataMissingError(f"{reader.info.path}: no vmlinux BTF found in the dump's "
+                                         "memory (a kernel built without CONFIG_DEBUG_INFO_BTF?)")
         vmlinux = Btf.parse(found.data, name=f"vmlinux BTF at paddr {found.address:#x}")
         result = KernelBtf(vmlinux, "scan", found.address)
-        note = note or "the kernel's symbols are not available"
+        note = note or "the kernel has no __start_BTF symbol"
     if modules is False:
         return result
     if symbol is None or symbol("btf_modules") is None:
-        result.modules_note = (f"{note}: module BTF needs the symbol btf_modules" if note
+        result.modules_note = (f"{note}: module BTF needs the symbol btf_modules" if symbol is None
                                else "the kernel has no btf_modules symbol")
         return result
     names = None if modules is True else list(modules)

@@ -10,13 +10,19 @@ the kernel objects built on them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kdumptool.dump import DumpReader
-from kdumptool.errors import KernelDataMissingError
+from kdumptool.errors import KdumpToolError, KernelDataMissingError
 from kdumptool.kernel.kallsyms import SymbolTable, layout_from_vmcoreinfo, load_kallsyms
 from kdumptool.kernel.memory import KernelMemory
 from kdumptool.vmcoreinfo import VmcoreInfo
+
+if TYPE_CHECKING:
+    from kdumptool.kernel.btf import Btf
+    from kdumptool.kernel.btf_dump import KernelBtf
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,26 @@ class Kernel:
             raise KernelDataMissingError(f"{self.reader.info.path}: symbol {name!r} is not in the "
                                          "kernel's kallsyms")
         return addr
+
+    def read_btf(self, modules: bool | Iterable[str] = True) -> KernelBtf:
+        """The dump's BTF blobs, validated: vmlinux's (through ``__start_BTF``, or found by a
+        memory scan when the symbols cannot be read) and, where ``btf_modules`` can be
+        walked, the modules' (``modules``: all, none, or these names). See
+        :func:`kdumptool.kernel.btf_dump.read_kernel_btf`."""
+        from kdumptool.kernel.btf_dump import read_kernel_btf
+
+        try:
+            symbol: Callable[[str], int | None] | None = self.core_symbols.address
+            note = None
+        except KdumpToolError as exc:
+            symbol, note = None, f"the kernel's symbols could not be read ({exc})"
+        return read_kernel_btf(self.reader, symbol=symbol, symbol_note=note, modules=modules,
+                               mem=self.mem)
+
+    @functools.cached_property
+    def btf(self) -> Btf:
+        """vmlinux's BTF (:class:`kdumptool.kernel.btf.Btf`): struct layouts, enums, types."""
+        return self.read_btf(modules=False).vmlinux
 
     def close(self) -> None:
         """Close the dump."""

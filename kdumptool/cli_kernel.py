@@ -163,4 +163,112 @@ def btf(dump: tuple[str, ...], out: str | None, module: str | None, list_: bool,
         click.echo(format_btf(kbtf, None if list_ else chosen))
 
 
-COMMANDS = [symbols, btf]
+_PS_EPILOG = """\b
+Examples:
+  kdumptool ps vmcore              # every task, '>' marks the ones running on a CPU
+  kdumptool ps --json vmcore.zst   # for scripts
+"""
+
+
+@click.command(epilog=_PS_EPILOG)
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+              help="Use the VMCOREINFO text in this file.")
+def ps(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None) -> None:
+    """Every task of the kernel in DUMP (or the parts of a split set), read with the dump's
+    own symbols and BTF: PID, parent, CPU, state, task_struct address, command."""
+    with _open_kernel(dump, vmcoreinfo_file, False) as kernel:
+        tasks = kernel.tasks()
+    if as_json:
+        click.echo(json.dumps([t.as_dict() for t in tasks], indent=1))
+        return
+    click.echo("   PID    PPID  CPU ST TASK              COMM")
+    for t in tasks:
+        mark = ">" if t.running else " "
+        click.echo(f"{mark}{t.pid:>6} {t.ppid:>7} {t.cpu:>4} {t.state:<2} {t.address:016x}  {t.comm}")
+
+
+_MODULES_EPILOG = """\b
+Examples:
+  kdumptool modules vmcore          # like lsmod, with base address and taint
+  kdumptool modules --json vmcore
+"""
+
+
+@click.command(epilog=_MODULES_EPILOG)
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+              help="Use the VMCOREINFO text in this file.")
+def modules(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None) -> None:
+    """The modules loaded in the kernel of DUMP: name, size, base address, taint."""
+    with _open_kernel(dump, vmcoreinfo_file, False) as kernel:
+        mods = kernel.modules()
+        taint = kernel.taint()
+    if as_json:
+        click.echo(json.dumps({"modules": [m.as_dict() for m in mods], "taint": taint.text,
+                               "tainted_mask": taint.mask}, indent=1))
+        return
+    click.echo(f"{'Module':<24}{'Size':>9}  {'Base':<18}Taint")
+    for m in mods:
+        click.echo(f"{m.name:<24}{m.size:>9}  {m.base:016x}  {m.taint}")
+    click.echo(f"kernel: {taint.text}")
+
+
+_TRIAGE_EPILOG = """\b
+Examples:
+  kdumptool triage vmcore               # what crashed, where, in which task
+  kdumptool triage --json vmcore.zst    # the same for scripts and fleets
+  kdumptool triage part1 part2          # a split set
+"""
+
+
+@click.command(epilog=_TRIAGE_EPILOG)
+@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+              help="Use the VMCOREINFO text in this file.")
+def triage(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None) -> None:
+    """The crash report of DUMP (or the parts of a split set), without vmlinux: kernel,
+    reason, crashing CPU and task, registers, call trace, taint, modules, uptime, dump
+    health and a crash signature equal for the same bug on other boots."""
+    from kdumptool.kernel.triage import triage as run_triage
+
+    with _open_kernel(dump, vmcoreinfo_file, False) as kernel:
+        report = run_triage(kernel, paths=[] if "-" in dump else list(dump))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=1))
+        return
+    click.echo(format_triage(report))
+
+
+def format_triage(r: Any) -> str:
+    """The text form of a :class:`~kdumptool.kernel.triage.TriageReport`."""
+    lines = [f"dump:      {r.path} ({r.format}{', incomplete' if r.incomplete else ''})",
+             f"kernel:    {r.release or '?'}" + (f" (build-id {r.build_id})" if r.build_id else "")]
+    if r.uptime is not None:
+        lines.append(f"uptime:    {r.uptime} s")
+    lines.append(f"reason:    {r.kind or '?'}: {r.reason or 'not found in the log'}")
+    cpu = "?" if r.cpu is None else r.cpu
+    pid = "?" if r.pid is None else r.pid
+    lines.append(f"crashed:   CPU {cpu}, PID {pid}" + (f" ({r.comm})" if r.comm else ""))
+    if r.pc:
+        lines.append(f"pc:        {r.pc}")
+    if r.trace:
+        lines.append("call trace (the kernel's log):")
+        lines += [f"  {f}" for f in r.trace]
+    if r.stack:
+        lines.append("return addresses on the stack:")
+        lines += [f"  {f}" for f in r.stack[:24]]
+    lines.append(f"taint:     {r.taint or '?'}")
+    lines.append(f"modules:   {' '.join(r.modules) or '-'}")
+    if r.health:
+        lines.append(f"health:    {r.health.get('verdict')} (fsck exit {r.health.get('exit_code')})")
+    lines.append(f"signature: {r.signature}")
+    for what, err in r.errors.items():
+        lines.append(f"not read:  {what}: {err}")
+    return "\n".join(lines)
+
+
+COMMANDS = [symbols, btf, ps, modules, triage]

@@ -23,6 +23,9 @@ from kdumptool.vmcoreinfo import VmcoreInfo
 if TYPE_CHECKING:
     from kdumptool.kernel.btf import Btf
     from kdumptool.kernel.btf_dump import KernelBtf
+    from kdumptool.kernel.modules import Module
+    from kdumptool.kernel.state import Clock, Taint
+    from kdumptool.kernel.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -100,20 +103,20 @@ class Kernel:
 
     @functools.cached_property
     def symbols(self) -> SymbolTable:
-        """kallsyms of the core kernel (module symbols are added when the module list has
-        been walked: :meth:`load_module_symbols`)."""
-        return self.core_symbols
+        """kallsyms of the core kernel, then every loaded module's symbols when the module
+        list can be walked (it needs the vmlinux BTF: else :attr:`module_symbols_error`
+        says why and only the core kernel's are there)."""
+        from kdumptool.kernel.modules import module_symbols
 
-    def symbol(self, name: str) -> int:
-        """The address of symbol ``name``.
+        table = self.core_symbols
+        try:
+            table.add_module_symbols(module_symbols(self))
+        except KdumpToolError as exc:
+            self.module_symbols_error = str(exc)
+        return table
 
-        :raises KernelDataMissingError: no such symbol
-        """
-        addr = self.core_symbols.address(name)
-        if addr is None:
-            raise KernelDataMissingError(f"{self.reader.info.path}: symbol {name!r} is not in the "
-                                         "kernel's kallsyms")
-        return addr
+    #: Why module symbols are missing from :attr:`symbols`, or ``None``.
+    module_symbols_error: str | None = None
 
     def read_btf(self, modules: bool | Iterable[str] = True) -> KernelBtf:
         """The dump's BTF blobs, validated: vmlinux's (through ``__start_BTF``, or found by a
@@ -134,6 +137,41 @@ class Kernel:
     def btf(self) -> Btf:
         """vmlinux's BTF (:class:`kdumptool.kernel.btf.Btf`): struct layouts, enums, types."""
         return self.read_btf(modules=False).vmlinux
+
+    def tasks(self) -> list[Task]:
+        """Every task (:func:`kdumptool.kernel.tasks.list_tasks`)."""
+        from kdumptool.kernel.tasks import list_tasks
+
+        return list_tasks(self)
+
+    def modules(self) -> list[Module]:
+        """Loaded modules (:func:`kdumptool.kernel.modules.list_modules`)."""
+        from kdumptool.kernel.modules import list_modules
+
+        return list_modules(self)
+
+    def taint(self) -> Taint:
+        """The kernel's taint (:func:`kdumptool.kernel.state.read_taint`)."""
+        from kdumptool.kernel.state import read_taint
+
+        return read_taint(self)
+
+    def clock(self) -> Clock:
+        """Uptime and wall clock (:func:`kdumptool.kernel.state.read_clock`)."""
+        from kdumptool.kernel.state import read_clock
+
+        return read_clock(self)
+
+    def symbol(self, name: str) -> int:
+        """The address of symbol ``name``.
+
+        :raises KernelDataMissingError: no such symbol
+        """
+        addr = self.core_symbols.address(name)
+        if addr is None:
+            raise KernelDataMissingError(f"{self.reader.info.path}: symbol {name!r} is not in the "
+                                         "kernel's kallsyms")
+        return addr
 
     def close(self) -> None:
         """Close the dump."""

@@ -6,23 +6,43 @@ makedumpfile's kdump-compressed format and its flattened stream.
 
 Typical use::
 
-    from kdumptool import open_dump
-    with open_dump("vmcore") as dump:
+    import kdumptool
+    with kdumptool.open_dump("vmcore") as dump:
         print(dump.info.release, dump.read(0x1000, 16))
+    with kdumptool.open_kernel("vmcore") as kernel:
+        print(kernel.symbols.address("schedule"), kdumptool.triage(kernel).signature)
+
+The names below are imported on first use (``kdumptool --help`` loads none of them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["open_dump"]
+__all__ = ["open_dump", "open_dumps", "open_kernel", "Kernel", "triage", "dmesg_text", "drgn_program"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``open_dump`` is imported on first use: ``kdumptool --help`` does not load NumPy."""
-    if name == "open_dump":
-        from kdumptool.open import open_dump
+    """The public names are imported on first use: ``kdumptool --help`` does not load NumPy."""
+    if name in ("open_dump", "open_dumps"):
+        from kdumptool import open as opening
 
-        return open_dump
+        return getattr(opening, name)
+    if name in ("open_kernel", "Kernel"):
+        from kdumptool.kernel import session
+
+        return getattr(session, name)
+    if name == "triage":
+        from kdumptool.kernel.triage import triage
+
+        return triage
+    if name == "dmesg_text":
+        from kdumptool.dmesg import dmesg_text
+
+        return dmesg_text
+    if name == "drgn_program":
+        from kdumptool.drgn_bridge import drgn_program
+
+        return drgn_program
     raise AttributeError(f"module 'kdumptool' has no attribute {name!r}")

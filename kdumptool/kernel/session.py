@@ -82,9 +82,16 @@ class Kernel:
             raise KernelDataMissingError(f"{self.reader.info.path}: no VMCOREINFO")
         return vmci
 
-    def read(self, vaddr: int, size: int) -> bytes:
-        """``size`` bytes of kernel virtual memory at ``vaddr``."""
+    def read_virtual(self, vaddr: int, size: int) -> bytes:
+        """``size`` bytes of kernel virtual memory at ``vaddr`` (page tables walked as needed).
+
+        :raises KernelDataMissingError: the address does not translate or a page is missing
+        """
         return self.mem.read(vaddr, size)
+
+    def read_physical(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes of physical memory at ``paddr``."""
+        return self.reader.read(paddr, size)
 
     def _stext(self) -> int | None:
         vmci = self.vmcoreinfo

@@ -194,3 +194,25 @@ def test_taint_text_as_the_kernel_prints_it() -> None:
     assert t.letters == "PWO" and t.source == "fallback"
     assert t.text == "Tainted: P        W  O       "
     assert read_taint(_TaintKernel(0)).text == "Not tainted"
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+@pytest.mark.parametrize(("cmd", "only"), [("triage", ""), ("ps", "trunc")])
+def test_damaged_dumps_give_one_line_or_a_result(cmd: str, only: str) -> None:
+    """Every damaged dump of the corpus: the kernel commands answer, or fail with one error
+    line naming the file (no traceback), within a generous CPU-time bound."""
+    import resource
+
+    broken = sorted((CORPUS_ROOT / "x86_64-kdump-320m-6.12" / "broken").glob(f"*{only}*.zst"))
+    assert broken
+    for zst in broken:
+        path = need_corpus_file(f"x86_64-kdump-320m-6.12/broken/{zst.name[:-4]}")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        done = subprocess.run([sys.executable, "-m", "kdumptool", cmd, str(path)], capture_output=True,
+                              text=True, check=False, timeout=600)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+        assert used < 60, (zst.name, used)
+        assert "Traceback" not in done.stderr, (zst.name, done.stderr[-2000:])
+        if done.returncode:
+            assert done.stderr.count("\n") <= 2 and "error:" in done.stderr, (zst.name, done.stderr)

@@ -533,6 +533,10 @@ GROUPS: dict[str, Callable[[_Ctx], None]] = {
 EXTRA_GROUPS: dict[str, Callable[[_Ctx], None]] = {
     # the kernel layer (issue 18): BTF read from memory, by symbols or by scanning
     "cli.btf": lambda c: _cli_simple(c, "btf", ["btf", "--list", str(c.path)]),
+    "cli.symbols": lambda c: _cli_simple(c, "symbols", ["symbols", str(c.path), "schedule",
+                                                        "0xffffffff81000000"]),
+    "cli.ps": lambda c: _cli_simple(c, "ps", ["ps", str(c.path)]),
+    "cli.triage": lambda c: _cli_simple(c, "triage", ["triage", "--json", str(c.path)]),
 }
 DEFAULT_GROUPS = tuple(GROUPS)
 ALL_GROUPS = (*GROUPS, *EXTRA_GROUPS)

@@ -502,7 +502,7 @@ def reassemble(paths: tuple[str, ...], force: bool, quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("dump", nargs=-1, required=True, type=click.Path())  # unreadable input: exit 3
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--deep", is_flag=True, help="Also decode every page.")
 @_VMCOREINFO_OPTION

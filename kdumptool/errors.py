@@ -11,7 +11,7 @@ Exit codes used by the command line come from the class (``exit_code``):
 ====  ==========================================================
  1    any other kdumptool error (output, codec unavailable, ...)
  2    usage error (bad options; raised by click)
- 3    the input is not a dump kdumptool can read
+ 3    the input is not a dump kdumptool can read, or cannot be read at all
  4    the input is a dump but is corrupt or truncated
 ====  ==========================================================
 """
@@ -76,6 +76,13 @@ def _show(value: object) -> str:
 
 class UnknownFormatError(DumpError):
     """The input is not in any format kdumptool reads."""
+
+    exit_code = 3
+
+
+class UnreadableInputError(DumpError):
+    """The input cannot be opened or read at all (missing, a directory, no permission, an
+    I/O error): like a file that is not a dump, kdumptool cannot read it."""
 
     exit_code = 3
 

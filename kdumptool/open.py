@@ -18,7 +18,7 @@ import tempfile
 from typing import BinaryIO
 
 from kdumptool.dump import DumpReader
-from kdumptool.errors import DumpError, KdumpToolError
+from kdumptool.errors import DumpError, KdumpToolError, UnreadableInputError
 from kdumptool.formats import open_source
 from kdumptool.transport import compressed, flattened
 from kdumptool.transport.source import ByteSource, FileSource, SpooledSource
@@ -41,6 +41,8 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
         False, a compressed stream that is cut short or corrupt gives the image up to
         the damage (``source.damage`` says what happened)
     :raises UnknownFormatError: not a dump
+    :raises UnreadableInputError: the file cannot be opened or read (missing, a directory,
+        no permission, an I/O error)
     :raises CorruptDumpError: a dump, but damaged (strict), or its compression is
     """
     if path == "-":
@@ -48,11 +50,14 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
     try:
         src: ByteSource = FileSource(path)
     except OSError as exc:
-        raise KdumpToolError(f"{path}: cannot open: {exc.strerror}") from None
+        raise UnreadableInputError(f"cannot open: {exc.strerror}", path=path) from None
     try:
         kind = compressed.detect(src.pread(0, DETECT_BYTES))
         if kind is None:
             return _open_plain_or_flat(src, strict=strict)
+    except OSError as exc:  # an I/O error while recognising it
+        src.close()
+        raise UnreadableInputError(f"cannot read: {exc.strerror or exc}", path=path) from None
     except BaseException:
         src.close()
         raise
@@ -60,7 +65,7 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
     try:
         raw = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
-        raise KdumpToolError(f"{path}: cannot open: {exc.strerror}") from None
+        raise UnreadableInputError(f"cannot open: {exc.strerror}", path=path) from None
     with raw:
         return _open_stream(raw, path, strict=strict, kind=kind)
 

@@ -31,15 +31,18 @@ MAX_LISTED = 20
 
 
 def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = None) -> Report:
-    """Check a dump (or a split set). Never raises on bad input: see the report."""
+    """Check a dump (or a split set). Never raises on bad input: see the report (an input
+    that cannot be opened or read is a ``fatal`` finding, exit code 3, like one that is not
+    a dump)."""
     report = Report(", ".join(paths))
+    named = len(paths) > 1  # say which part a finding is about
     try:
         reader = open_dumps(paths, strict=False)
     except UnknownFormatError as exc:
-        report.add("fatal", "not-a-dump", exc.message, exc.offset)
+        report.add("fatal", "not-a-dump", describe(exc, named=named), exc.offset)
         return report
-    except DumpError as exc:
-        report.add("fatal", "unreadable", describe(exc), exc.offset)
+    except DumpError as exc:  # also a file that cannot be opened or read (missing, a directory)
+        report.add("fatal", "unreadable", describe(exc, named=named), exc.offset)
         return report
     with reader:
         if vmcoreinfo_file:
@@ -58,13 +61,16 @@ def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = 
             if deep:
                 validate_pages(reader, report)
         except DumpError as exc:
-            report.add("fatal", "unreadable", describe(exc), exc.offset)
+            report.add("fatal", "unreadable", describe(exc, named=named), exc.offset)
+        except OSError as exc:  # an I/O error while reading the input
+            report.add("fatal", "unreadable", f"cannot read: {exc.strerror or exc}")
     return report
 
 
-def describe(exc: DumpError) -> str:
-    """An error's message with expected/got, without its path and offset."""
-    text = exc.message
+def describe(exc: DumpError, *, named: bool = False) -> str:
+    """An error's message with expected/got, without its offset (and without its path
+    unless ``named``)."""
+    text = f"{exc.path}: {exc.message}" if named and exc.path is not None else exc.message
     if exc.expected is not None or exc.got is not None:
         text += f" (expected {exc.expected}, got {exc.got})"
     return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Protocol
 
 from kdumptool.errors import DumpError, TruncatedDumpError
@@ -65,13 +66,18 @@ class FileSource:
     """A plain regular file, read with ``os.pread``.
 
     :param path: file to open read-only (it is never modified)
+    :raises OSError: it cannot be opened, or is a directory
     """
 
     def __init__(self, path: str, *, display_name: str | None = None) -> None:
         self.path = path
         self.name = display_name or path
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self.size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        if stat.S_ISDIR(st.st_mode):  # opens read-only, but every read fails (EISDIR)
+            self.close()
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        self.size = st.st_size
 
     def pread(self, offset: int, length: int) -> bytes:
         if length <= 0 or offset >= self.size:

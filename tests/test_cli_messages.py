@@ -1,0 +1,74 @@
+"""What a user sees: exit codes that keep their documented meaning, counts that agree
+between commands, one notation for PFN ranges, and text that quotes garbage safely."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from ours import REPO, kdumptool
+
+BUNDLED = REPO / "corpus" / "x86_64-kdump-320m-c-d31.kdump"
+
+
+# --- fsck: an input that cannot be read is exit 3, in text and in JSON ----------------------
+
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_fsck_of_unreadable_input_exits_3(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "nothing-here" if what == "missing" else tmp_path
+    proc = kdumptool("fsck", path)
+    assert proc.returncode == 3, proc.stderr.decode()
+    assert proc.stdout.decode() == f"{path}: fatal: cannot open: " \
+        f"{os.strerror(errno.ENOENT if what == 'missing' else errno.EISDIR)}\n"
+    proc = kdumptool("fsck", "--json", path)
+    assert proc.returncode == 3, proc.stderr.decode()
+    report = json.loads(proc.stdout)  # still one JSON object, with the error in it
+    assert report["exit_code"] == 3
+    assert [(f["severity"], f["code"]) for f in report["findings"]] == [("fatal", "unreadable")]
+
+
+def test_fsck_names_the_missing_part_of_a_set(tmp_path: Path) -> None:
+    missing = tmp_path / "part2"
+    proc = kdumptool("fsck", BUNDLED, missing)
+    assert proc.returncode == 3
+    assert f"fatal: {missing}: cannot open:" in proc.stdout.decode()
+
+
+@pytest.mark.parametrize("failure", ["open", "read"])
+def test_fsck_of_a_file_the_system_refuses_exits_3(monkeypatch: pytest.MonkeyPatch,
+                                                   failure: str) -> None:
+    """Permission denied on open, an I/O error on read: 3 (not 1 "repairable" or 2
+    "data lost"), as root too (where a chmod 000 file is still readable)."""
+    import kdumptool.transport.source as source
+    from kdumptool.cli import main
+
+    if failure == "open":
+        real_open = os.open
+
+        def refuse(path: str, *args: object, **kwargs: object) -> int:
+            if os.fspath(path) == str(BUNDLED):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(source.os, "open", refuse)
+    else:
+        def eio(self: object, offset: int, length: int) -> bytes:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(source.FileSource, "pread", eio)
+    res = CliRunner().invoke(main, ["fsck", "--json", str(BUNDLED)])
+    assert res.exit_code == 3, res.output
+    report = json.loads(res.stdout)
+    assert report["findings"][0]["code"] == "unreadable"
+    assert os.strerror(errno.EACCES if failure == "open" else errno.EIO) in report["findings"][0]["message"]
+
+
+def test_other_commands_exit_3_for_a_missing_input(tmp_path: Path) -> None:
+    proc = kdumptool("info", tmp_path / "nothing-here")
+    assert proc.returncode == 3
+    assert proc.stderr.decode() == f"kdumptool: error: {tmp_path / 'nothing-here'}: cannot open: " \
+        f"{os.strerror(errno.ENOENT)}\n"

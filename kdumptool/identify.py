@@ -5,9 +5,14 @@ Sources (kdumpid's and libkdumpfile's ideas, written for kdumptool; see SPEC.md 
 1. VMCOREINFO ``OSRELEASE`` and ``BUILD-ID`` (a BUILD-ID from a stable kernel known to
    report a wrong one is flagged);
 2. the header's utsname (kdump-compressed), when it looks sane;
-3. ``struct new_utsname`` found in memory: a 65-byte ``"Linux"`` field followed by a
-   nodename and a release that starts with a digit (the whole structure gives the machine,
-   so the architecture is known even when no header names it);
+3. ``init_uts_ns.name`` at ``SYMBOL(init_uts_ns)`` (kernel-image address to physical,
+   :mod:`kdumptool.vtop.kernel_image`): the utsname the kernel uses; otherwise (or with
+   ``deep``) a ``struct new_utsname`` image found in memory: a 65-byte ``"Linux"`` field
+   followed by a nodename and a release that starts with a digit (the whole structure gives
+   the machine, so the architecture is known even when no header names it). The scan may
+   find another copy first (Linux 6.1+ keeps the unused ``__weak`` one of ``init/version.c``,
+   whose version reads ``"# SMP ..."``): each item gives its physical address, and one that
+   is not at ``init_uts_ns`` says so;
 4. the ``"Linux version "`` banner found in memory;
 5. the kernel's own configuration (``IKCFG_ST`` gzip blob, :mod:`kdumptool.ikconfig`) found
    in memory: architecture, version and key options;
@@ -35,6 +40,7 @@ from kdumptool.dump import DumpInfo, DumpReader, PageBatch
 from kdumptool.formats.notes import XEN_ELFNOTE_DUMPCORE_XEN_VERSION
 from kdumptool.formats.xen_core import parse_xen_version, xen_version_string
 from kdumptool.ikconfig import ConfigScanner, KernelConfig
+from kdumptool.metadata import read_init_uts_ns
 from kdumptool.vmcoreinfo import known_broken_build_id
 
 BANNER = b"Linux version "
@@ -44,7 +50,8 @@ MACHINES = (b"x86_64", b"aarch64", b"i686", b"i586", b"i386", b"ppc64le", b"ppc6
             b"riscv64", b"armv7l", b"loongarch64", b"mips64")
 
 
-def _find_utsname(blob: bytes) -> dict[str, str] | None:
+def _find_utsname(blob: bytes) -> tuple[int, dict[str, str]] | None:
+    """The first ``struct new_utsname`` image in ``blob``: its offset and its fields."""
     pos = blob.find(b"Linux\0")
     while pos >= 0:
         field = blob[pos:pos + 6 * UTS_LEN]
@@ -53,20 +60,32 @@ def _find_utsname(blob: bytes) -> dict[str, str] | None:
             release, machine = parts[2], parts[4]
             if _RELEASE.fullmatch(release) and parts[3].startswith(b"#") and machine in MACHINES:
                 names = ("sysname", "nodename", "release", "version", "machine", "domainname")
-                return {n: p.decode("latin-1") for n, p in zip(names, parts, strict=True)}
+                return pos, {n: p.decode("latin-1") for n, p in zip(names, parts, strict=True)}
         pos = blob.find(b"Linux\0", pos + 1)
     return None
 
 
-def _find_banner(blob: bytes) -> str | None:
+def _find_banner(blob: bytes) -> tuple[int, str] | None:
+    """The first ``Linux version`` banner in ``blob``: its offset and its line."""
     pos = blob.find(BANNER)
     while pos >= 0:
         line = blob[pos:pos + 512].split(b"\n", 1)[0].split(b"\0", 1)[0]
         m = _RELEASE.match(line[len(BANNER):])
         if m and b"(" in line:
-            return line.decode("latin-1", "replace")
+            return pos, line.decode("latin-1", "replace")
         pos = blob.find(BANNER, pos + 1)
     return None
+
+
+def kernel_utsname_evidence(reader: DumpReader) -> dict[str, Any] | None:
+    """The utsname the kernel uses, read at ``SYMBOL(init_uts_ns)`` (None when VMCOREINFO
+    does not name it, its page is not in the dump, or it does not hold a release)."""
+    found = read_init_uts_ns(reader)
+    if found is None or not _RELEASE.fullmatch(found.utsname.release.encode("latin-1")):
+        return None
+    u = found.utsname
+    return {"source": "init_uts_ns", "release": u.release, "version": u.version,
+            "machine": u.machine, "vaddr": hex(found.vaddr), "paddr": hex(found.paddr)}
 
 
 def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
@@ -80,6 +99,9 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
         if vmci.build_id and known_broken_build_id(vmci.osrelease):
             item["build_id_note"] = "this stable kernel reports a wrong BUILD-ID in VMCOREINFO"
         evidence.append(item)
+    kernel_uts = kernel_utsname_evidence(reader)
+    if kernel_uts is not None:
+        evidence.append(kernel_uts)
     if info.utsname is not None and info.utsname.looks_sane():
         evidence.append({"source": "header utsname", "release": info.utsname.release,
                          "version": info.utsname.version, "machine": info.utsname.machine})
@@ -90,7 +112,7 @@ def identify(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     if isinstance(extra, list):
         evidence.extend(item for item in extra if isinstance(item, dict))
     if deep or not any(item.get("release") for item in evidence):
-        evidence.extend(_scan_memory(reader, deep=deep))
+        evidence.extend(_scan_memory(reader, deep=deep, kernel=kernel_uts))
     xen = xen_evidence(info)
     if xen is not None:
         evidence.append(xen)
@@ -175,11 +197,28 @@ def xen_evidence(info: DumpInfo) -> dict[str, Any] | None:
     return None
 
 
-def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:
+def _paddr_in_blob(pos: int, tail_len: int, tail_at: int, pfns: np.ndarray, page_size: int) -> str:
+    """Physical address (hex) of byte ``pos`` of a scan blob: the previous blob's last
+    ``tail_len`` bytes (from ``tail_at``), then the batch's pages ``pfns``."""
+    if pos < tail_len:
+        return hex(tail_at + pos)
+    row, off = divmod(pos - tail_len, page_size)
+    return hex(int(pfns[row]) * page_size + off)
+
+
+def _scan_memory(reader: DumpReader, *, deep: bool,
+                 kernel: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Evidence found by reading memory: a utsname image, the banner, the kernel config.
+
+    :param kernel: the ``init_uts_ns`` evidence, when known: a utsname image found elsewhere
+        (or a banner with another version) is marked as another copy; one found at
+        ``init_uts_ns`` is not repeated
+    """
     found: list[dict[str, Any]] = []
     uts = banner = None
     config = ConfigScanner()
     tail = b""
+    tail_at = 0  # physical address of the first byte of ``tail``
     ps = reader.page_size
     for batch in reader.iter_batches():
         if not len(batch.data):
@@ -192,16 +231,26 @@ def _scan_memory(reader: DumpReader, *, deep: bool) -> list[dict[str, Any]]:
                           "machine": cfg.machine, "config_version": header[1] if header else None,
                           "options": cfg.key_options(), "option_count": len(cfg.options)})
         blob = tail + batch.data.tobytes()
-        if uts is None and (u := _find_utsname(blob)) is not None:
-            uts = u
-            found.append({"source": "utsname in memory", "release": u["release"],
-                          "version": u["version"], "machine": u["machine"]})
+        pfns = batch.pfns()
+        where = (len(tail), tail_at, pfns, ps)
+        if uts is None and (hit := _find_utsname(blob)) is not None:
+            uts = hit[1]
+            item = {"source": "utsname in memory", "release": uts["release"], "version": uts["version"],
+                    "machine": uts["machine"], "paddr": _paddr_in_blob(hit[0], *where)}
+            if kernel is not None and item["paddr"] != kernel["paddr"]:
+                item["copy"] = "another copy, not init_uts_ns"
+            if kernel is None or item["paddr"] != kernel["paddr"]:
+                found.append(item)
         if banner is None and (b := _find_banner(blob)) is not None:
-            banner = b
-            release = _RELEASE.match(b[len("Linux version "):].encode("latin-1"))
-            found.append({"source": "banner in memory", "banner": b,
-                          "release": release.group().decode() if release else None})
+            banner = b[1]
+            release = _RELEASE.match(banner[len("Linux version "):].encode("latin-1"))
+            item = {"source": "banner in memory", "banner": banner, "paddr": _paddr_in_blob(b[0], *where),
+                    "release": release.group().decode() if release else None}
+            if kernel is not None and not banner.endswith(f") {kernel['version']}"):
+                item["copy"] = "another copy: its version is not init_uts_ns's"
+            found.append(item)
         if uts is not None and banner is not None and not deep:
             break  # the config is only looked for until the release is known
         tail = blob[-6 * UTS_LEN:]
+        tail_at = int(pfns[-1]) * ps + ps - len(tail)
     return found

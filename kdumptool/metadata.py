@@ -38,8 +38,24 @@ class OutputMeta:
     incomplete: bool = False
 
 
-def utsname_from_memory(reader: DumpReader) -> Utsname | None:
-    """``init_uts_ns.name`` read through the kernel-image mapping, if it looks real."""
+@dataclass(frozen=True)
+class KernelUtsname:
+    """The kernel's own ``init_uts_ns.name`` and where it was read."""
+
+    utsname: Utsname
+    vaddr: int  # kernel-image virtual address (SYMBOL(init_uts_ns) + OFFSET(uts_namespace.name))
+    paddr: int  # its physical address in the dump
+
+
+def read_init_uts_ns(reader: DumpReader) -> KernelUtsname | None:
+    """``init_uts_ns.name`` at ``SYMBOL(init_uts_ns)``, translated through the kernel-image
+    mapping (:func:`~kdumptool.vtop.kernel_image.kernel_image_to_phys`): the copy the kernel
+    uses, unlike other ``struct new_utsname`` images a memory scan may find first (Linux 6.1+
+    also keeps the ``__weak`` one of ``init/version.c``, whose version lacks the build number).
+
+    :return: None when VMCOREINFO does not name the symbol, the page is not in the dump or
+        the structure does not start with ``Linux``
+    """
     info = reader.info
     vmci = info.vmcoreinfo
     if vmci is None or not vmci.has("SYMBOL(init_uts_ns)"):
@@ -53,9 +69,17 @@ def utsname_from_memory(reader: DumpReader) -> Utsname | None:
     except (KdumpToolError, ValueError):
         return None
     uts = Utsname(*(strip_c_string(raw[i * UTS_LEN:(i + 1) * UTS_LEN]) for i in range(6)))
-    if uts.sysname != "Linux" or (vmci.osrelease and uts.release != vmci.osrelease):
+    return KernelUtsname(uts, vaddr, paddr) if uts.sysname == "Linux" else None
+
+
+def utsname_from_memory(reader: DumpReader) -> Utsname | None:
+    """``init_uts_ns.name`` read through the kernel-image mapping, if it looks real (its
+    release is VMCOREINFO's OSRELEASE)."""
+    found = read_init_uts_ns(reader)
+    vmci = reader.info.vmcoreinfo
+    if found is None or vmci is None or (vmci.osrelease and found.utsname.release != vmci.osrelease):
         return None
-    return uts
+    return found.utsname
 
 
 def best_utsname(reader: DumpReader) -> Utsname:

@@ -13,7 +13,6 @@ from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.notes import describe_cpus, note_kind
 from kdumptool.identify import identify
-from kdumptool.metadata import utsname_from_memory
 
 #: Keys of :func:`describe_cpus` dicts that are counts, not addresses or register values.
 _CPU_COUNT_KEYS = frozenset({"cpu", "pid", "raw_size", "qemu_raw_size"})
@@ -74,6 +73,27 @@ def _iso_time(seconds: int) -> str | None:
         return None
 
 
+def kernel_utsname(reader: DumpReader, evidence: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    """The utsname ``info`` shows and which copy it is: the kernel's own ``init_uts_ns``
+    (when its release is VMCOREINFO's), else the header's, else a copy a memory scan found.
+
+    :return: the chosen evidence item (``release``, ``version``, ``machine``, maybe ``paddr``)
+        and its source, ``({}, None)`` when the dump holds no utsname at all
+    """
+    osrelease = reader.info.vmcoreinfo.osrelease if reader.info.vmcoreinfo is not None else None
+    by_source = {e["source"]: e for e in evidence}
+    kernel = by_source.get("init_uts_ns")
+    if kernel is not None and (not osrelease or kernel["release"] == osrelease):
+        return kernel, "init_uts_ns"
+    uts = reader.info.utsname
+    if uts is not None and uts.looks_sane() and uts.version:
+        return {"release": uts.release, "version": uts.version, "machine": uts.machine}, "header utsname"
+    for source in ("utsname in memory", "header utsname"):
+        if source in by_source:
+            return by_source[source], source
+    return {}, None
+
+
 def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     """Everything ``info`` reports, as JSON-ready values.
 
@@ -84,10 +104,7 @@ def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
     ident = identify(reader, deep=deep)
     ram, present = reader.count_pages()
     lost = lost_pages(reader)
-    uts = info.utsname
-    if uts is None or not uts.version:
-        mem = utsname_from_memory(reader)
-        uts = mem or uts
+    uts, uts_source = kernel_utsname(reader, ident["evidence"])
     notes = Counter(note_kind(n.name, n.type) for n in info.notes)
     vmci = info.vmcoreinfo
     crash_time = None
@@ -111,10 +128,10 @@ def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
         "kernel": {
             "release": info.release or ident["best"]["release"],
             "release_source": ident["best"]["source"],
-            "version": uts.version if uts else None,
-            "machine": uts.machine if uts else ident["best"]["machine"],
-            "utsname_source": "header" if info.utsname and info.utsname.version else
-                              ("memory" if uts and uts.version else "vmcoreinfo"),
+            "version": uts.get("version") or None,
+            "machine": uts.get("machine") or ident["best"]["machine"],
+            "utsname_source": uts_source,
+            "utsname_paddr": uts.get("paddr"),
         },
         "identification": ident["evidence"],
         "xen": _xen_summary(ident["evidence"], info.details),
@@ -154,7 +171,7 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f" (from {k['release_source']})" if k.get("release_source") not in (None, "vmcoreinfo") else ""),
     ]
     if k["version"]:
-        lines.append(f"version:       {k['version']}")
+        lines.append(f"version:       {k['version']} (from {_utsname_where(k)})")
     if s.get("xen"):
         x = s["xen"]
         lines.append(f"xen:           {x['version']} (from {x['source']})"
@@ -186,9 +203,23 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _utsname_where(k: dict[str, Any]) -> str:
+    """Which copy of utsname the ``version:`` line shows, in words."""
+    source = k["utsname_source"]
+    if source == "init_uts_ns":
+        return f"init_uts_ns at {k['utsname_paddr']}"
+    if source == "utsname in memory":
+        return f"a utsname copy in memory at {k['utsname_paddr']}"
+    return "the header's utsname"
+
+
 def _evidence_line(e: dict[str, Any]) -> str:
     """One identification source in a line of text (everything is in ``--json``)."""
     src = e.get("source", "?")
+    if "paddr" in e and src in ("init_uts_ns", "utsname in memory", "banner in memory"):
+        src = f"{src} at {e['paddr']}"
+    if "copy" in e:  # another copy than the kernel's own
+        src = f"{src} ({e['copy']})"
     if src == "QEMU CPU state":
         return (f"{src}: KASLR offset {e['kaslr_offset']}, kernel text {e['kernel_text']} (phys "
                 f"{e['kernel_text_phys']}), phys_base {e['phys_base']}; CR3 {e['cr3']} of cpu {e['cpu']}")
@@ -199,5 +230,6 @@ def _evidence_line(e: dict[str, Any]) -> str:
         return f"{src}: {e['banner'][:100]}"
     if e.get("text"):  # evidence a format carries, already in words
         return f"{src}: {e['text']}"
-    parts = [f"{k} {v}" for k, v in e.items() if k != "source" and isinstance(v, (str, int)) and v != ""]
+    parts = [f"{k} {v}" for k, v in e.items()
+             if k not in ("source", "paddr", "vaddr", "copy") and isinstance(v, (str, int)) and v != ""]
     return f"{src}: " + ", ".join(parts)[:140]

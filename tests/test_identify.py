@@ -61,6 +61,24 @@ def test_kdump_without_vmcoreinfo_or_utsname_finds_release_and_arch(tmp_path: Pa
     s = info(path)
     assert s["kernel"]["release"] == "6.1.0-56-amd64"
     assert s["arch"] == "x86_64"  # no header names it: found in memory
+    assert s["kernel"]["utsname_source"] == "utsname in memory"  # not "vmcoreinfo": it has none
+    assert s["kernel"]["utsname_paddr"] == next(e["paddr"] for e in s["identification"]
+                                                if e["source"] == "utsname in memory")
+
+
+@pytest.mark.parametrize("release,source", [("6.1.0", "header utsname"), ("", None)])
+def test_utsname_source_of_a_dump_without_vmcoreinfo(tmp_path: Path, release: str,
+                                                     source: str | None) -> None:
+    """No VMCOREINFO, no utsname in memory: the source is the header's utsname (which gives
+    release and machine, not the version) or, when it is empty too, null; never "vmcoreinfo"."""
+    import builders as B
+
+    path = tmp_path / "bare.kdump"
+    path.write_bytes(B.build_kdump(B.make_pages([(0, 64)]), release=release, version="",
+                                   sysname="Linux" if release else "", machine="x86_64"))
+    s = info(path)
+    assert s["vmcoreinfo"]["present"] is False
+    assert s["kernel"]["version"] is None and s["kernel"]["utsname_source"] == source
 
 
 def test_qemu_dump_made_without_vmcoreinfo_is_identified() -> None:
@@ -192,3 +210,35 @@ def test_damaged_kernel_config_is_not_reported(tmp_path: Path) -> None:
     proc = kdumptool("ikconfig", path)
     assert proc.returncode == 1
     assert b"no IKCFG_ST configuration blob" in proc.stderr
+
+
+@pytest.mark.parametrize("rel", [f"{KD}/derived/c-d31.kdump", "x86_64-qemu-256m/qemu-elf.vmcore",
+                                 "x86_64-kdump-320m-6.12/vmcore.elf"])
+def test_deep_info_shows_the_kernels_own_utsname(rel: str) -> None:
+    """The scan finds a stale utsname first ("# SMP ...": Linux 6.1+ keeps the __weak copy of
+    init/version.c); init_uts_ns, at SYMBOL(init_uts_ns), is what the kernel (and
+    libkdumpfile) says: "#1 SMP ...". Each line says which copy it shows."""
+    from kdumptool.open import open_dump
+    from kdumptool.vmcoreinfo import VmcoreInfo
+
+    path = need_corpus_file(rel)
+    version = dump_entry(rel)["libkdumpfile"]["linux.uts.version"]
+    s = info(path, "--deep")
+    assert s["kernel"]["version"] == version
+    assert s["kernel"]["utsname_source"] == "init_uts_ns"
+    items = {e["source"]: e for e in s["identification"]}
+    kernel = items["init_uts_ns"]
+    vmci = VmcoreInfo.parse(corpus_text(f"{rel.split('/')[0]}/vmcoreinfo.txt").encode())
+    assert int(kernel["vaddr"], 16) == vmci.symbol("init_uts_ns") + vmci.offset("uts_namespace.name")
+    assert kernel["version"] == version and kernel["paddr"] == s["kernel"]["utsname_paddr"]
+    stale = items["utsname in memory"]
+    assert stale["version"] != version and stale["copy"] == "another copy, not init_uts_ns"
+    with open_dump(str(path)) as reader:  # each address holds what the item quotes
+        for item in (kernel, stale):
+            raw = reader.read(int(item["paddr"], 16) + 3 * 65, 65)
+            assert raw.split(b"\0", 1)[0].decode() == item["version"]
+    text = kdumptool("info", "--deep", path).stdout.decode().splitlines()
+    assert f"version:       {version} (from init_uts_ns at {kernel['paddr']})" in text
+    assert any(line.endswith(f"utsname in memory at {stale['paddr']} (another copy, not init_uts_ns): "
+                             f"release {stale['release']}, version {stale['version']}, machine x86_64")
+               for line in text)

@@ -72,3 +72,14 @@ def test_other_commands_exit_3_for_a_missing_input(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr.decode() == f"kdumptool: error: {tmp_path / 'nothing-here'}: cannot open: " \
         f"{os.strerror(errno.ENOENT)}\n"
+
+
+# --- fsck: "clean" says how far the check went ----------------------------------------------
+
+def test_fsck_says_metadata_clean_without_deep() -> None:
+    proc = kdumptool("fsck", BUNDLED)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.decode() == f"{BUNDLED}: metadata clean (pages not decoded; --deep decodes them)\n"
+    proc = kdumptool("fsck", "--deep", BUNDLED)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.decode() == f"{BUNDLED}: 21097 pages decoded\n{BUNDLED}: clean\n"

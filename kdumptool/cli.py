@@ -22,6 +22,7 @@ import click
 from kdumptool import __version__
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
 from kdumptool.codecs import CODECS, get_codec
+from kdumptool.dump import pfn_range_text, pfn_ranges_text
 from kdumptool.errors import CodecUnavailableError, DumpError, KdumpToolError, OutputError, UsageError
 from kdumptool.filters.levels import MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 from kdumptool.progress import Progress, progress_for
@@ -444,7 +445,7 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
             if len(dsts) >= 2:
                 ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
                 for dst, (lo, hi) in zip(dsts, ranges, strict=True):
-                    click.echo(f"{dst}: PFNs [{lo:#x}, {hi:#x})")
+                    click.echo(f"{dst}: PFNs {pfn_range_text(lo, hi)}")
             return
         ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
         meta = output_metadata(reader, dump_level=level)
@@ -456,8 +457,8 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
         if not quiet:
             kind = f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
             for n, (dst, (lo, hi), stats) in enumerate(zip(dsts, ranges, results, strict=True), 1):
-                click.echo(f"{dst}: {kind}, split part {n} of {len(dsts)} (PFNs [{lo:#x}, {hi:#x})), dump "
-                           f"level {meta.dump_level}: {stats['pages']} pages", err=True)
+                click.echo(f"{dst}: {kind}, split part {n} of {len(dsts)} (PFNs {pfn_range_text(lo, hi)}), "
+                           f"dump level {meta.dump_level}: {stats['pages']} pages", err=True)
             click.echo(f"{len(dsts)} files written in {time.monotonic() - t0:.1f} s", err=True)
             if level > 1:
                 zero = sum(r["zero"] for r in results)
@@ -522,9 +523,7 @@ def fsck(dump: tuple[str, ...], as_json: bool, deep: bool, vmcoreinfo_file: str 
             click.echo(f"{report.path}: {finding}")
         lost = report.lost_ranges()
         if lost:
-            click.echo(f"{report.path}: lost PFN ranges: "
-                       + ", ".join(f"{a:#x}-{b - 1:#x}" for a, b in lost[:20])
-                       + (f" (+{len(lost) - 20} more)" if len(lost) > 20 else ""))
+            click.echo(f"{report.path}: lost PFN ranges: {pfn_ranges_text(lost)}")
         if deep and "pages_decoded" in report.facts:
             click.echo(f"{report.path}: {report.facts['pages_decoded']} pages decoded")
         if report.exit_code == 0:  # nothing above a notice: say how far the check went
@@ -577,8 +576,7 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
     ranges = result["lost_pfn_ranges"] or result["zero_filled_pfn_ranges"]
     if ranges:
         label = "lost" if result["lost_pfn_ranges"] else "zero-filled"
-        click.echo(f"{label} PFN ranges: " + ", ".join(f"{a:#x}-{b - 1:#x}" for a, b in ranges[:20])
-                   + (f" (+{len(ranges) - 20} more)" if len(ranges) > 20 else ""))
+        click.echo(f"{label} PFN ranges: {pfn_ranges_text(ranges)}")
     click.echo(f"{dst}: {result['format']}, {result['pages_written']} pages written")
 
 

@@ -31,6 +31,18 @@ MIN_WINDOW_PAGES = 64
 METADATA_WINDOW = 1 << 16
 
 
+def pfn_range_text(start: int, end: int) -> str:
+    """A PFN range as every command prints it: half-open, ``[0x100, 0x200)`` (PFNs 0x100 to
+    0x1ff), the notation of the ``[start, end)`` pairs of ``--json``."""
+    return f"[{start:#x}, {end:#x})"
+
+
+def pfn_ranges_text(ranges: list[tuple[int, int]] | list[list[int]], limit: int = 20) -> str:
+    """Up to ``limit`` ranges (:func:`pfn_range_text`), then how many more."""
+    text = ", ".join(pfn_range_text(a, b) for a, b in ranges[:limit])
+    return text + (f" (+{len(ranges) - limit} more)" if len(ranges) > limit else "")
+
+
 @dataclass(frozen=True)
 class Note:
     """One ELF note (also used for the note blob of kdump-compressed files)."""

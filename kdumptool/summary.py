@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kdumptool.dump import DumpReader
+from kdumptool.dump import DumpReader, pfn_range_text
 from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.notes import describe_cpus, note_kind
@@ -181,14 +181,14 @@ def format_summary(s: dict[str, Any]) -> str:
         f"crash time:    {s['crash_time'] or 'unknown'}",
         f"cpus:          {s['cpus'] if s['cpus'] is not None else 'unknown'}",
         *(_cpu_line(c) for c in s.get("cpus_state", [])),
-        f"pfn range:     {s['pfn_range'][0]:#x}-{s['pfn_range'][1]:#x}",
+        f"pfn range:     {pfn_range_text(*s['pfn_range'])}",
         f"pages:         {p['ram']} RAM, {p['present']} in file, {p['excluded']} excluded, "
         f"{p['lost']} lost",
         f"compression:   {', '.join(s['codecs']) or 'none'}",
         f"dump level:    {s['dump_level'] if s['dump_level'] is not None else 'unknown'}",
     ]
     if s["split"]:
-        lines.append(f"split part:    pfn {s['split'][0]:#x}-{s['split'][1]:#x}")
+        lines.append(f"split part:    PFNs {pfn_range_text(*s['split'])}")
     v = s["vmcoreinfo"]
     lines.append("vmcoreinfo:    " + (f"yes (OSRELEASE {v['osrelease']}, BUILD-ID {v['build_id']})"
                                       if v["present"] else "no"))

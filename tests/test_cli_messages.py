@@ -83,3 +83,38 @@ def test_fsck_says_metadata_clean_without_deep() -> None:
     proc = kdumptool("fsck", "--deep", BUNDLED)
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.decode() == f"{BUNDLED}: 21097 pages decoded\n{BUNDLED}: clean\n"
+
+
+# --- one notation for PFN ranges: half-open [start, end), as in --json --------------------
+
+def _half_open(ranges: list[list[int]]) -> str:
+    return ", ".join(f"[{a:#x}, {b:#x})" for a, b in ranges[:20]) + \
+        (f" (+{len(ranges) - 20} more)" if len(ranges) > 20 else "")
+
+
+def test_pfn_ranges_are_printed_half_open_everywhere(tmp_path: Path) -> None:
+    from corpus import need_corpus_file
+
+    broken = need_corpus_file("x86_64-kdump-320m/broken/c-d31-trunc30.kdump")
+    report = json.loads(kdumptool("fsck", "--json", broken).stdout)
+    lost = report["lost_pfn_ranges"]
+    assert lost and all(a < b for a, b in lost)
+    text = kdumptool("fsck", broken).stdout.decode().splitlines()
+    assert f"{broken}: lost PFN ranges: {_half_open(lost)}" in text
+    proc = kdumptool("repair", broken, tmp_path / "r.kdump")
+    assert f"lost PFN ranges: {_half_open(lost)}" in proc.stdout.decode().splitlines()
+    info = kdumptool("info", BUNDLED).stdout.decode().splitlines()
+    assert "pfn range:     [0x0, 0x13fda)" in info
+
+
+def test_a_missing_split_part_is_named_half_open(tmp_path: Path) -> None:
+    import builders as B
+
+    pages = B.make_pages([(0, 300)])
+    parts = B.build_kdump_split(pages, parts=3)
+    for i, data in enumerate(parts):
+        (tmp_path / f"p{i}").write_bytes(data)
+    report = json.loads(kdumptool("fsck", "--json", tmp_path / "p0", tmp_path / "p2").stdout)
+    (gap,) = [f for f in report["findings"] if f["code"] == "split-part-missing"]
+    assert gap["message"] == "the split set has no part for PFNs [0x64, 0xc8)"  # part 2 of 3
+    assert gap["lost_pfn_ranges"] == [[0x64, 0xc8]]

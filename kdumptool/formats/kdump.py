@@ -31,7 +31,7 @@ import construct as cs
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, CODECS, PageDecodeError, codec_for_flags
-from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
+from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname, pfn_range_text
 from kdumptool.errors import (
     CorruptDumpError,
     CorruptPageError,
@@ -299,7 +299,7 @@ class KdumpReader(DumpReader):
             if not start <= end <= max_mapnr:
                 raise CorruptDumpError("split part's PFN range is invalid", path=path, offset=bs,
                                        expected=f"start <= end <= {max_mapnr:#x}",
-                                       got=f"[{start:#x}, {end:#x})")
+                                       got=pfn_range_text(start, end))
             self.part = split = (start, end)
         self._max_mapnr = max_mapnr
         self._build_rank_index()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, Codec
-from kdumptool.dump import DumpReader, PageBatch
+from kdumptool.dump import DumpReader, PageBatch, pfn_range_text
 from kdumptool.errors import CorruptDumpError, KdumpToolError, UsageError
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE, KdumpReader
 from kdumptool.metadata import OutputMeta
@@ -78,7 +78,7 @@ class SplitSetReader(DumpReader):
             self.gaps.append((pos, first.info.max_pfn))
         if self.gaps and strict:
             lo, hi = self.gaps[0]
-            raise CorruptDumpError(f"split set is missing the part for pfn {lo:#x}-{hi:#x}",
+            raise CorruptDumpError(f"split set is missing the part for PFNs {pfn_range_text(lo, hi)}",
                                    path=first.info.path, offset=first.info.page_size)
         self.info = dataclasses.replace(first.info, split=None, notes=list(first.info.notes),
                                         details=dict(first.info.details))
@@ -294,13 +294,14 @@ def check_split_set(parts: list[KdumpReader]) -> list[KdumpReader]:
         lo, hi = p.part
         if lo != pos:
             what = "overlaps the part before it" if lo < pos else \
-                f"leaves PFNs {pos:#x}-{lo - 1:#x} without a part (a part is missing)"
-            raise CorruptDumpError(f"split part's PFN range [{lo:#x}, {hi:#x}) {what}", path=p.info.path,
-                                   offset=p.block_size, expected=f"start_pfn {pos:#x}", got=f"{lo:#x}")
+                f"leaves PFNs {pfn_range_text(pos, lo)} without a part (a part is missing)"
+            raise CorruptDumpError(f"split part's PFN range {pfn_range_text(lo, hi)} {what}",
+                                   path=p.info.path, offset=p.block_size, expected=f"start_pfn {pos:#x}",
+                                   got=f"{lo:#x}")
         pos = hi
     if pos != max_pfn:
         last = ordered[-1]
-        raise CorruptDumpError(f"PFNs {pos:#x}-{max_pfn - 1:#x} have no part (a part is missing)",
+        raise CorruptDumpError(f"PFNs {pfn_range_text(pos, max_pfn)} have no part (a part is missing)",
                                path=last.info.path, offset=last.block_size,
                                expected=f"end_pfn {max_pfn:#x}", got=f"{pos:#x}")
     return ordered

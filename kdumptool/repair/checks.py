@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK
-from kdumptool.dump import DumpReader
+from kdumptool.dump import DumpReader, pfn_range_text
 from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError
 from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.hyperv import HyperVReader
@@ -100,7 +100,7 @@ def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None
         for lo, hi in reader.gaps:
             declared = ranges_of(np.flatnonzero(reader.parts[0]._bits(2, lo, hi - lo)) + lo)
             report.add("data-loss", "split-part-missing",
-                       f"the split set has no part for pfn {lo:#x}-{hi:#x}", None, declared)
+                       f"the split set has no part for PFNs {pfn_range_text(lo, hi)}", None, declared)
     parts = _kdump_parts(reader)
     for part in parts:
         _validate_kdump_part(part, report, f"{part.path}: " if len(parts) > 1 else "")

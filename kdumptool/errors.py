@@ -66,6 +66,34 @@ class DumpError(KdumpToolError):
         return ": ".join(parts)
 
 
+def _as_bytes(value: str | bytes) -> bytes:
+    """A ``str`` as latin-1 (how kdumptool decodes C strings, so every byte survives)."""
+    return value.encode("latin-1", "backslashreplace") if isinstance(value, str) else bytes(value)
+
+
+def _escaped(raw: bytes, special: bytes) -> str:
+    """Printable ASCII as is, ``special`` bytes after a backslash, every other byte ``\\xNN``."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b not in special else
+                   ("\\" + chr(b) if b in special else f"\\x{b:02x}") for b in raw)
+
+
+def printable(value: str | bytes, limit: int | None = None) -> str:
+    """Text read from a dump, which may be garbage, made safe to print: every byte outside
+    printable ASCII escaped as ``\\xNN`` (nothing a terminal would act on), a backslash
+    doubled, at most ``limit`` bytes, then ``...`` when there were more."""
+    raw = _as_bytes(value)
+    cut = limit is not None and len(raw) > limit
+    return _escaped(raw[:limit] if cut else raw, b"\\") + ("..." if cut else "")
+
+
+def quote(value: str | bytes, limit: int = 32) -> str:
+    """A string read from a dump as a message quotes it: :func:`printable`, in single quotes
+    (a quote inside escaped), at most ``limit`` bytes, then ``...`` when there were more."""
+    raw = _as_bytes(value)
+    body = _escaped(raw[:limit], b"\\'")
+    return f"'{body}'" + ("..." if len(raw) > limit else "")
+
+
 def _show(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:#x}" if abs(value) > 9 else str(value)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from kdumptool.dump import DumpReader, pfn_range_text
+from kdumptool.errors import printable
 from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.notes import describe_cpus, note_kind
@@ -157,7 +158,8 @@ def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    """Human-readable text of :func:`dump_summary`."""
+    """Human-readable text of :func:`dump_summary`; strings read from the dump are printed
+    escaped (:func:`~kdumptool.errors.printable`): garbage cannot drive the terminal."""
     k = s["kernel"]
     p = s["pages"]
     lines = [
@@ -167,11 +169,11 @@ def format_summary(s: dict[str, Any]) -> str:
         + (" INCOMPLETE" if s["incomplete"] else ""),
         f"arch:          {s['arch'] or 'unknown'} ({s['byte_order']}-endian, {8 * s['word_size']}-bit)",
         f"page size:     {s['page_size']}",
-        f"kernel:        {k['release'] or 'unknown'}"
+        f"kernel:        {printable(k['release'] or 'unknown', 128)}"
         + (f" (from {k['release_source']})" if k.get("release_source") not in (None, "vmcoreinfo") else ""),
     ]
     if k["version"]:
-        lines.append(f"version:       {k['version']} (from {_utsname_where(k)})")
+        lines.append(f"version:       {printable(k['version'], 128)} (from {_utsname_where(k)})")
     if s.get("xen"):
         x = s["xen"]
         lines.append(f"xen:           {x['version']} (from {x['source']})"
@@ -196,10 +198,10 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("notes:         " + ", ".join(f"{n} x{c}" for n, c in s["notes"].items()))
     ev = [_evidence_line(e) for e in s.get("identification", []) if e.get("source") != "vmcoreinfo"]
     for i, line in enumerate(ev):
-        lines.append(("evidence:      " if i == 0 else " " * 15) + line)
+        lines.append(("evidence:      " if i == 0 else " " * 15) + printable(line))
     notices = s["details"].get("notices")
     for notice in notices if isinstance(notices, list) else []:
-        lines.append(f"notice:        {notice}")
+        lines.append(f"notice:        {printable(str(notice))}")
     return "\n".join(lines)
 
 

@@ -118,3 +118,33 @@ def test_a_missing_split_part_is_named_half_open(tmp_path: Path) -> None:
     (gap,) = [f for f in report["findings"] if f["code"] == "split-part-missing"]
     assert gap["message"] == "the split set has no part for PFNs [0x64, 0xc8)"  # part 2 of 3
     assert gap["lost_pfn_ranges"] == [[0x64, 0xc8]]
+
+
+# --- garbage quoted from a dump is escaped and short ---------------------------------------
+
+def test_notices_quote_garbage_escaped_and_short(tmp_path: Path) -> None:
+    """A fabricated VMCOREINFO whose init_uts_ns points at binary data, and a header release
+    holding a terminal escape sequence: the notices print them escaped (printable ASCII only,
+    nothing a terminal would act on) and cut to 32 bytes."""
+    import builders as B
+
+    garbage = bytes([0xE9, 0x1B, 0x5B, 0x32, 0x4A, 0x07, 0xC3, 0xA1]) * 8  # 64 bytes, no NUL
+    page = bytearray(B.page_for(5))
+    page[2 * 65:3 * 65] = garbage + b"\0"
+    pages = dict(B.make_pages([(0, 16)]))
+    pages[5] = bytes(page)
+    vmci = B.vmcoreinfo_text("6.1.0-test", extra={"SYMBOL(init_uts_ns)": 0xFFFFFFFF80000000 + 5 * 4096,
+                                                  "NUMBER(phys_base)": 0})
+    path = tmp_path / "garbage.kdump"
+    path.write_bytes(B.build_kdump(pages, vmcoreinfo=vmci, machine="x86_64",
+                                   release=b"6\x1b]0;pwned\x07" + bytes(range(0x80, 0xB0))))
+    out = kdumptool("fsck", path).stdout.decode()
+    assert out.isascii() and all(c.isprintable() for line in out.splitlines() for c in line), out
+    quoted = "'" + "\\xe9\\x1b[2J\\x07\\xc3\\xa1" * 4 + "'..."  # 32 bytes of it, then "..."
+    assert f"init_uts_ns in memory says release {quoted}, VMCOREINFO says '6.1.0-test'" in out
+    assert "header utsname release '6\\x1b]0;pwned\\x07\\x80\\x81" in out
+    header_quote = out.split("header utsname release ", 1)[1].split(" differs", 1)[0]
+    assert header_quote.endswith("\\x94'...")  # its 32nd byte, then "..."
+    text = kdumptool("info", "--deep", path).stdout.decode()  # info's evidence lines too
+    assert "header utsname: release 6\\x1b]0;pwned\\x07\\x80" in text
+    assert text.isascii() and all(c.isprintable() for line in text.splitlines() for c in line), text

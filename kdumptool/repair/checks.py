@@ -14,7 +14,7 @@ import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK
 from kdumptool.dump import DumpReader, pfn_range_text
-from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError
+from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError, quote
 from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.hyperv import HyperVReader
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
@@ -306,13 +306,13 @@ def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
                        "repair fills it from memory and VMCOREINFO", 12)
         elif vmci.osrelease and uts.release != vmci.osrelease:
             report.add("notice", "utsname-mismatch",
-                       f"header utsname release {uts.release!r} differs from OSRELEASE "
-                       f"{vmci.osrelease!r}", 12 + 2 * 65)
+                       f"header utsname release {quote(uts.release)} differs from OSRELEASE "
+                       f"{quote(vmci.osrelease)}", 12 + 2 * 65)
     check_uts_in_memory(reader, report)
     build_id = vmci.build_id
     if build_id is not None:
         if not re.fullmatch(r"[0-9a-fA-F]{2,64}", build_id):
-            report.add("notice", "build-id", f"BUILD-ID {build_id[:80]!r} is not hexadecimal")
+            report.add("notice", "build-id", f"BUILD-ID {quote(build_id, 80)} is not hexadecimal")
         elif vmci.osrelease and known_broken_build_id(vmci.osrelease):
             report.add("notice", "build-id-broken",
                        f"kernel {vmci.osrelease} is known to report a wrong BUILD-ID in VMCOREINFO")
@@ -330,11 +330,11 @@ def check_uts_in_memory(reader: DumpReader, report: Report) -> None:
         raw = reader.read(paddr + 2 * 65, 65)
     except (KdumpToolError, ValueError):
         return  # the page is not in the dump: nothing to compare
-    release = raw.split(b"\0", 1)[0].decode("latin-1")
-    if release != vmci.osrelease:
+    release = raw.split(b"\0", 1)[0]
+    if release.decode("latin-1") != vmci.osrelease:
         report.add("notice", "vmcoreinfo-mismatch",
-                   f"init_uts_ns in memory says release {release[:64]!r}, VMCOREINFO says "
-                   f"{vmci.osrelease!r}: VMCOREINFO may belong to another kernel (fabricated)")
+                   f"init_uts_ns in memory says release {quote(release)}, VMCOREINFO says "
+                   f"{quote(vmci.osrelease)}: VMCOREINFO may belong to another kernel (fabricated)")
 
 
 # --- pages (--deep) -----------------------------------------------------------------------

@@ -394,14 +394,29 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
             kind = "ELF" if elf else f"kdump-compressed ({codec.name if codec else 'uncompressed'})"
             click.echo(f"{dst}: {kind}{', flattened' if flat else ''}"
                        f"{f', {stream_compress} stream' if stream_compress else ''}, dump level "
-                       f"{meta.dump_level}: {stats['pages']} pages written in {time.monotonic() - t0:.1f} s",
+                       f"{meta.dump_level}: {_pages_written(stats)} in {time.monotonic() - t0:.1f} s",
                        err=True)
             if level > 1:
-                click.echo(format_report(exclusion_report(selection, zero=stats.get("zero"))), err=True)
+                report = exclusion_report(selection, zero=stats.get("zero"))
+                click.echo(format_report(report), err=True)
+                if elf and stats["in_file"] != report["remaining"]:
+                    click.echo(f"  {'In the ELF file':<26} : {stats['in_file']} (zero pages left out; "
+                               "the excluded pages of gaps shorter than 256 pages inside a PT_LOAD "
+                               "written, as makedumpfile -E does)", err=True)
     if stats.get("cut"):
         raise OutputError(f"{dst}: the size limit of {limit} bytes is reached at dump level "
                           f"{meta.dump_level}: the dump is incomplete ({stats['lost']} pages left out "
                           "or lost) and marked so in its header, but may still be analysed")
+
+
+def _pages_written(stats: dict[str, int]) -> str:
+    """How many pages the output holds, counted as ``info`` counts them (once per PFN): an
+    ELF file's PT_LOADs that overlap, as the input's do, hold some pages twice."""
+    if "in_file" not in stats or stats["cut"]:  # kdump: one page descriptor per PFN
+        return f"{stats['pages']} pages written"
+    twice = stats["copies"] - stats["in_file"]
+    return f"{stats['in_file']} pages written" + (
+        f", {twice} of them twice (in PT_LOADs that overlap, as the input's do)" if twice > 0 else "")
 
 
 def _write_split_levels(levels: list[int], *, size_limit: str | None, splitblock_kib: int | None,

@@ -148,3 +148,27 @@ def test_notices_quote_garbage_escaped_and_short(tmp_path: Path) -> None:
     text = kdumptool("info", "--deep", path).stdout.decode()  # info's evidence lines too
     assert "header utsname: release 6\\x1b]0;pwned\\x07\\x80" in text
     assert text.isascii() and all(c.isprintable() for line in text.splitlines() for c in line), text
+
+
+# --- the page counts convert prints are the ones info reads back ---------------------------
+
+def test_convert_to_elf_counts_pages_as_info_does(tmp_path: Path) -> None:
+    """/proc/vmcore maps the kernel image twice (its own PT_LOAD and the RAM's): the ELF
+    output does too, and convert counts each page once, as info does, saying how many are
+    there twice; the level report says why the file differs from "Remaining pages"."""
+    from corpus import need_corpus_file
+
+    src = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
+    out = tmp_path / "o.elf"
+    proc = kdumptool("convert", "-E", "-d", "31", src, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    err = proc.stderr.decode().splitlines()
+    present = json.loads(kdumptool("info", "--json", out).stdout)["pages"]["present"]
+    assert err[0].startswith(f"{out}: ELF, dump level 31: {present} pages written, 8163 of them twice "
+                             "(in PT_LOADs that overlap, as the input's do) in "), err[0]
+    assert f"  In the ELF file            : {present} (zero pages left out; the excluded pages of " \
+        "gaps shorter than 256 pages inside a PT_LOAD written, as makedumpfile -E does)" in err
+    proc = kdumptool("convert", "-l", BUNDLED, tmp_path / "o.kdump")  # kdump: one page per PFN
+    present = json.loads(kdumptool("info", "--json", tmp_path / "o.kdump").stdout)["pages"]["present"]
+    assert proc.stderr.decode().startswith(f"{tmp_path / 'o.kdump'}: kdump-compressed (lzo), dump level "
+                                           f"31: {present} pages written in ")

@@ -408,11 +408,25 @@ def _segments_with_data(plan: SegmentPlan, offsets: np.ndarray) -> Iterator[tupl
         yield from zip(*(c[with_data].tolist() for c in cols), strict=True)
 
 
+def distinct_file_pages(plan: SegmentPlan) -> int:
+    """Pages with data in the file, each PFN counted once: what a reader of the file counts
+    (``info``'s "in file"), where PT_LOADs that map the same pages (the kernel image's, as in
+    ``/proc/vmcore``) hold some of them twice."""
+    has = plan.file_pages > 0
+    order = np.argsort(plan.start[has], kind="stable")
+    a = plan.start[has][order]
+    b = a + plan.file_pages[has][order]
+    reach = np.maximum.accumulate(np.concatenate(([-1], b)))[:-1]  # end of the union so far
+    return int(np.maximum(0, b - np.maximum(a, reach)).sum())
+
+
 def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
     """Write the selected pages of a dump as an ELF core file.
 
-    :return: counts: ``segments``, ``pages`` written with data, ``lost`` pages, ``cut``: 1 when
-        a size limit stopped the writing of pages
+    :return: counts: ``segments``, ``pages`` written with data (a page in two PT_LOADs
+        counts twice), ``in_file`` pages of the file counted once per PFN, ``copies`` pages
+        of the file counted once per PT_LOAD, ``lost`` pages, ``cut``: 1 when a size limit
+        stopped the writing of pages
     :raises LimitReached: the size limit is too small for the headers and notes
     """
     reader = selection.reader
@@ -442,9 +456,10 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
                                          "sh_offset": 0, "sh_size": 0, "sh_link": 0,
                                          "sh_info": phnum, "sh_addralign": 0, "sh_entsize": 0}))
     sink.pwrite(note_off, note_blob)
-    stats = {"segments": len(segments), "pages": 0, "lost": 0, "cut": 0}
-    window = reader.window_pages
     file_pages = int(segments.file_pages.sum())
+    stats = {"segments": len(segments), "pages": 0, "in_file": distinct_file_pages(segments),
+             "copies": file_pages, "lost": 0, "cut": 0}
+    window = reader.window_pages
     done = 0
     for first, rows, pos in _read_groups(segments, offsets, window, ps):
         count = len(rows)

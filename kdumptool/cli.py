@@ -645,13 +645,14 @@ def _recover_vmcoreinfo(reader: Any, *, quiet: bool = False) -> None:
 @click.argument("address")
 @_VMCOREINFO_OPTION
 def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
-    """Translate the kernel virtual ADDRESS of DUMP, printing every level of the walk."""
-    from kdumptool.filters.exclusion import translator_for
+    """Translate the kernel virtual ADDRESS of DUMP, printing every level of the walk.
 
-    try:
-        vaddr = int(address, 0)
-    except ValueError:
-        raise UsageError(f"address {address!r} is not a number (use 0x... for hex)") from None
+    ADDRESS is hexadecimal, with or without 0x (as VMCOREINFO prints addresses).
+    """
+    from kdumptool.filters.exclusion import translator_for
+    from kdumptool.vtop import parse_address
+
+    vaddr = parse_address(address)
     with _open([dump], strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if reader.info.vmcoreinfo is None:
             _recover_vmcoreinfo(reader)

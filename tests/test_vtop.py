@@ -90,6 +90,24 @@ def test_sme_mask_is_not_part_of_the_address() -> None:
     assert w.paddr == 0x777678
 
 
+@pytest.mark.parametrize("form,va,good", [
+    (FOUR_LEVEL, VA ^ (1 << 50), False),  # the same table indexes as VA, bit 50 differs
+    (FOUR_LEVEL, 0x0000800000000000, False), (FOUR_LEVEL, 0xFFFF7FFFFFFFFFFF, False),
+    (FOUR_LEVEL, 0x00007FFFFFFFF000, True), (FOUR_LEVEL, 0xFFFF800000000000, True),
+    (FIVE_LEVEL, 0xFF11000012345678, True), (FIVE_LEVEL, 0xFE11000012345678, False),
+    (FIVE_LEVEL, 0x0100000000000000, False), (FOUR_LEVEL, 1 << 64, False),
+])
+def test_non_canonical_addresses_are_refused_before_any_table(form, va: int, good: bool) -> None:
+    """A non-canonical x86_64 address is not "not present": the walk never starts (the
+    index bits of VA ^ bit 50 would otherwise find VA's page)."""
+    from kdumptool.vtop.walker import NonCanonicalAddressError
+
+    assert form.canonical(va) is good
+    if not good:
+        with pytest.raises(NonCanonicalAddressError, match="is not a canonical address"):
+            Walker(form, decoder(), 0x1000, memory(four_level("pte"))).walk(va)
+
+
 def test_real_vmcore_addresses_read_as_drgn_reads_them() -> None:
     """Direct-map, vmemmap and kernel-image addresses of the real dump: our translation
     through its page tables reads the same bytes as drgn's virtual reads."""
@@ -126,6 +144,33 @@ def test_vtop_command_prints_the_walk() -> None:
     assert "-> 0x13fd2000" in out
     bad = kdumptool("vtop", path, "0xffff9000deadb000")
     assert bad.returncode == 1 and b"is not present" in bad.stderr
+
+
+@pytest.mark.parametrize("text", ["ffffffff99bfb000", "0xffffffff99bfb000", "0XFFFFFFFF99BFB000"])
+def test_vtop_takes_hex_as_vmcoreinfo_prints_it(text: str) -> None:
+    """SYMBOL(init_uts_ns)=ffffffff99bfb000 in VMCOREINFO: pasted as is, with or without 0x."""
+    from ours import REPO
+
+    proc = kdumptool("vtop", REPO / "corpus" / "x86_64-kdump-320m-c-d31.kdump", text)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().splitlines()[-1] == "0xffffffff99bfb000 -> 0xb1fb000 (2048 KiB page)"
+
+
+@pytest.mark.parametrize("text,code,message", [
+    ("0x0000900000000000", 1, "0x900000000000 is not a canonical address: with x86_64 4-level paging, "
+                              "bits 63-47 must all equal bit 47"),
+    ("12g", 2, "address '12g' is not a hexadecimal number"),
+    ("+5", 2, "address '+5' is not a hexadecimal number"),
+    ("1" + "0" * 16, 2, "address '10000000000000000' does not fit in 64 bits"),
+])
+def test_vtop_says_why_an_address_is_refused(text: str, code: int, message: str) -> None:
+    from ours import REPO
+
+    path = REPO / "corpus" / "x86_64-kdump-320m-c-d31.kdump"
+    proc = kdumptool("vtop", path, text)
+    assert proc.returncode == code
+    assert proc.stderr.decode().endswith(f"{message}\n"), proc.stderr.decode()
+    assert b"not present" not in proc.stderr
 
 
 # --- aarch64 -------------------------------------------------------------------------------

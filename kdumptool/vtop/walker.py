@@ -31,6 +31,17 @@ class TranslationError(KdumpToolError):
         self.vaddr, self.level, self.index, self.entry, self.table = vaddr, level, index, entry, table
 
 
+class NonCanonicalAddressError(KdumpToolError, ValueError):
+    """An address the paging form cannot hold at all (x86_64: bits above the top level's
+    not a copy of its highest bit): no page table is consulted."""
+
+    def __init__(self, vaddr: int, form: PagingForm) -> None:
+        top = form.va_bits - 1
+        super().__init__(f"{vaddr:#x} is not a canonical address: with {form.name} paging, bits "
+                         f"63-{top} must all equal bit {top}")
+        self.vaddr = vaddr
+
+
 @dataclass(frozen=True)
 class Level:
     name: str
@@ -46,6 +57,20 @@ class PagingForm:
     levels: tuple[Level, ...]
     page_shift: int = 12
     entry_size: int = 8
+    sign_extended: bool = False  # x86_64: an address's upper bits copy its top translated bit
+
+    @property
+    def va_bits(self) -> int:
+        """Address bits the levels translate (48 for 4-level x86_64, 57 for 5-level)."""
+        return self.levels[0].shift + self.levels[0].bits
+
+    def canonical(self, vaddr: int) -> bool:
+        """Whether ``vaddr`` is a 64-bit address this form can hold (always, unless
+        :attr:`sign_extended`: then bits 63 down to the top translated bit are all equal)."""
+        if not 0 <= vaddr < 1 << 64:
+            return False
+        upper = vaddr >> (self.va_bits - 1)
+        return not self.sign_extended or upper in (0, (1 << (65 - self.va_bits)) - 1)
 
 
 @dataclass(frozen=True)
@@ -106,8 +131,11 @@ class Walker:
     def walk(self, vaddr: int) -> Walk:
         """Translate ``vaddr``, recording every level.
 
+        :raises NonCanonicalAddressError: the form cannot hold ``vaddr``
         :raises TranslationError: an entry is not present (or a table cannot be read)
         """
+        if not self.form.canonical(vaddr):
+            raise NonCanonicalAddressError(vaddr, self.form)
         table = self.root
         steps: list[Step] = []
         for depth, lvl in enumerate(self.form.levels):

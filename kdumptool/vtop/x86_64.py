@@ -21,11 +21,13 @@ from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
 from kdumptool.vtop.kernel_image import START_KERNEL_MAP_X86_64, kernel_image_to_phys
 from kdumptool.vtop.walker import Level, PagingForm, PteDecoder, Walker
 
+# canonical addresses (Intel SDM vol. 1 3.3.7.1): bits 63-47 (5-level: 63-56) equal
 FOUR_LEVEL = PagingForm("x86_64 4-level", (
-    Level("pgd", 39, 9), Level("pud", 30, 9), Level("pmd", 21, 9), Level("pte", 12, 9)))
+    Level("pgd", 39, 9), Level("pud", 30, 9), Level("pmd", 21, 9), Level("pte", 12, 9)),
+    sign_extended=True)
 FIVE_LEVEL = PagingForm("x86_64 5-level", (
     Level("pgd", 48, 9), Level("p4d", 39, 9), Level("pud", 30, 9), Level("pmd", 21, 9),
-    Level("pte", 12, 9)))
+    Level("pte", 12, 9)), sign_extended=True)
 
 _PRESENT = 1 << 0
 _PSE = 1 << 7

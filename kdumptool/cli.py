@@ -566,6 +566,9 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
 
     Lost and corrupt pages become missing pages (or zeros with --zero-fill); VMCOREINFO is
     supplied with -i or recovered from memory; QEMU's empty utsname is filled.
+
+    Exit status: 0 nothing lost, 1 OUT written but pages lost (missing or zero-filled),
+    3 cannot repair (not a dump, unreadable, or damage that cannot be undone).
     """
     from kdumptool.repair.salvage import repair as run_repair
 
@@ -581,7 +584,7 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
                         force=force, elf=elf, flat=flat, codec_name=codec, in_place=in_place)
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
+        sys.exit(result["exit_code"])
     for finding in result["input"]["findings"]:
         click.echo(f"found: {finding['severity']}: "
                    + (f"offset {finding['offset']:#x}: " if finding["offset"] is not None else "")
@@ -592,7 +595,10 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
     if ranges:
         label = "lost" if result["lost_pfn_ranges"] else "zero-filled"
         click.echo(f"{label} PFN ranges: {pfn_ranges_text(ranges)}")
-    click.echo(f"{dst}: {result['format']}, {result['pages_written']} pages written")
+    lost, how = result["pages_lost"], "written as zeros" if zero_fill else "marked missing"
+    click.echo(f"{dst}: {result['format']}, {result['pages_written']} pages written"
+               + (f", {lost} pages lost ({how})" if lost else ""))
+    sys.exit(result["exit_code"])
 
 
 @main.command()

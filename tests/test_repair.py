@@ -99,8 +99,8 @@ def test_repair_keeps_every_surviving_page(tmp_path: Path, name: str) -> None:
     src = need_corpus_file(f"{B}/{name}")
     out = tmp_path / "repaired"
     proc = kdumptool("repair", "--json", src, out)
-    assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout)
+    assert proc.returncode == result["exit_code"] == (1 if lost_pfns(result) else 0), proc.stderr.decode()
     original, repaired = our_digests(_original(name)), our_digests(out)
     assert all(original.get(p) == d for p, d in repaired.items())
     assert set(original) - set(repaired) == lost_pfns(result)  # the lost ranges are exact
@@ -139,7 +139,7 @@ def test_truncated_copies(tmp_path: Path, rel: str, percent: int) -> None:
     assert any(f["offset"] == size for f in report["findings"]), report["findings"]
     out = tmp_path / "repaired"
     proc = kdumptool("repair", "--json", cut, out)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 1, proc.stderr.decode()  # pages were lost
     original, repaired = our_digests(src), our_digests(out)
     assert all(original.get(p) == d for p, d in repaired.items())
     assert set(original) - set(repaired) == lost_pfns(json.loads(proc.stdout))
@@ -151,7 +151,7 @@ def test_zero_fill_and_in_place(tmp_path: Path) -> None:
     shutil.copyfile(need_corpus_file(f"{B}/c-d31-trunc30.kdump"), src)
     before = src.read_bytes()
     proc = kdumptool("repair", "--json", "--zero-fill", "--in-place", src)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 1, proc.stderr.decode()  # pages were lost, written as zeros
     result = json.loads(proc.stdout)
     filled = lost_pfns(result, "zero_filled_pfn_ranges")
     assert filled and (tmp_path / "t.kdump.bak").read_bytes() == before
@@ -233,7 +233,7 @@ def test_emptied_zero_page_descriptors_stay_lost(tmp_path: Path) -> None:
     code, report = fsck(broken)
     assert code == 2 and "descriptors-recoverable" not in [f["code"] for f in report["findings"]]
     proc = kdumptool("repair", "--json", broken, out)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 1, proc.stderr.decode()
     assert len(lost_pfns(json.loads(proc.stdout))) == 7
 
 
@@ -255,3 +255,28 @@ def test_fabricated_vmcoreinfo_is_detected_and_replaced(tmp_path: Path) -> None:
     assert b"kernel's own copy" in proc.stdout
     assert b"OSRELEASE=6.1.0-56-amd64" in kdumptool("vmcoreinfo", out).stdout
     assert fsck(out)[0] == 0
+
+
+def test_repair_exit_status_says_whether_pages_were_lost(tmp_path: Path) -> None:
+    """A headers-only ELF (cut right before the first PT_LOAD's data): the output holds no page,
+    which repair says, with exit status 1; an intact dump repairs with 0. "pages written" is
+    what info counts in the output (an ELF's overlapping PT_LOADs hold some pages twice)."""
+    kd = "x86_64-kdump-320m-6.12"
+    src = need_corpus_file(f"{kd}/broken/E-d31-headers-only.elf")
+    damage = json.loads(corpus_path(f"{kd}/broken/E-d31-headers-only.elf.json").read_text())
+    assert src.stat().st_size == damage["truncated_at"]
+    declared = our_digests(need_corpus_file(f"{kd}/{damage['source']}"))
+    out = tmp_path / "o.elf"
+    proc = kdumptool("repair", src, out)
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert proc.stdout.decode().splitlines()[-1] == \
+        f"{out}: ELF, 0 pages written, {len(declared)} pages lost (marked missing)"
+    result = json.loads(kdumptool("repair", "--json", "--force", src, out).stdout)
+    assert (result["exit_code"], result["pages_written"], result["pages_lost"]) == (1, 0, len(declared))
+    assert lost_pfns(result) == set(declared)
+    intact = need_corpus_file(f"{kd}/{damage['source']}")
+    proc = kdumptool("repair", "--json", intact, tmp_path / "whole.elf")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == result["exit_code"] == 0 and result["pages_lost"] == 0
+    info = json.loads(kdumptool("info", "--json", tmp_path / "whole.elf").stdout)
+    assert result["pages_written"] == info["pages"]["present"] == len(declared)

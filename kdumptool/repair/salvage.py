@@ -12,6 +12,15 @@ Policy (the tolerant readers report damage per page; this module decides what to
 * a flattened input is rebuilt as a plain file of its inner format, its tail marked lost.
 
 The input is never modified; ``in_place`` replaces it atomically and keeps a backup.
+
+Exit codes of ``kdumptool repair`` (stable, documented in the README):
+
+====  ==============================================================
+ 0    every page the input declares is in the output as it was
+ 1    the output was written, but pages were lost: marked missing (the output is marked
+      incomplete) or, with ``zero_fill``, written as zeros; the report lists them
+ 3    cannot repair: not a dump, unreadable, or damage that cannot be undone
+====  ==============================================================
 """
 
 from __future__ import annotations
@@ -92,7 +101,8 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
            vmcoreinfo_file: str | None = None, force: bool = False, elf: bool | None = None,
            flat: bool = False, codec_name: str | None = None, threads: int | None = None,
            in_place: bool = False) -> dict[str, Any]:
-    """Repair ``paths`` into ``out``; return the report (findings, actions, lost ranges).
+    """Repair ``paths`` into ``out``; return the report (findings, actions, lost ranges, and
+    ``exit_code``: 0 nothing lost, 1 pages lost or zero-filled).
 
     :raises RepairError: the input is not a readable dump, or its pages cannot be matched
         to their data (a damaged 2nd bitmap)
@@ -188,7 +198,9 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
         "output": out,
         "format": "ELF" if is_elf else f"kdump-compressed ({codec.name if codec else 'raw'})",
         "actions": actions,
-        "pages_written": stats["pages"],
+        "exit_code": 1 if nlost else 0,
+        "pages_written": stats.get("in_file", stats["pages"]),  # ELF: once per PFN, as info counts
+        "pages_lost": nlost,
         "lost_pfn_ranges": [list(r) for r in (lost if not zero_fill else [])],
         "zero_filled_pfn_ranges": [list(r) for r in (lost if zero_fill else [])],
     }

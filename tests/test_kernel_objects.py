@@ -4,6 +4,7 @@ dmesg)."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import CORPUS_ROOT, corpus_text, need_corpus_file
+from corpus import CORPUS_ROOT, REPO_ROOT, corpus_text, need_corpus_file
 from kdumptool.errors import KernelDataError
 from kdumptool.kernel.crashlog import parse_crash_log
 from kdumptool.kernel.session import open_kernel
@@ -216,3 +217,26 @@ def test_damaged_dumps_give_one_line_or_a_result(cmd: str, only: str) -> None:
         assert "Traceback" not in done.stderr, (zst.name, done.stderr[-2000:])
         if done.returncode:
             assert done.stderr.count("\n") <= 2 and "error:" in done.stderr, (zst.name, done.stderr)
+
+
+BOOT2 = REPO_ROOT / "corpus" / "x86_64-kdump-384m-6.12-boot2"
+
+
+@pytest.mark.corpus
+def test_same_crash_on_another_boot_has_the_same_signature() -> None:
+    """The corpus 6.12 kernel crashed by sysrq on two boots (320 and 384 MiB: other KASLR
+    offsets, other memory): addresses differ, the signature does not."""
+    second = str(BOOT2 / "capture-E-d31.elf.zst")
+    with open_kernel([second]) as kernel:
+        two = triage(kernel, health=False)
+        with gzip.open(BOOT2 / "kallsyms.gz", "rt") as f:
+            guest = [ln for ln in f.read().splitlines() if "[" not in ln]
+        assert [s.kallsyms_line() for s in kernel.core_symbols] == guest
+        stext_two = kernel.symbol("_stext")
+    with open_kernel(_paths("x86_64-kdump-320m-6.12", "derived/c-d31.kdump")) as kernel:
+        one = triage(kernel, health=False)
+        stext_one = kernel.symbol("_stext")
+    assert stext_one != stext_two  # KASLR put the kernel elsewhere
+    assert one.release == two.release and one.build_id == two.build_id
+    assert one.signature == two.signature
+    assert one.pc == two.pc  # the same function and offset, at another address

@@ -254,11 +254,15 @@ class SymbolTable:
             yield Symbol(a, t, n)
         yield from self._module_syms
 
-    def add_module_symbols(self, symbols: list[Symbol]) -> None:
-        """Append the symbols of loaded modules (found by walking the module list)."""
-        self._module_syms.extend(symbols)
-        self._by_name = None
-        self._sorted = None
+    def with_modules(self, symbols: list[Symbol]) -> SymbolTable:
+        """A new table: these symbols, then the symbols of loaded modules (found by walking
+        the module list). This table is left as it is."""
+        table = SymbolTable.__new__(SymbolTable)
+        table.__dict__.update(self.__dict__)
+        table._module_syms = self._module_syms + list(symbols)
+        table._by_name = None
+        table._sorted = None
+        return table
 
     def _index(self) -> dict[str, int]:
         if self._by_name is None:

@@ -115,12 +115,11 @@ class Kernel:
         says why and only the core kernel's are there)."""
         from kdumptool.kernel.modules import module_symbols
 
-        table = self.core_symbols
         try:
-            table.add_module_symbols(module_symbols(self))
+            return self.core_symbols.with_modules(module_symbols(self))
         except KdumpToolError as exc:
             self.module_symbols_error = str(exc)
-        return table
+        return self.core_symbols
 
     #: Why module symbols are missing from :attr:`symbols`, or ``None``.
     module_symbols_error: str | None = None

@@ -47,24 +47,34 @@ def fsck(paths: list[str], *, deep: bool = False, vmcoreinfo_file: str | None = 
     with reader:
         if vmcoreinfo_file:
             supply_vmcoreinfo(reader, vmcoreinfo_file)
-        report.facts.update(format=reader.info.format, transport=reader.info.transport,
-                            max_pfn=reader.info.max_pfn, page_size=reader.info.page_size)
-        try:
-            validate_transport(reader, report)
-            if isinstance(reader, KdumpReader | SplitSetReader):
-                validate_kdump(reader, report)
-            elif isinstance(reader, ElfReader):
-                validate_elf(reader, report)
-            elif isinstance(reader, HyperVReader):
-                validate_hyperv(reader, report)
-            validate_vmcoreinfo(reader, report)
-            if deep:
-                validate_pages(reader, report)
-        except DumpError as exc:
-            report.add("fatal", "unreadable", describe(exc, named=named), exc.offset)
-        except OSError as exc:  # an I/O error while reading the input
-            report.add("fatal", "unreadable", f"cannot read: {exc.strerror or exc}")
+        check_reader(reader, report, deep=deep, named=named)
     return report
+
+
+def check_reader(reader: DumpReader, report: Report, *, deep: bool = False, named: bool = False) -> None:
+    """The checks of :func:`fsck` on a dump already open (tolerantly), findings added to
+    ``report``; never raises on bad input (damage found, or an I/O error, is a ``fatal``
+    finding).
+
+    :param named: findings name the part they are about (a split set)
+    """
+    report.facts.update(format=reader.info.format, transport=reader.info.transport,
+                        max_pfn=reader.info.max_pfn, page_size=reader.info.page_size)
+    try:
+        validate_transport(reader, report)
+        if isinstance(reader, KdumpReader | SplitSetReader):
+            validate_kdump(reader, report)
+        elif isinstance(reader, ElfReader):
+            validate_elf(reader, report)
+        elif isinstance(reader, HyperVReader):
+            validate_hyperv(reader, report)
+        validate_vmcoreinfo(reader, report)
+        if deep:
+            validate_pages(reader, report)
+    except DumpError as exc:
+        report.add("fatal", "unreadable", describe(exc, named=named), exc.offset)
+    except OSError as exc:  # an I/O error while reading the input
+        report.add("fatal", "unreadable", f"cannot read: {exc.strerror or exc}")
 
 
 def describe(exc: DumpError, *, named: bool = False) -> str:

@@ -219,20 +219,56 @@ def modules(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None) -
 _TRIAGE_EPILOG = """\b
 Examples:
   kdumptool triage vmcore               # what crashed, where, in which task
-  kdumptool triage --json vmcore.zst    # the same for scripts and fleets
+  kdumptool triage --json vmcore.zst    # the same for scripts
   kdumptool triage part1 part2          # a split set
+  kdumptool triage /srv/crash --out run # a fleet: run/triage.jsonl and run/report.html
+  kdumptool triage /srv/crash --out run --resume        # continue an interrupted run
+  kdumptool triage /srv/crash --out run --dask tcp://sched:8786   # on a Dask cluster
+  kdumptool triage --out run --signatures               # the signature table of a run
+  kdumptool triage /srv/crash --keep-one-per-signature keep/
 """
 
 
 @click.command(epilog=_TRIAGE_EPILOG)
-@click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("dump", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (a fleet: one record per line as results arrive).")
 @click.option("-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
-              help="Use the VMCOREINFO text in this file.")
-def triage(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None) -> None:
+              help="Use the VMCOREINFO text in this file (one dump only).")
+@click.option("-j", "--jobs", type=int, default=None, help="Local worker processes (default: all cores).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Append each dump's record to OUT/triage.jsonl and write OUT/report.html.")
+@click.option("--resume", is_flag=True, help="Skip the dumps already in OUT/triage.jsonl.")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="Run each dump as a task on the Dask cluster of this scheduler (tcp://host:8786).")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="With --dask: times a failed task is run again.")
+@click.option("--signatures", is_flag=True, help="Print the table of crash signatures.")
+@click.option("--keep-one-per-signature", "keep", type=click.Path(file_okay=False), default=None,
+              help="Hard-link (or copy) one dump per signature into this directory.")
+def triage(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None, jobs: int | None,
+           out: str | None, resume: bool, dask: str | None, retries: int, signatures: bool,
+           keep: str | None) -> None:
     """The crash report of DUMP (or the parts of a split set), without vmlinux: kernel,
     reason, crashing CPU and task, registers, call trace, taint, modules, uptime, dump
-    health and a crash signature equal for the same bug on other boots."""
+    health and a crash signature equal for the same bug on other boots.
+
+    Given directories (walked recursively), several dumps or a fleet option, every dump
+    found (split sets grouped, .zst/.xz recognised) is triaged in parallel; a broken dump
+    is a result ("unreadable: ..."), never the end of the run.
+    """
+    from kdumptool.cli_fleet import run_fleet_command, wants_fleet
+
+    opts = {"out": out, "jobs": jobs, "dask": dask, "resume": resume, "signatures": signatures,
+            "keep": keep}
+    if wants_fleet(dump, opts):
+        if vmcoreinfo_file:
+            raise UsageError("-i/--vmcoreinfo applies to one dump, not to a fleet")
+        run_fleet_command(dump, out=out, jobs=jobs, dask=dask, retries=retries, resume=resume,
+                          as_json=as_json, signatures=signatures, keep=keep)
+        return
+    if not dump:
+        raise UsageError("give the dump to triage")
     from kdumptool.kernel.triage import triage as run_triage
 
     with _open_kernel(dump, vmcoreinfo_file, False) as kernel:

@@ -28,7 +28,7 @@ say() { echo "install.sh: $*"; }
 
 # ---- system packages --------------------------------------------------------------------
 PKGS="liblzo2-dev python3-venv python3-dev gcc zstd"
-TEST_PKGS="makedumpfile python3-libkdumpfile crash qemu-system-x86 lz4 xz-utils bpftool"
+TEST_PKGS="makedumpfile python3-libkdumpfile crash qemu-system-x86 lz4 xz-utils bpftool chromium"
 [ "$WITH_TEST" = 1 ] && PKGS="$PKGS $TEST_PKGS"
 
 if [ "$(id -u)" = 0 ]; then

@@ -131,7 +131,7 @@ def run_dask(items: Iterable[DumpItem], address: str, *, retries: int = 2, windo
                     break
             return out
 
-        stream = as_completed(submit(window))
+        stream = as_completed(submit(window), loop=client.loop)
         for fut in stream:
             item = owner.pop(fut)
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -183,3 +185,39 @@ def test_big_fleet(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert set(d["dump"] for d in damaged(result.records)) >= {
         k for k in big.damaged if recs[k]["health"]["exit_code"] != 0}
     assert len(signature_groups(result.records)) <= 3
+
+
+def test_report_in_a_real_browser(fleet, run, tmp_path: Path) -> None:
+    from browser import load_page
+
+    out, result = run
+    page = out / "report.html"
+    html = page.read_text()
+    # self-contained: nothing fetched at view time (only the SVG namespace URIs are URLs)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script" not in html
+    shot = tmp_path / "fleet-report.png"
+    seen = load_page(page, shot)
+    artifacts = Path(__file__).resolve().parent.parent / ".cache" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, artifacts / "fleet-report.png")
+    assert seen.console == []
+    groups = signature_groups(result.records)
+    assert seen.dom.count('<details id="d-') == len(result.records)
+    for g in groups:
+        assert g.signature in seen.dom
+    assert seen.dom.count("<svg") >= 3  # the matplotlib charts, inline
+    for key in fleet.damaged:
+        assert key in seen.dom.split('id="damaged"')[1].split('id="dumps"')[0]
+    assert "data-loss: offset" in seen.dom
+    assert shot.stat().st_size > 50_000  # a page with charts, not a blank one
+
+
+def test_browser_check_sees_console_errors(tmp_path: Path) -> None:
+    """The console check above is real: a page that logs an error is caught."""
+    from browser import load_page
+
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><p>x</p><script>console.error("fleet-test-marker")</script>')
+    seen = load_page(page, tmp_path / "bad.png", size=(200, 200))
+    assert any("fleet-test-marker" in m for m in seen.console)

@@ -97,7 +97,8 @@ def signature_bar_chart(groups: list[Any]) -> str | None:
         return None
     fig = _figure(9.0, 0.45 * len(shown) + 0.9)
     ax = fig.add_subplot()
-    labels = [f"{g.signature}  {g.kind or 'unknown'}: {(g.reason or '-')[:40]}" for g in shown]
+    labels = [f"{g.signature}  {g.kind or 'unknown'}: {(g.reason or 'no crash in the log')[:40]}"
+              for g in shown]
     ax.barh(range(len(shown)), [g.count for g in shown], color=PALETTE[0], height=0.6)
     ax.set_yticks(range(len(shown)), labels, fontsize=8, fontfamily="monospace")
     ax.invert_yaxis()

@@ -4,7 +4,8 @@ Rendered with Jinja2 (``templates/report.html.j2``, autoescaped: every dump-supp
 string is text, never markup) from the triage records: the crash signatures (count,
 first and last crash, kernels, an example), the charts of :mod:`kdumptool.fleet.charts`
 (inline SVG), the damaged dumps with their ``fsck`` findings, and one section per dump
-with its triage and a page-class bar (drawn as SVG by the template).
+with its triage and a page-class bar (drawn as SVG by the template; the sections of the
+groups' examples are open).
 """
 
 from __future__ import annotations
@@ -117,5 +118,5 @@ def render_report(records: list[Record]) -> str:
         damaged=[_dump_view(r) for r in damaged(records)], unreadable=unreadable, dumps=views,
         hidden=max(0, len(records) - MAX_DUMP_SECTIONS), page_classes=PAGE_CLASSES,
         releases=sorted({r["release"] for r in records if r.get("release")}),
-        dump_id=dump_id)
+        dump_id=dump_id, examples={g.example["dump"] for g in groups})
     return html

@@ -251,6 +251,9 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="With --split: cut the PFNs into blocks of KIB KiB (default 1048576, 1 GiB)."),
         click.option("--threads", type=click.IntRange(1, 1024), default=None,
                      help="Compression threads (default: all cores)."),
+        click.option("--dask", metavar="ADDRESS", default=None,
+                     help="With --split: write each part as a task on the Dask cluster of this "
+                     "scheduler (tcp://host:8786; workers see IN and the OUTs at the same paths)."),
         click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists."),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
         _VMCOREINFO_OPTION,
@@ -323,7 +326,7 @@ def _closing_progress(progress: Progress | None) -> Any:
 
 
 def _write_levels(levels: list[int], *, size_limit: str | None, split: bool = False,
-                  splitblock_size: int | None = None, **opts: Any) -> None:
+                  splitblock_size: int | None = None, dask: str | None = None, **opts: Any) -> None:
     """Write with the first level; when the disk (or a file size limit, or the ``-L`` limit)
     is full, retry the next level of the list, as makedumpfile does with ``-d 11,31``.
 
@@ -332,8 +335,10 @@ def _write_levels(levels: list[int], *, size_limit: str | None, split: bool = Fa
     """
     if split or splitblock_size is not None:
         _write_split_levels(levels, size_limit=size_limit, splitblock_kib=splitblock_size,
-                            split=split, **opts)
+                            split=split, dask=dask, **opts)
         return
+    if dask:
+        raise UsageError("--dask converts the parts of a split set on a cluster: it needs --split")
     limit = parse_size(size_limit) if size_limit is not None else None
     to_stdout = len(opts["paths"]) == 1 or opts["paths"][-1] == "-"
     for i, level in enumerate(levels):
@@ -445,8 +450,17 @@ def _write_split_levels(levels: list[int], *, size_limit: str | None, splitblock
 
 def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | None, codec_zlib: bool,
                  codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
-                 threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
-    """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``)."""
+                 threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
+                 dask: str | None = None) -> None:
+    """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``); with ``dask``,
+    each part is a task on that cluster (:mod:`kdumptool.fleet.convert`)."""
+    if dask and not dry_run:
+        from kdumptool.cli_fleet import write_split_dask
+
+        write_split_dask(level, src=src, dsts=dsts, splitblock=splitblock, force=force, quiet=quiet,
+                         codec=_chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd),
+                         vmcoreinfo_file=vmcoreinfo_file, address=dask)
+        return
     from kdumptool.formats.split import DEFAULT_SPLITBLOCK_SIZE, split_ranges, write_split
     from kdumptool.metadata import output_metadata
     from kdumptool.report import exclusion_report, format_report

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import click
@@ -78,3 +79,19 @@ def run_fleet_command(dump: tuple[str, ...], *, out: str | None, jobs: int | Non
     if keep:
         for sig, src, how in keep_one_per_signature(records, keep):
             click.echo(f"{sig}: {how} {src} -> {os.path.join(keep, sig, os.path.basename(src))}", err=True)
+
+
+def write_split_dask(level: int, *, src: str, dsts: list[str], splitblock: int | None, codec: Any,
+                     force: bool, quiet: bool, vmcoreinfo_file: str | None, address: str) -> None:
+    """``convert --split --dask``: the parts written by tasks on the cluster at ``address``."""
+    from kdumptool.fleet.convert import convert_split_dask
+
+    t0 = time.monotonic()
+    parts = convert_split_dask(src, dsts, level=level, codec=codec.name if codec else None,
+                               address=address, splitblock=splitblock,
+                               vmcoreinfo_file=vmcoreinfo_file, force=force)
+    if not quiet:
+        for n, (dst, ((lo, hi), stats)) in enumerate(zip(dsts, parts, strict=True), 1):
+            click.echo(f"{dst}: split part {n} of {len(dsts)} (PFNs [{lo:#x}, {hi:#x})), dump level "
+                       f"{level}: {stats['pages']} pages, written by a task on {address}", err=True)
+        click.echo(f"{len(dsts)} files written in {time.monotonic() - t0:.1f} s", err=True)

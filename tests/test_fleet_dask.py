@@ -77,3 +77,32 @@ def test_killing_a_worker_mid_run_loses_nothing(small_fleet: Path, local_lines: 
     assert killed and killed[0][1] >= 1  # a worker died with a dump in its hands
     assert res.triaged == 8
     assert sorted((tmp_path / RESULTS_NAME).read_text().splitlines()) == local_lines
+
+
+def test_convert_split_on_the_cluster_is_byte_identical(cluster, tmp_path: Path) -> None:
+    from ours import kdumptool
+
+    src = need_corpus_file(f"{K612}/derived/c-d31.kdump")
+    local = [tmp_path / f"local.{i}" for i in (1, 2, 3)]
+    remote = [tmp_path / f"dask.{i}" for i in (1, 2, 3)]
+    common = ["convert", "-q", "--split", "--splitblock-size", "4096", "-c", "-d", "31", "--threads", "1"]
+    proc = kdumptool(*common, src, *local)
+    assert proc.returncode == 0, proc.stderr
+    proc = kdumptool(*common[:1], *common[2:], "--dask", cluster.scheduler_address, src, *remote)
+    assert proc.returncode == 0, proc.stderr
+    assert b"written by a task on tcp://127.0.0.1" in proc.stderr
+    sizes = [p.stat().st_size for p in remote]
+    assert len(set(sizes)) == 3 and min(sizes) > 1 << 20  # three real parts, not empty ones
+    for a, b in zip(local, remote, strict=True):
+        assert a.read_bytes() == b.read_bytes(), b
+    assert not list(tmp_path.glob(".*kdumptool-tmp"))
+    proc = kdumptool("info", "--json", *remote)  # the parts form one dump again
+    assert proc.returncode == 0 and b'"incomplete": false' in proc.stdout
+
+
+def test_convert_dask_needs_split(cluster, tmp_path: Path) -> None:
+    from ours import kdumptool
+
+    src = need_corpus_file(f"{K612}/derived/c-d31.kdump")
+    proc = kdumptool("convert", "--dask", cluster.scheduler_address, src, tmp_path / "out")
+    assert proc.returncode == 2 and b"needs --split" in proc.stderr

@@ -38,10 +38,12 @@ class ByteSink(Protocol):
 
 
 class FileSink:
-    """Positional writes into a regular file descriptor."""
+    """Positional writes into a regular file descriptor (``path``: the file's name, when
+    another process is to write it, e.g. a split part written by a cluster worker)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str | None = None) -> None:
         self.fd = fd
+        self.path = path
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -268,7 +270,7 @@ def open_outputs(paths: list[str], *, inputs: list[str], force: bool = False) ->
             except OSError as exc:
                 raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
             temps.append((fd, tmp, path))
-        sinks = [FileSink(fd) for fd, _, _ in temps]
+        sinks = [FileSink(fd, tmp) for fd, tmp, _ in temps]
         yield list(sinks)
         for sink in sinks:
             sink.finish()

@@ -101,11 +101,12 @@ def damaged(records: list[Record]) -> list[Record]:
 
 def format_signatures(groups: list[SignatureGroup], unsigned: int = 0) -> str:
     """The signature table as text (``triage --signatures``)."""
-    from kdumptool.fleet.task import _iso
+    from kdumptool.fleet.task import iso_time
 
     lines = [f"{'SIGNATURE':<16} {'COUNT':>5}  {'FIRST':<20} {'LAST':<20} KIND: REASON / FRAMES"]
     for g in groups:
-        lines.append(f"{g.signature:<16} {g.count:>5}  {_iso(g.first) or '-':<20} {_iso(g.last) or '-':<20} "
+        first, last = iso_time(g.first) or "-", iso_time(g.last) or "-"
+        lines.append(f"{g.signature:<16} {g.count:>5}  {first:<20} {last:<20} "
                      f"{g.kind or 'unknown'}: {g.reason or '-'}")
         lines.append(f"{'':<16} {'':>5}  kernels: {', '.join(g.releases) or '-'}")
         lines.append(f"{'':<16} {'':>5}  frames:  {' < '.join(g.frames) or '-'}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from kdumptool.fleet.charts import PALETTE, signature_bar_chart, time_chart
 from kdumptool.fleet.groups import damaged, signature_groups
-from kdumptool.fleet.task import _iso
+from kdumptool.fleet.task import iso_time
 
 Record = dict[str, Any]
 
@@ -71,7 +71,7 @@ def page_segments(pc: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def _dump_view(r: Record) -> dict[str, Any]:
     health = r.get("health") or {}
-    return {**r, "id": dump_id(r["dump"]), "crash": _iso(r.get("crash_time")) or r.get("crash_time_iso"),
+    return {**r, "id": dump_id(r["dump"]), "crash": iso_time(r.get("crash_time")) or r.get("crash_time_iso"),
             "verdict": health.get("verdict", "unknown"), "findings": health.get("findings", []),
             "segments": page_segments(r.get("page_classes"))}
 
@@ -82,7 +82,7 @@ def _environment() -> Any:
     here = os.path.join(os.path.dirname(__file__), "templates")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(here), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["iso"] = lambda t: _iso(t) or "-"
+    env.filters["iso"] = lambda t: iso_time(t) or "-"
     env.filters["size"] = _human_size
     return env
 

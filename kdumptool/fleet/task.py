@@ -35,7 +35,8 @@ MAX_FINDINGS = 20
 RECORD_VERSION = 1
 
 
-def _iso(seconds: int | None) -> str | None:
+def iso_time(seconds: int | None) -> str | None:
+    """``2026-11-22T04:25:41Z`` for seconds since the epoch; None for none or nonsense."""
     if not seconds or seconds <= 0:
         return None
     try:
@@ -112,7 +113,7 @@ def _kernel(rec: dict[str, Any], reader: Any) -> None:
     rec["errors"].update(report.pop("errors"))
     rec.update(report)
     if rec["crash_time"]:
-        rec["crash_time_iso"] = _iso(rec["crash_time"])
+        rec["crash_time_iso"] = iso_time(rec["crash_time"])
 
 
 def _part(rec: dict[str, Any], what: str, func: Any) -> Any:

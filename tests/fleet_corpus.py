@@ -19,6 +19,7 @@ from ours import kdumptool
 
 from corpus import corpus_path, need_corpus_file
 
+REPO = Path(__file__).resolve().parent.parent
 K61 = "x86_64-kdump-320m"
 K612 = "x86_64-kdump-320m-6.12"
 
@@ -34,11 +35,13 @@ class Fleet:
     damaged: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     split_sets: list[tuple[str, ...]] = field(default_factory=list)
+    other_boot: list[str] = field(default_factory=list)  # the same crash on another boot
 
     @property
     def dumps(self) -> list[str]:
         """Every dump key of the fleet."""
-        return sorted([k for keys in self.same_crash.values() for k in keys] + self.damaged)
+        return sorted([k for keys in self.same_crash.values() for k in keys] + self.damaged
+                      + self.other_boot)
 
 
 def _link(src: Path, dst: Path) -> str:
@@ -107,6 +110,9 @@ def build_fleet(root: Path, *, big: bool = False) -> Fleet:
     ]
     _broken(root, K61, ["c-d31-trunc30.kdump", "c-d31-bad-signature.kdump", "E-d31-headers-only.elf"], fleet)
     _broken(root, K612, ["l-d31-trunc50.kdump", "c-d31-bad-pd-offset.kdump"], fleet)
+    boot2 = REPO / "corpus" / "x86_64-kdump-384m-6.12-boot2" / "capture-E-d31.elf.zst"
+    if boot2.is_file():  # another boot of 6.12 (384 MiB, other KASLR), crashed the same way
+        fleet.other_boot.append(_link(boot2, root / "boot2" / "capture-E-d31.elf.zst"))
     (root / "notes.txt").write_text("crash notes: not a dump\n")
     fleet.texts.append(str(root / "notes.txt"))
     if big:

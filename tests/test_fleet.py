@@ -68,6 +68,10 @@ def test_same_crash_one_signature_across_formats_and_copies(fleet, run) -> None:
         assert all(recs[k]["kind"] == "sysrq" for k in fleet.same_crash[set_])
     # two boots (and two kernels) of the same sysrq crash share the signature
     assert recs[fleet.same_crash[K61][0]]["signature"] == recs[fleet.same_crash[K612][0]]["signature"]
+    assert fleet.other_boot
+    for key in fleet.other_boot:
+        assert recs[key]["status"] == "ok" and recs[key]["transport"].startswith("zstd stream")
+        assert recs[key]["signature"] == recs[fleet.same_crash[K612][0]]["signature"]
     zst = next(k for k in fleet.same_crash[K612] if k.endswith(".zst"))
     assert recs[zst]["transport"].startswith("zstd stream")
     split = next(k for k in fleet.same_crash[K612] if k.endswith("(+1 parts)"))
@@ -113,7 +117,7 @@ def test_signature_groups(fleet, run) -> None:
     out, result = run
     groups = signature_groups(result.records)
     crash = groups[0]
-    same = set(fleet.same_crash[K61] + fleet.same_crash[K612])
+    same = set(fleet.same_crash[K61] + fleet.same_crash[K612] + fleet.other_boot)
     members = {r["dump"] for r in crash.records}
     assert crash.kind == "sysrq" and members >= same
     assert members - same <= set(fleet.damaged)  # damaged, but the crash is still readable

@@ -1,9 +1,10 @@
 """Test-session settings.
 
 ``KDUMPTOOL_ZLIB=zlib``: ``-c`` compresses with the standard library in every test (and in
-the command lines the tests run), because ISA-L's output, while a valid zlib stream, is not
-bit-reproducible from run to run (its hash tables keep stale entries between calls), and many
-tests compare two outputs byte for byte. ``test_interop.py`` tests ISA-L explicitly.
+the command lines the tests run), which is the default too; pinned so that a developer's
+``KDUMPTOOL_ZLIB=isal`` cannot leak in: ISA-L's output, while a valid zlib stream, is not
+reproducible (see ``test_codecs.py``), and many tests compare two outputs byte for byte.
+``test_interop.py`` tests ISA-L explicitly, ``test_codecs.py`` the default.
 """
 
 import os

@@ -193,7 +193,7 @@ def test_crash_reads_release_of_our_outputs(tmp_path: Path, vmcore: Path) -> Non
 
 def test_isal_zlib_pages_read_back_in_drgn_and_makedumpfile(tmp_path: Path, vmcore: Path,
                                                             vmcore_pages: dict[int, str]) -> None:
-    """-c with ISA-L (the default when ``isal`` is installed) writes standard zlib streams."""
+    """-c with ISA-L (``KDUMPTOOL_ZLIB=isal``, when ``isal`` is installed) writes standard zlib streams."""
     from kdumptool.codecs import _has_isal
 
     if not _has_isal():

@@ -7,7 +7,7 @@ and the stream it stores per page (see SPEC.md, "Page compression"):
 =======  ======  ===========================================================
 name     flag    stream stored per page
 =======  ======  ===========================================================
-zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (ISA-L when installed)
+zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (same bytes)
 lzo      0x02    raw LZO1X-1 block, makedumpfile ``-l``
 snappy   0x04    raw snappy block, makedumpfile ``-p``
 zstd     0x20    zstd frame, makedumpfile ``-z`` level 1
@@ -97,12 +97,16 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 # --- zlib -------------------------------------------------------------------
 
 def _zlib_compressor() -> Callable[[bytes], bytes]:
-    """ISA-L's deflate (``isal``) when installed: the same zlib stream format, decoded by every
-    zlib reader, about 3x faster at level 1 for the same ratio on kernel pages (measured in
-    ``bench/``). ISA-L's output is valid but not bit-reproducible from run to run (its hash
-    tables keep stale entries between calls; matches are verified, so streams stay correct).
-    ``KDUMPTOOL_ZLIB=zlib`` selects the standard library: reproducible, and its level-1 output is
-    byte-identical to makedumpfile's ``-c`` (``compress2(..., Z_BEST_SPEED)``)."""
+    """The standard library's zlib at level 1 (makedumpfile's ``compress2(..., Z_BEST_SPEED)``):
+    the same page gives the same bytes on every thread and in every run, byte-identical to
+    makedumpfile's ``-c``.
+
+    ``KDUMPTOOL_ZLIB=isal`` selects ISA-L's deflate instead (about 2x less CPU, a slightly larger
+    output), whose bytes are *not* reproducible: its level-1/2 assembly body
+    (``igzip_icf_body_h1_gr_bt.asm``, ``.write_first_byte``; ISA-L 2.32) hashes the third input
+    position from a register that still holds the address of the compressor's state, so where a
+    page's first positions land in the hash table depends on the calling thread's stack address.
+    The streams are valid zlib either way; see ``tests/test_codecs.py``."""
     if zlib_implementation() == "isal":
         from isal import isal_zlib
 
@@ -121,8 +125,9 @@ def _zlib_compress(page: bytes) -> bytes:
 
 
 def zlib_implementation() -> str:
-    """``"isal"`` or ``"zlib"``: what ``-c`` compresses with in this process."""
-    return "isal" if os.environ.get("KDUMPTOOL_ZLIB", "").lower() != "zlib" and _has_isal() else "zlib"
+    """``"zlib"`` (the default) or ``"isal"`` (``KDUMPTOOL_ZLIB=isal``, when installed): what
+    ``-c`` compresses with in this process."""
+    return "isal" if os.environ.get("KDUMPTOOL_ZLIB", "").lower() == "isal" and _has_isal() else "zlib"
 
 
 def _has_isal() -> bool:

@@ -352,6 +352,31 @@ def _write_levels(levels: list[int], *, size_limit: str | None, split: bool = Fa
             click.echo(f"kdumptool: {exc}; retrying with dump level {levels[i + 1]}", err=True)
 
 
+def _inputs_and_output(paths: tuple[str, ...], *, dry_run: bool, flat: bool) -> tuple[list[str], str | None]:
+    """``IN... [OUT]`` of convert and filter: the inputs, and the output (``-`` for standard
+    output; None with ``--dry-run``, which takes an OUT as makedumpfile's does and writes nothing).
+
+    Several inputs are the parts of one split set; a name among them that is no such part is
+    most likely an output meant for ``--split``, and the error says so.
+    """
+    from kdumptool.open import split_part_kind
+
+    if len(paths) == 1:
+        if not (dry_run or flat):
+            raise UsageError("missing OUT (or use -F to write to standard output)")
+        return list(paths), None if dry_run else "-"
+    srcs, dst = list(paths[:-1]), paths[-1]
+    if dry_run and split_part_kind(dst) == "part" and split_part_kind(srcs[0]) == "part":
+        return list(paths), None  # the parts of a split set, without OUT
+    if len(srcs) > 1:
+        for path in srcs[1:] + srcs[:1]:  # an extra name first: the likelier mistake
+            kind = split_part_kind(path)
+            if kind != "part":
+                raise UsageError(f"{path}: {kind}: several IN are the parts of one split set, and "
+                                 "several outputs need --split (IN OUT1 OUT2 ...)")
+    return srcs, None if dry_run else dst
+
+
 def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
            threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
@@ -362,13 +387,8 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
     codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
     if elf and codec is not None:
         raise UsageError("ELF output (-E) is not compressed; drop -c/-l/-p/-z")
-    if dry_run:
-        srcs, dst = list(paths), None
-    elif len(paths) == 1 and not flat:
-        raise UsageError("missing OUT (or use -F to write to standard output)")
-    else:
-        srcs, dst = (list(paths), "-") if len(paths) == 1 else (list(paths[:-1]), paths[-1])
-        flat = flat or dst == "-"
+    srcs, dst = _inputs_and_output(paths, dry_run=dry_run, flat=flat)
+    flat = flat or dst == "-"
     if stream_compress and not flat:
         raise UsageError("--stream-compress needs -F: the kdump and ELF writers go back to fill in "
                          "headers and tables, which a compressed stream cannot take")

@@ -18,7 +18,7 @@ import tempfile
 from typing import BinaryIO
 
 from kdumptool.dump import DumpReader
-from kdumptool.errors import DumpError, KdumpToolError, UnreadableInputError
+from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError, UnreadableInputError
 from kdumptool.formats import open_source
 from kdumptool.transport import compressed, flattened
 from kdumptool.transport.source import ByteSource, FileSource, SpooledSource
@@ -68,6 +68,23 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
         raise UnreadableInputError(f"cannot open: {exc.strerror}", path=path) from None
     with raw:
         return _open_stream(raw, path, strict=strict, kind=kind)
+
+
+def split_part_kind(path: str) -> str:
+    """What ``path`` is, for telling the parts of a split set from an output name: ``"part"``
+    (a part of a split set; also ``-``, which only the real open can tell), ``"a whole dump,
+    not a part of a split set"``, ``"not a kernel dump"`` or ``"no such file"``."""
+    if path == "-":
+        return "part"
+    if not os.path.lexists(path):
+        return "no such file"
+    try:
+        with open_dump(path, strict=False) as reader:
+            return "part" if reader.info.split is not None else "a whole dump, not a part of a split set"
+    except UnknownFormatError:
+        return "not a kernel dump"
+    except KdumpToolError as exc:
+        return str(exc).removeprefix(f"{path}: ")
 
 
 def open_dumps(paths: list[str], *, strict: bool = True) -> DumpReader:
@@ -227,4 +244,4 @@ class _Prefixed:
         return self.stream.read(n)  # type: ignore[attr-defined]
 
 
-__all__ = ["open_bytes", "open_dump", "open_dumps", "supply_vmcoreinfo"]
+__all__ = ["open_bytes", "open_dump", "open_dumps", "split_part_kind", "supply_vmcoreinfo"]

@@ -1,0 +1,86 @@
+"""What a new user trips on (issue 17): the output name with --dry-run, a forgotten --split,
+standard input read once, the options makedumpfile users type, help that shows examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ours import REPO, kdumptool, our_digests
+
+BUNDLED = REPO / "corpus" / "x86_64-kdump-320m-c-d31.kdump"
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A split set of two parts of the bundled dump."""
+    work = tmp_path_factory.mktemp("parts")
+    out = [work / "p.1", work / "p.2"]
+    proc = kdumptool("convert", "-q", "-l", "--split", BUNDLED, *out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return out
+
+
+def _one_line(proc: object, code: int, *needles: bytes) -> None:
+    err = proc.stderr  # type: ignore[attr-defined]
+    assert proc.returncode == code, err  # type: ignore[attr-defined]
+    assert err.count(b"\n") == 1 and b"Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+# --- --dry-run takes the output name (makedumpfile --dry-run IN OUT) ---------------------------
+
+@pytest.mark.parametrize("command", ["convert", "filter"])
+def test_dry_run_accepts_a_new_output_name_and_writes_nothing(tmp_path: Path, command: str) -> None:
+    out = tmp_path / "new.kdump"
+    proc = kdumptool(command, "--dry-run", "-d", "31", BUNDLED, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"pages" in proc.stdout  # the exclusion report
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_leaves_an_existing_output_alone(tmp_path: Path) -> None:
+    for content in (b"not a dump\n", BUNDLED.read_bytes()[:8192]):
+        out = tmp_path / "old.kdump"
+        out.write_bytes(content)
+        proc = kdumptool("convert", "--dry-run", "-d", "31", BUNDLED, out)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert out.read_bytes() == content
+
+
+def test_dry_run_of_a_split_set_with_and_without_an_output_name(tmp_path: Path, parts: list[Path]) -> None:
+    for extra in ([], [tmp_path / "whole.kdump"]):
+        proc = kdumptool("convert", "--dry-run", "-d", "31", *parts, *extra)
+        assert proc.returncode == 0, proc.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- several outputs without --split -----------------------------------------------------------
+
+def test_several_outputs_without_split_say_so(tmp_path: Path) -> None:
+    x1, x2 = tmp_path / "X1", tmp_path / "X2"
+    proc = kdumptool("convert", "-c", "-d", "31", BUNDLED, x1, x2)
+    _one_line(proc, 2, b"--split", b"X1")
+    assert b"cannot open" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_extra_argument_that_is_no_dump_suggests_split(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    proc = kdumptool("convert", "-q", BUNDLED, text, tmp_path / "o")
+    _one_line(proc, 2, b"--split", b"notes.txt")
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_whole_dumps_are_not_a_split_set(tmp_path: Path) -> None:
+    proc = kdumptool("convert", "-q", BUNDLED, BUNDLED, tmp_path / "o")
+    _one_line(proc, 2, b"--split", b"not a part of a split")
+
+
+def test_the_parts_of_a_split_set_still_convert(tmp_path: Path, parts: list[Path]) -> None:
+    out = tmp_path / "whole.kdump"
+    proc = kdumptool("convert", "-q", "-l", *parts, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert our_digests(out) == our_digests(BUNDLED)

@@ -515,7 +515,8 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
 
 
 @main.command()
-@click.argument("paths", metavar="PART... OUT", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", metavar="PART... OUT", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def reassemble(paths: tuple[str, ...], force: bool, quiet: bool) -> None:
@@ -552,7 +553,7 @@ def reassemble(paths: tuple[str, ...], force: bool, quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("dump", nargs=-1, required=True, type=click.Path())  # unreadable input: exit 3
+@click.argument("dump", nargs=-1, required=True, type=click.Path(allow_dash=True))  # unreadable: exit 3
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--deep", is_flag=True, help="Also decode every page.")
 @_VMCOREINFO_OPTION
@@ -582,7 +583,8 @@ def fsck(dump: tuple[str, ...], as_json: bool, deep: bool, vmcoreinfo_file: str 
 
 
 @main.command()
-@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--zero-fill", is_flag=True, help="Write unreadable pages as zero pages instead of missing.")
 @click.option("--in-place", is_flag=True, help="Replace IN atomically, keeping IN.bak.")
 @click.option("-E", "elf", flag_value=True, default=None, help="Write ELF (default: the input's kind).")

@@ -6,7 +6,9 @@ A plain or flattened file is read in place. Standard input and compressed files
 once, front to back, into a temporary file in ``$TMPDIR`` (deleted at once, kept
 open until the reader closes): a flattened stream is rearranged on the way as
 ``makedumpfile -R`` does, any other image is copied. That file needs as much
-free space as the uncompressed image.
+free space as the uncompressed image. Standard input can be read only once, so its
+copy is kept for the life of the process: every later open of ``-`` (a command that
+checks, then salvages, or a probe before the real open) reads the same copy.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def open_dump(path: str, *, strict: bool = True) -> DumpReader:
     :raises CorruptDumpError: a dump, but damaged (strict), or its compression is
     """
     if path == "-":
-        return _open_stream(sys.stdin.buffer, "<stdin>", strict=strict)
+        return _open_stdin(strict=strict)
     try:
         src: ByteSource = FileSource(path)
     except OSError as exc:
@@ -160,19 +162,47 @@ def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     return open_source(src, strict=strict)
 
 
-def _open_stream(stream: BinaryIO, name: str, *, strict: bool, kind: str | None = None) -> DumpReader:
-    """Open a dump that can only be read front to back: standard input or a compressed file."""
-    if name == "<stdin>":
+#: Standard input once copied (a handle kept open for the process) and its transport.
+_stdin_copy: tuple[SpooledSource, str] | None = None
+
+
+def _open_stdin(*, strict: bool) -> DumpReader:
+    """Open standard input: copied on the first call, the same copy on every later one."""
+    global _stdin_copy
+    if _stdin_copy is None:
+        stream = sys.stdin.buffer
         head = flattened.read_full(stream, DETECT_BYTES)
         kind = compressed.detect(head)
-        stream = _Prefixed(head, stream)  # type: ignore[assignment]
+        src, transport = _spool_stream(_Prefixed(head, stream), "<stdin>",  # type: ignore[arg-type]
+                                       strict=strict, kind=kind, plain="stdin")
+        _stdin_copy = (src.reopen(), transport)
+    else:
+        kept, transport = _stdin_copy
+        if strict and kept.damage is not None:
+            raise kept.damage
+        src = kept.reopen()
+    return _open_spooled(src, strict=strict, transport=transport)
+
+
+def _open_stream(stream: BinaryIO, name: str, *, strict: bool, kind: str | None = None) -> DumpReader:
+    """Open a compressed file (read front to back, once)."""
+    src, transport = _spool_stream(stream, name, strict=strict, kind=kind, plain="plain")
+    return _open_spooled(src, strict=strict, transport=transport)
+
+
+def _spool_stream(stream: BinaryIO, name: str, *, strict: bool, kind: str | None,
+                  plain: str) -> tuple[SpooledSource, str]:
+    """Decompress (``kind``) and copy ``stream``; return the copy and its transport's name."""
     if kind is not None:
         stream = compressed.DecompressingReader(stream, kind, name)  # type: ignore[assignment]
     src, flat = _spool(stream, name, kind=kind, strict=strict)
     if kind is not None:
-        transport = f"{kind} stream" + (", flattened" if flat else "")
-    else:
-        transport = "flattened" if flat else "stdin"
+        return src, f"{kind} stream" + (", flattened" if flat else "")
+    return src, "flattened" if flat else plain
+
+
+def _open_spooled(src: SpooledSource, *, strict: bool, transport: str) -> DumpReader:
+    """Open the format of a spooled copy (closing the copy if it is no dump)."""
     try:
         return open_source(src, strict=strict, transport=transport)
     except DumpError:

@@ -84,3 +84,60 @@ def test_the_parts_of_a_split_set_still_convert(tmp_path: Path, parts: list[Path
     proc = kdumptool("convert", "-q", "-l", *parts, out)
     assert proc.returncode == 0, proc.stderr.decode()
     assert our_digests(out) == our_digests(BUNDLED)
+
+
+# --- standard input: read once, whatever the command -------------------------------------------
+
+ADDR = "0xffffffff99bfb000"  # SYMBOL(init_uts_ns) of the bundled dump
+
+
+def _same_text(out: bytes, path: Path) -> bytes:
+    return out.replace(str(path).encode(), b"-").replace(b"<stdin>", b"-")
+
+
+@pytest.mark.parametrize("args", [["fsck", "-"], ["dmesg", "-"], ["vmcoreinfo", "-"], ["vtop", "-", ADDR],
+                                  ["ikconfig", "-"], ["info", "--pages", "-"]],
+                         ids=lambda a: a[0])
+def test_commands_that_print_read_standard_input(args: list[str]) -> None:
+    by_name = kdumptool(*[BUNDLED if a == "-" else a for a in args])
+    piped = kdumptool(*args, stdin=BUNDLED.read_bytes())
+    assert piped.returncode == by_name.returncode, piped.stderr.decode()
+    assert b"got b''" not in piped.stderr and b"Traceback" not in piped.stderr
+    if args[0] == "info":  # the text names the file and its transport
+        assert b"Remaining pages" in piped.stdout and b"6.1.0-56-amd64" in piped.stdout
+    else:
+        assert _same_text(piped.stdout, BUNDLED) == _same_text(by_name.stdout, BUNDLED)
+
+
+@pytest.mark.parametrize("args", [["convert", "-l"], ["filter", "-d", "31"], ["repair"], ["repair", "-c"]],
+                         ids=" ".join)
+def test_commands_that_write_read_standard_input(tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "o.kdump"
+    proc = kdumptool(*args, "-", out, stdin=BUNDLED.read_bytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert our_digests(out) == our_digests(BUNDLED)
+
+
+def test_reassemble_reads_a_part_from_standard_input(tmp_path: Path, parts: list[Path]) -> None:
+    a, b = tmp_path / "a.kdump", tmp_path / "b.kdump"
+    assert kdumptool("reassemble", "-q", *parts, a).returncode == 0
+    proc = kdumptool("reassemble", "-q", "-", parts[1], b, stdin=parts[0].read_bytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_open_dump_of_stdin_twice_reads_the_same_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library: a second open of ``-`` in one process (check, then salvage) gets the copy."""
+    import io
+    import sys
+
+    from kdumptool import open as open_mod
+
+    monkeypatch.setattr(open_mod, "_stdin_copy", None)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(BUNDLED.read_bytes())))
+    with open_mod.open_dump("-") as first:
+        pages = first.count_pages()
+    with open_mod.open_dump("-", strict=False) as second, open_mod.open_dump("-") as third:
+        assert second.count_pages() == pages == third.count_pages()
+        assert second.read_page(0x1000) == third.read_page(0x1000)
+

@@ -131,9 +131,18 @@ class SpooledSource(FileSource):
     """
 
     def __init__(self, path: str, *, display_name: str | None = None,
-                 damage: DumpError | None = None) -> None:
-        super().__init__(path, display_name=display_name)
+                 damage: DumpError | None = None, fd: int | None = None) -> None:
+        if fd is None:
+            super().__init__(path, display_name=display_name)
+        else:  # another handle on an open (maybe already unlinked) copy
+            self.path, self.name, self._fd = path, display_name or path, fd
+            self.size = os.fstat(fd).st_size
         self.damage = damage
+
+    def reopen(self) -> SpooledSource:
+        """Another handle on the same copy, closed independently of this one."""
+        return SpooledSource(self.path, display_name=self.name, damage=self.damage,
+                             fd=os.dup(self._fd))
 
 
 class BytesSource:

@@ -141,3 +141,12 @@ def test_open_dump_of_stdin_twice_reads_the_same_copy(monkeypatch: pytest.Monkey
         assert second.count_pages() == pages == third.count_pages()
         assert second.read_page(0x1000) == third.read_page(0x1000)
 
+
+def test_closed_standard_input_is_one_line_exit_3() -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kdumptool", "info", "-"], capture_output=True,
+                          check=False, preexec_fn=lambda: os.close(0), timeout=300)
+    _one_line(proc, 3, b"<stdin>", b"standard input is closed")

@@ -675,25 +675,34 @@ def _where_faulthandler(text: str) -> str:
     return ""
 
 
+#: The limits of the test suite's workers (``tests/test_fuzz_*.py``): the campaigns'
+#: ``--cpu-clock --group-timeout 5`` semantics, 5 CPU-seconds of the worker per operation group,
+#: and a wall-clock kill only 120 s later (stuck in C code): a machine busy with other jobs
+#: slows a step down but never turns it into a "hang". A campaign keeps its own options.
+SUITE_LIMITS: dict[str, Any] = {"group_timeout": 5.0, "cpu_clock": True, "mem_mb": 512}
+
+
 class Worker:
     """A worker process that runs :func:`run_ops` under resource limits.
 
-    :param group_timeout: seconds per operation group (soft, SIGALRM)
+    :param group_timeout: seconds per operation group (soft: SIGALRM, or SIGPROF with
+        ``cpu_clock``)
     :param mem_mb: RLIMIT_AS of the worker (0: none)
     :param fsize_mb: RLIMIT_FSIZE of the worker (bounds convert outputs)
-    :param hard_extra: seconds past ``group_timeout`` before the process is killed
+    :param hard_extra: wall-clock seconds past ``group_timeout`` before the process is killed
+        (default: 120 with ``cpu_clock``, else 15)
     :param recycle: restart the process after this many inputs
     :param cpu_clock: the soft limit counts CPU seconds (see :func:`run_ops`)
     """
 
     def __init__(self, *, group_timeout: float = 3.0, mem_mb: int = 512, fsize_mb: int = 256,
-                 hard_extra: float = 15.0, recycle: int = 2000,
+                 hard_extra: float | None = None, recycle: int = 2000,
                  groups: Iterable[str] = DEFAULT_GROUPS, cpu_clock: bool = False) -> None:
         self.cpu_clock = cpu_clock
         self.group_timeout = group_timeout
         self.mem_mb = mem_mb
         self.fsize_mb = fsize_mb
-        self.hard_extra = hard_extra
+        self.hard_extra = hard_extra if hard_extra is not None else 120.0 if cpu_clock else 15.0
         self.recycle = recycle
         self.groups = tuple(groups)
         self.dir = Path(tempfile.mkdtemp(prefix="kdumptool-fuzz-worker-"))

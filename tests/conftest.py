@@ -5,8 +5,17 @@ the command lines the tests run), which is the default too; pinned so that a dev
 ``KDUMPTOOL_ZLIB=isal`` cannot leak in: ISA-L's output, while a valid zlib stream, is not
 reproducible (see ``test_codecs.py``), and many tests compare two outputs byte for byte.
 ``test_interop.py`` tests ISA-L explicitly, ``test_codecs.py`` the default.
+
+Hypothesis: no per-example deadline and no "too slow" health check anywhere (both count
+wall-clock time, which a machine busy with other jobs stretches); a test's own ``@settings``
+still choose the number of examples.
 """
 
 import os
 
+from hypothesis import HealthCheck, settings
+
 os.environ["KDUMPTOOL_ZLIB"] = "zlib"
+
+settings.register_profile("kdumptool", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kdumptool")

@@ -13,6 +13,11 @@ from kdumptool.open import open_dumps
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: The wall-clock timeout of every subprocess a test runs: a guard against a hang only, so
+#: generous that a machine busy with other jobs never trips it (limits on the work itself
+#: count CPU time: ``fuzz/harness.py``'s ``SUITE_LIMITS``).
+HANG_S = 900.0
+
 
 def our_digests(*paths: str | os.PathLike[str], strict: bool = True) -> dict[int, str]:
     """pfn -> sha1 hex of every page kdumptool reads with data from the dump (or split set)."""
@@ -35,8 +40,8 @@ def read_all_pages(reader: Any, *, limit: int | None = None) -> dict[int, bytes]
     return out
 
 
-def kdumptool(*args: str | os.PathLike[str], stdin: bytes | None = None,
-              timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def kdumptool(*args: str | os.PathLike[str], stdin: bytes | None = None, timeout: float = HANG_S,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run the command line in a subprocess (as a user would), capturing bytes.
 
     :param env: variables added to this process's environment

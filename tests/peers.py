@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import pytest
+from ours import HANG_S
 
 PEER_SCRIPTS: Path = Path(__file__).resolve().parent / "peer_scripts"
 TOOLS = ("drgn", "libkdumpfile", "makedumpfile", "crash", "bpftool")
@@ -117,7 +118,7 @@ def _lkdf_python(candidate: str) -> tuple[Path | None, str]:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=HANG_S,
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -238,7 +239,7 @@ def drgn_scan(
     page_size: int = 4096,
     *,
     isolate: bool = False,
-    timeout: float = 300,
+    timeout: float = HANG_S,
 ) -> PageScan:
     """Read each physical page ``pfn`` of ``path`` with drgn (no debug info needed).
 
@@ -295,7 +296,7 @@ def drgn_open_inprocess(path: str | os.PathLike[str]) -> tuple[bool, str]:
 
 
 def drgn_open_ok(
-    path: str | os.PathLike[str], *, isolate: bool = False, timeout: float = 120
+    path: str | os.PathLike[str], *, isolate: bool = False, timeout: float = HANG_S
 ) -> tuple[bool, str]:
     """Open ``path`` with drgn (without debug info) and read the kernel release from
     ``init_uts_ns`` in the dump's memory (address from VMCOREINFO's ``SYMBOL(init_uts_ns)``,
@@ -351,7 +352,7 @@ def _lkdf_run(
 def lkdf_scan(
     path: str | os.PathLike[str],
     pfns: Iterable[int] | None = None,
-    timeout: float = 300,
+    timeout: float = HANG_S,
     *,
     mmap: bool = True,
 ) -> PageScan:
@@ -370,7 +371,7 @@ def lkdf_scan(
 def lkdf_page_digests(
     path: str | os.PathLike[str],
     pfns: Iterable[int] | None = None,
-    timeout: float = 300,
+    timeout: float = HANG_S,
     *,
     mmap: bool = True,
 ) -> dict[int, str | None]:
@@ -381,7 +382,7 @@ def lkdf_page_digests(
 
 
 def lkdf_attrs(
-    path: str | os.PathLike[str], timeout: float = 60, *, mmap: bool = True
+    path: str | os.PathLike[str], timeout: float = HANG_S, *, mmap: bool = True
 ) -> dict[str, Any]:
     """Attributes python3-libkdumpfile gives for ``path``, under libkdumpfile's names:
     ``file.format`` ("diskdump", "elf", ...), ``file.description``, ``arch.name``,
@@ -400,7 +401,7 @@ StdinArg = bytes | str | os.PathLike[str] | IO[bytes] | None
 
 def run_makedumpfile(
     args: Sequence[str | os.PathLike[str]],
-    timeout: float = 120,
+    timeout: float = HANG_S,
     stdin: StdinArg = None,
     *,
     stdout_path: str | os.PathLike[str] | None = None,
@@ -450,7 +451,7 @@ def run_makedumpfile(
 
 
 def run_crash_osrelease(
-    path: str | os.PathLike[str], timeout: float = 60, *, check: bool = True
+    path: str | os.PathLike[str], timeout: float = HANG_S, *, check: bool = True
 ) -> str:
     """``crash --osrelease FILE``: the kernel release crash finds in the dump (stripped).
     With ``check`` (default) a non-zero exit status raises :class:`PeerError` (crash prints

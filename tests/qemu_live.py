@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ours import HANG_S
+
 QEMU = "qemu-system-x86_64"
 
 
@@ -28,7 +30,7 @@ def marker(addr: int, page_size: int = 4096) -> bytes:
 
 
 def save_stream(workdir: Path, machine: str, mem: str, addrs: list[int], out: Path,
-                timeout: float = 120) -> None:
+                timeout: float = HANG_S) -> None:
     """Start a stopped guest of ``machine`` with ``mem`` RAM and the markers, migrate it to ``out``."""
     args = []
     for a in addrs:
@@ -76,7 +78,7 @@ def save_stream(workdir: Path, machine: str, mem: str, addrs: list[int], out: Pa
             if status != "completed":
                 raise RuntimeError(f"migration {status}")
             qmp("quit")
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_S)
     finally:
         if proc.poll() is None:
             proc.kill()

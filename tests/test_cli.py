@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ours import REPO, kdumptool, our_digests
+from ours import HANG_S, REPO, kdumptool, our_digests
 
 from corpus import need_corpus_file
 
@@ -120,13 +120,13 @@ def test_interrupted_convert_leaves_no_output(tmp_path: Path, sig: signal.Signal
                              str(src), str(outdir / "o.kdump")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_sigint_by_default)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_S
     while not any(outdir.iterdir()):  # wait until the temporary output exists
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
         assert time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"Traceback" not in err
     assert list(outdir.iterdir()) == []
@@ -148,7 +148,7 @@ def test_an_interrupt_inside_exec_code_still_exits_130(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     # run as ``-m`` (as ``python -m kdumptool``): there CPython checks its flag at exit
     proc = subprocess.run([sys.executable, "-m", "interrupt_probe", str(BUNDLED), str(out)],
-                          capture_output=True, timeout=60, check=False, env=env)
+                          capture_output=True, timeout=HANG_S, check=False, env=env)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.decode() == "kdumptool: interrupted\n"
     assert not out.exists()
@@ -167,7 +167,7 @@ def test_level_list_retries_the_next_level_when_the_file_is_too_big(tmp_path: Pa
 
     proc = subprocess.run([sys.executable, "-m", "kdumptool", "convert", "-q", "-l", "-d", "1,31",
                            str(src), str(out)], capture_output=True, preexec_fn=limit,
-                          stdin=subprocess.DEVNULL, timeout=300, check=False)
+                          stdin=subprocess.DEVNULL, timeout=HANG_S, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"retrying with dump level 31" in proc.stderr
     assert out.read_bytes() == need_corpus_file("x86_64-kdump-320m/derived/l-d31.kdump").read_bytes()

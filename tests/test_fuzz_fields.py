@@ -39,7 +39,7 @@ EXAMPLES = _RANDOM_EXAMPLES or 300
 
 @pytest.fixture(scope="module")
 def worker() -> Any:
-    w = H.Worker(group_timeout=3.0, mem_mb=512)
+    w = H.Worker(**H.SUITE_LIMITS)  # CPU-time limits: see harness.SUITE_LIMITS
     yield w
     w.close()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import peers
 import pytest
+from ours import HANG_S
 
 import corpus
 
@@ -171,7 +172,7 @@ def test_concurrent_processes_unpack_once(tmp_path: Path) -> None:
         )
         for _ in range(3)
     ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=HANG_S) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err.decode()
         assert out.decode().strip() == str(tmp_path / C31)

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from ours import REPO, assert_peers_read, kdumptool, our_digests
+from ours import HANG_S, REPO, assert_peers_read, kdumptool, our_digests
 
 from corpus import need_corpus_file
 from kdumptool.cli import parse_size
@@ -88,7 +88,7 @@ def test_same_cut_as_makedumpfile(tmp_path: Path, full: dict[int, str]) -> None:
 
     require_tool("makedumpfile")
     theirs = tmp_path / "mdf.kdump"
-    proc = run_makedumpfile(["-c", "-d", "31", "-L", "10M", BUNDLED, theirs], timeout=120)
+    proc = run_makedumpfile(["-c", "-d", "31", "-L", "10M", BUNDLED, theirs], timeout=HANG_S)
     assert proc.returncode == 1 and b"Size limit(10485760) reached" in proc.stdout + proc.stderr
     ours = tmp_path / "ours.kdump"
     assert kdumptool("convert", "-q", "-c", "-L", "10M", BUNDLED, ours).returncode == 1
@@ -128,7 +128,7 @@ def test_flattened_and_compressed_stream_limits(tmp_path: Path, full: dict[int, 
 
     require_tool("makedumpfile")
     rearranged = tmp_path / "R.kdump"
-    proc = run_makedumpfile(["-R", rearranged], stdin=flat, timeout=120)
+    proc = run_makedumpfile(["-R", rearranged], stdin=flat, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr.decode()
     assert _scan(rearranged) == (pages, lost)
     zst = tmp_path / "cut.zst"

@@ -21,7 +21,7 @@ import construct as cs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ours import REPO, kdumptool
+from ours import HANG_S, REPO, kdumptool
 from peers import require_tool
 
 from corpus import corpus_bytes, need_corpus, need_corpus_file
@@ -326,7 +326,7 @@ def test_prstatus_registers_match_libkdumpfile(rel: str) -> None:
     python = require_tool("libkdumpfile")
     path = need_corpus_file(rel)
     proc = subprocess.run([str(python), "-I", "-c", LKDF_CPUS, str(path)], capture_output=True,
-                          timeout=120, check=True)
+                          timeout=HANG_S, check=True)
     theirs = json.loads(proc.stdout)
     with open_dump(str(path)) as r:
         prs = [N.parse_prstatus(n.desc, "x86_64", "<") for n in r.info.notes

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ours import REPO, kdumptool
+from ours import HANG_S, REPO, kdumptool
 
 from kdumptool.progress import Progress, format_duration, progress_for
 
@@ -81,7 +81,7 @@ def _convert_on_terminal(tmp_path: Path, *extra: str) -> tuple[int, str]:
             break
         chunks.append(data)
     os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+    return proc.wait(timeout=HANG_S), b"".join(chunks).decode(errors="replace")
 
 
 def test_convert_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:

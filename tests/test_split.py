@@ -31,7 +31,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ours import kdumptool, our_digests
+from ours import HANG_S, kdumptool, our_digests
 from peers import PEER_SCRIPTS, require_tool, run_crash_osrelease, run_makedumpfile
 
 from corpus import need_corpus_file
@@ -43,7 +43,7 @@ from kdumptool.open import open_dumps
 from kdumptool.transport.source import FileSource
 
 KDUMP = "x86_64-kdump-320m"
-MDF_TIMEOUT = 120
+MDF_TIMEOUT = HANG_S
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_libkdumpfile_reads_our_set_as_one_dump(ours2: list[Path], unsplit: Path
     req = {"files": [str(p) for p in ours2], "pfns": sorted(want), "page_size": 4096,
            "addrspace": "MACHPHYSADDR"}
     proc = subprocess.run([str(python), str(PEER_SCRIPTS / "lkdf_read_pages.py")], input=json.dumps(req),
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=HANG_S, check=False)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["ok"], res.get("error")

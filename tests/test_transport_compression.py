@@ -19,7 +19,7 @@ from pathlib import Path
 import lz4.frame
 import pytest
 import zstandard
-from ours import REPO, kdumptool, our_digests
+from ours import HANG_S, REPO, kdumptool, our_digests
 
 from corpus import need_corpus, need_corpus_file
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError
@@ -93,7 +93,7 @@ def test_files_made_by_the_compression_programs(tmp_path: Path, digests: dict[in
             "lz4": ["-q", "-c"]}[tool]
     out = tmp_path / f"dump.{tool}"
     with open(out, "wb") as f:
-        subprocess.run([exe, *args, str(BUNDLED)], stdout=f, check=True, timeout=300)
+        subprocess.run([exe, *args, str(BUNDLED)], stdout=f, check=True, timeout=HANG_S)
     assert our_digests(out) == digests
     proc = kdumptool("info", "--json", out)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -247,7 +247,7 @@ def _makedumpfile_R(stream: bytes, out: Path) -> None:
     from peers import require_tool, run_makedumpfile
 
     require_tool("makedumpfile")
-    proc = run_makedumpfile(["-R", out], stdin=stream, timeout=120)
+    proc = run_makedumpfile(["-R", out], stdin=stream, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr.decode()
 
 
@@ -263,7 +263,8 @@ def test_stream_compress_roundtrip_through_makedumpfile(tmp_path: Path, digests:
     assert detect(raw[:64]) == kind
     tool = shutil.which(kind)
     if tool is not None:  # the real decompressor, as a user would run it
-        stream = subprocess.run([tool, "-dc", str(out)], capture_output=True, check=True, timeout=120).stdout
+        stream = subprocess.run([tool, "-dc", str(out)], capture_output=True, check=True,
+                                timeout=HANG_S).stdout
     else:
         stream = (zstandard.ZstdDecompressor().decompressobj().decompress(raw) if kind == "zstd"
                   else lz4.frame.decompress(raw))

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from kdumptool import __version__
+from kdumptool.cli_common import VMLINUX_OPTION, finish_commands
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.dump import pfn_range_text, pfn_ranges_text
@@ -105,7 +106,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the atomic-output cleanup
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kdumptool")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
@@ -116,8 +117,8 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--pages", is_flag=True,
-              help="Count pages per class (zero, cache, user, free...) like makedumpfile --mem-usage.")
+@click.option("--pages", "--mem-usage", "pages", is_flag=True,
+              help="Count pages per class (zero, cache, user, free...), as makedumpfile --mem-usage does.")
 @click.option("--deep", is_flag=True, help="Scan all of memory for identification evidence.")
 @_VMCOREINFO_OPTION
 def info(dump: tuple[str, ...], as_json: bool, pages: bool, deep: bool,
@@ -249,7 +250,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "balanced as makedumpfile --split balances them."),
         click.option("--splitblock-size", type=click.IntRange(min=1), default=None, metavar="KIB",
                      help="With --split: cut the PFNs into blocks of KIB KiB (default 1048576, 1 GiB)."),
-        click.option("--threads", type=click.IntRange(1, 1024), default=None,
+        click.option("--threads", "--num-threads", "threads", type=click.IntRange(1, 1024), default=None,
                      help="Compression threads (default: all cores)."),
         click.option("--dask", metavar="ADDRESS", default=None,
                      help="With --split: write each part as a task on the Dask cluster of this "
@@ -257,6 +258,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists."),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
         _VMCOREINFO_OPTION,
+        VMLINUX_OPTION,
     ]):
         func = opt(func)
     return func
@@ -264,7 +266,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @_output_options
-@click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
+@click.option("--level", "-d", "level_text", default="0", show_default=True, metavar="LEVEL",
               help="makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; "
               "a list (11,31) retries the next level when the disk is full.")
 def convert(level_text: str, **opts: Any) -> None:
@@ -595,9 +597,10 @@ def fsck(dump: tuple[str, ...], as_json: bool, deep: bool, vmcoreinfo_file: str 
 @click.option("-z", "codec", flag_value="zstd", help="kdump pages with zstd.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when no page was lost.")
 @_VMCOREINFO_OPTION
 def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | None, flat: bool,
-           codec: str | None, as_json: bool, force: bool, vmcoreinfo_file: str | None) -> None:
+           codec: str | None, as_json: bool, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
     """Salvage every page of IN that still decodes into a valid dump OUT (IN is never changed).
 
     Lost and corrupt pages become missing pages (or zeros with --zero-fill); VMCOREINFO is
@@ -621,6 +624,8 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
     if as_json:
         click.echo(json.dumps(result, indent=2))
         sys.exit(result["exit_code"])
+    if quiet and result["exit_code"] == 0:
+        return  # nothing lost: nothing to say (a loss is still reported)
     for finding in result["input"]["findings"]:
         click.echo(f"found: {finding['severity']}: "
                    + (f"offset {finding['offset']:#x}: " if finding["offset"] is not None else "")
@@ -640,9 +645,11 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
 @main.command()
 @click.argument("dump", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-@click.option("--partial", is_flag=True, help="Only what is after the last 'dmesg -c' (--partial-dmesg).")
+@click.option("--partial", "--partial-dmesg", "partial", is_flag=True,
+              help="Only what is after the last 'dmesg -c' (makedumpfile --partial-dmesg).")
 @click.option("--caller", is_flag=True, help="Print each record's caller id ([  T42]).")
 @_VMCOREINFO_OPTION
+@VMLINUX_OPTION
 def dmesg(dump: tuple[str, ...], as_json: bool, partial: bool, caller: bool,
           vmcoreinfo_file: str | None) -> None:
     """Print the kernel log held in DUMP, as makedumpfile --dump-dmesg does.
@@ -712,6 +719,7 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
 
 for _command in KERNEL_COMMANDS:
     main.add_command(_command)
+finish_commands(main)
 
 
 def run() -> None:

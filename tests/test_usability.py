@@ -150,3 +150,125 @@ def test_closed_standard_input_is_one_line_exit_3() -> None:
     proc = subprocess.run([sys.executable, "-m", "kdumptool", "info", "-"], capture_output=True,
                           check=False, preexec_fn=lambda: os.close(0), timeout=300)
     _one_line(proc, 3, b"<stdin>", b"standard input is closed")
+
+
+# --- the options a user expects ----------------------------------------------------------------
+
+COMMANDS = ["info", "vmcoreinfo", "ikconfig", "convert", "filter", "reassemble", "fsck", "repair",
+            "dmesg", "vtop", "symbols"]
+
+
+@pytest.mark.parametrize("command", ["convert", "filter"])
+@pytest.mark.parametrize("flag", ["-d", "--level"])
+def test_level_on_every_command_that_filters(command: str, flag: str) -> None:
+    proc = kdumptool(command, "--dry-run", flag, "31", BUNDLED)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"dump level 31" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["convert", "-l"], ["filter", "-d", "31"], ["repair"], ["reassemble"]],
+                         ids=lambda a: a[0])
+def test_quiet_on_every_command_that_writes(tmp_path: Path, parts: list[Path], args: list[str]) -> None:
+    ins = parts if args[0] == "reassemble" else [BUNDLED]
+    proc = kdumptool(*args, "-q", *ins, tmp_path / "o.kdump")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"" and proc.stderr == b""
+    assert (tmp_path / "o.kdump").exists()
+
+
+def test_debug_before_or_after_the_command(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.kdump"
+    for args in (["--debug", "info", missing], ["info", "--debug", missing]):
+        proc = kdumptool(*args)
+        assert proc.returncode != 0 and b"Traceback" in proc.stderr, args
+    assert kdumptool("info", "--debug", BUNDLED).returncode == 0
+    assert kdumptool("info", missing).stderr.count(b"\n") == 1  # without it: one line
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_h_is_help(command: str | None) -> None:
+    args = [command] if command else []
+    short, long_ = kdumptool(*args, "-h"), kdumptool(*args, "--help")
+    assert short.returncode == long_.returncode == 0, short.stderr.decode()
+    assert short.stdout == long_.stdout and b"Usage:" in short.stdout
+
+
+def test_makedumpfile_names_are_aliases(tmp_path: Path) -> None:
+    out = tmp_path / "o.kdump"
+    proc = kdumptool("convert", "-q", "-c", "--num-threads", "1", BUNDLED, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert out.read_bytes() == BUNDLED.read_bytes()  # --num-threads is --threads
+    partial = kdumptool("dmesg", "--partial-dmesg", BUNDLED)
+    assert partial.returncode == 0 and partial.stdout == kdumptool("dmesg", "--partial", BUNDLED).stdout
+    mem_usage = kdumptool("info", "--mem-usage", BUNDLED)
+    assert mem_usage.returncode == 0 and b"Remaining pages" in mem_usage.stdout
+    assert mem_usage.stdout == kdumptool("info", "--pages", BUNDLED).stdout
+
+
+@pytest.mark.parametrize("command", ["convert", "filter", "dmesg"])
+def test_vmlinux_is_refused_with_the_reason(tmp_path: Path, command: str) -> None:
+    args = [BUNDLED] if command == "dmesg" else ["-d", "31", BUNDLED, tmp_path / "o"]
+    proc = kdumptool(command, "-x", "vmlinux-6.1", *args)
+    _one_line(proc, 2, b"-x vmlinux-6.1", b"not needed", b"VMCOREINFO")
+    assert not (tmp_path / "o").exists()
+
+
+def _help(*args: str) -> str:
+    proc = kdumptool(*args, "--help", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_ends_with_examples(command: str) -> None:
+    tail = _help(command).rstrip().split("Examples:")
+    assert len(tail) == 2, f"{command} --help has no examples"
+    lines = [ln.strip() for ln in tail[1].strip().splitlines()]
+    assert 2 <= len(lines) <= 3 and all(ln.startswith(f"kdumptool {command} ") for ln in lines), lines
+
+
+def test_the_command_list_shows_whole_first_sentences() -> None:
+    from kdumptool.cli import main
+
+    listing = " ".join(_help().split("Commands:")[1].split())
+    assert "..." not in listing
+    for name in COMMANDS:
+        first = main.commands[name].short_help
+        assert first and " ".join(first.split()) in listing, name
+
+
+def _example_dir(tmp_path: Path, parts: list[Path]) -> Path:
+    """The input names the examples use, as links to real dumps (outputs use other names)."""
+    d = tmp_path / "ex"
+    d.mkdir(parents=True)
+    for name in ("vmcore", "dump.kdump", "broken.kdump", "broken.elf"):
+        (d / name).symlink_to(BUNDLED)
+    for i, part in enumerate(parts, 1):
+        (d / f"dump.{i}").symlink_to(part)
+    (d / "vmcoreinfo.txt").symlink_to(REPO / "corpus" / "x86_64-kdump-320m-vmcoreinfo.txt")
+    return d
+
+
+def test_every_example_runs(tmp_path: Path, parts: list[Path]) -> None:
+    """Each example of each --help, run by a shell on the bundled dump (ikconfig: the kernel
+    of the bundled dump has no CONFIG_IKCONFIG, which the command says)."""
+    import subprocess
+    import sys
+
+    from kdumptool.cli_common import EXAMPLES
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "kdumptool").write_text(f"#!/bin/sh\nexec {sys.executable} -m kdumptool \"$@\"\n")
+    (bindir / "kdumptool").chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    failed = []
+    for command, examples in EXAMPLES.items():
+        for n, (line, _) in enumerate(examples):
+            d = _example_dir(tmp_path / f"{command}-{n}", parts)
+            proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=d, env=env,
+                                  capture_output=True, timeout=900, check=False)
+            expected_fail = command == "ikconfig" and b"no IKCFG_ST" in proc.stderr
+            if proc.returncode != 0 and not expected_fail:
+                failed.append(f"{line}: {proc.returncode}: {proc.stderr.decode()[-300:]}")
+    assert not failed, "\n".join(failed)

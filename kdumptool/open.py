@@ -87,6 +87,8 @@ def split_part_kind(path: str) -> str:
         return "not a kernel dump"
     except KdumpToolError as exc:
         return str(exc).removeprefix(f"{path}: ")
+    except OSError as exc:  # a directory, say
+        return (exc.strerror or str(exc)).lower()
 
 
 def open_dumps(paths: list[str], *, strict: bool = True) -> DumpReader:

@@ -96,7 +96,7 @@ def _same_text(out: bytes, path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("args", [["fsck", "-"], ["dmesg", "-"], ["vmcoreinfo", "-"], ["vtop", "-", ADDR],
-                                  ["ikconfig", "-"], ["info", "--pages", "-"]],
+                                  ["ikconfig", "-"], ["info", "--pages", "-"], ["symbols", "-", "init_task"]],
                          ids=lambda a: a[0])
 def test_commands_that_print_read_standard_input(args: list[str]) -> None:
     by_name = kdumptool(*[BUNDLED if a == "-" else a for a in args])

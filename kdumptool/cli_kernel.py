@@ -272,7 +272,7 @@ def triage(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None, jo
     from kdumptool.kernel.triage import triage as run_triage
 
     with _open_kernel(dump, vmcoreinfo_file, False) as kernel:
-        report = run_triage(kernel, paths=[] if "-" in dump else list(dump))
+        report = run_triage(kernel, paths=list(dump))  # "-": the copy of standard input again
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=1))
         return

@@ -171,18 +171,19 @@ _stdin_copy: tuple[SpooledSource, str] | None = None
 def _open_stdin(*, strict: bool) -> DumpReader:
     """Open standard input: copied on the first call, the same copy on every later one.
 
-    :raises UnknownFormatError: standard input is closed
+    :raises UnreadableInputError: standard input is closed or cannot be read
     """
     global _stdin_copy
     if _stdin_copy is None:
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:
-            raise UnknownFormatError("standard input is closed: there is no dump to read", path="<stdin>")
+            raise UnreadableInputError("standard input is closed: there is no dump to read",
+                                       path="<stdin>")
         try:
             head = flattened.read_full(stream, DETECT_BYTES)
         except OSError as exc:
-            raise UnknownFormatError(f"cannot read standard input: {exc.strerror or exc}",
-                                     path="<stdin>") from None
+            raise UnreadableInputError(f"cannot read standard input: {exc.strerror or exc}",
+                                       path="<stdin>") from None
         kind = compressed.detect(head)
         src, transport = _spool_stream(_Prefixed(head, stream), "<stdin>",  # type: ignore[arg-type]
                                        strict=strict, kind=kind, plain="stdin")

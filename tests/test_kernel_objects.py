@@ -205,7 +205,8 @@ def test_damaged_dumps_give_one_line_or_a_result(cmd: str, only: str) -> None:
     line naming the file (no traceback), within a generous CPU-time bound."""
     import resource
 
-    broken = sorted((CORPUS_ROOT / "x86_64-kdump-320m-6.12" / "broken").glob(f"*{only}*.zst" if only else "*.zst"))
+    pattern = f"*{only}*.zst" if only else "*.zst"
+    broken = sorted((CORPUS_ROOT / "x86_64-kdump-320m-6.12" / "broken").glob(pattern))
     assert broken
     for zst in broken:
         path = need_corpus_file(f"x86_64-kdump-320m-6.12/broken/{zst.name[:-4]}")

@@ -6,7 +6,9 @@ Spec: SPEC.md "VMCOREINFO"; upstream Linux ``kernel/crash_core.c``
 Keys come in kinds: plain (``OSRELEASE``, ``BUILD-ID``, ``PAGESIZE``,
 ``KERNELOFFSET`` (hex), ``CRASHTIME``, ``CONFIG_*``), and parameterised
 (``SYMBOL(name)`` hex address, ``SIZE(type)``, ``OFFSET(type.member)``,
-``LENGTH(name)``, ``NUMBER(name)`` decimal, possibly negative).
+``LENGTH(name)``, ``NUMBER(name)`` decimal, possibly negative, or ``0x`` hex: arm64's
+``kernel/crash_core.c`` prints ``NUMBER(kimage_voffset)``, ``NUMBER(PHYS_OFFSET)`` and
+``NUMBER(TCR_EL1_T1SZ)`` with ``0x%llx``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ class VmcoreInfo:
         return self._int(f"SYMBOL({name})", 16)
 
     def number(self, name: str) -> int:
-        return self._int(f"NUMBER({name})", 10)
+        """``NUMBER(name)``: decimal, or hex with a ``0x`` prefix (arm64 prints
+        ``kimage_voffset``, ``PHYS_OFFSET`` and ``TCR_EL1_T1SZ`` with ``0x%llx``)."""
+        key = f"NUMBER({name})"
+        text = self.require(key)
+        return self._int(key, 16 if text.lower().startswith(("0x", "-0x")) else 10)
 
     def size(self, name: str) -> int:
         return self._int(f"SIZE({name})", 10)

@@ -29,6 +29,18 @@ def test_typed_accessors_and_missing_keys() -> None:
     assert str(info.value) == "VMCOREINFO has no NUMBER(PG_buddy)"
 
 
+def test_number_reads_the_hex_values_arm64_prints() -> None:
+    """arm64 prints NUMBER(kimage_voffset), NUMBER(PHYS_OFFSET), NUMBER(TCR_EL1_T1SZ) and
+    NUMBER(KERNELPACMASK) as 0x%llx (values from the real arm64 dump in corpus/); other
+    NUMBERs are decimal, possibly negative."""
+    v = VmcoreInfo.parse(b"NUMBER(kimage_voffset)=0xffffa42695e00000\nNUMBER(TCR_EL1_T1SZ)=0x10\n"
+                         b"NUMBER(VA_BITS)=48\nNUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129\n")
+    assert v.number("kimage_voffset") == 0xFFFFA42695E00000
+    assert v.number("TCR_EL1_T1SZ") == 16
+    assert v.number("VA_BITS") == 48
+    assert v.number("PAGE_BUDDY_MAPCOUNT_VALUE") == -129
+
+
 @pytest.mark.parametrize("rel", ["x86_64-kdump-320m/vmcore.elf", "x86_64-qemu-256m/qemu-elf.vmcore"])
 def test_scan_finds_the_text_the_note_carries(rel: str) -> None:
     with open_dumps([str(need_corpus_file(rel))]) as reader:

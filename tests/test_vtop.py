@@ -269,5 +269,8 @@ def test_aarch64_translator_from_vmcoreinfo() -> None:
     assert xlat.walker.root == root and len(xlat.form.levels) == 4
     assert xlat.translate(va) == 0x7654678
     assert xlat.is_kernel_address(va) and not xlat.is_kernel_address(0x0000FFFF12345678)
-    v39 = VmcoreInfo.parse(text + b"NUMBER(TCR_EL1_T1SZ)=25\n")
+    # the kernel prints TCR_EL1_T1SZ as 0x%llx (arch/arm64/kernel/crash_core.c): 0x19 = 25
+    v39 = VmcoreInfo.parse(text + b"NUMBER(TCR_EL1_T1SZ)=0x19\n")
     assert len(Aarch64Translator(v39, a64_memory(tables)).form.levels) == 3
+    v39_decimal = VmcoreInfo.parse(text + b"NUMBER(TCR_EL1_T1SZ)=25\n")
+    assert len(Aarch64Translator(v39_decimal, a64_memory(tables)).form.levels) == 3

@@ -14,7 +14,7 @@ on the same two calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,6 +135,10 @@ class DumpReader:
     """
 
     info: DumpInfo
+    #: Maps an address held in a page-table entry to the dump's physical address space, for
+    #: dumps whose page tables hold other frames (a Xen PV guest's dump-core holds machine
+    #: frames: :class:`~kdumptool.formats.xen_core.XenCoreReader`); None: the same space.
+    frame_map: Callable[[int], int] | None = None
 
     def __init__(self, source: ByteSource, *, strict: bool = True) -> None:
         self.source = source

@@ -285,3 +285,37 @@ def test_converted_with_vmcoreinfo_opens_in_peers(real_core: Path, tmp_path: Pat
     assert_peers_read(out, sample)
     with open_dump(str(out)) as r:
         assert r.info.release == RELEASE
+
+
+# --- PV page tables hold machine frames ---------------------------------------------------------
+
+
+def test_pv_page_tables_are_walked_through_the_p2m() -> None:
+    """A PV guest's page tables hold machine frames (real dump-core files: see
+    test_real_xen.py); the walker maps each table and the final frame back through .xen_p2m
+    (the builder's p2m: gmfn = pfn + 0x100000)."""
+    from kdumptool.vtop.walker import TranslationError, Walker
+    from kdumptool.vtop.x86_64 import FOUR_LEVEL, decoder
+
+    machine = 0x100000
+    va = 0xFFFF888000123000
+    pages = dict(PAGES)
+    for level, pfn in enumerate((1, 2, 3, 4)):
+        table = bytearray(4096)
+        nxt = pfn + 1 if level < 3 else 0x77
+        struct.pack_into("<Q", table, ((va >> (39 - 9 * level)) & 511) * 8,
+                         ((nxt + machine) << 12) | 0x67)
+        pages[pfn] = bytes(table)
+    r = open_bytes(build_xc_core(pages, hvm=False))
+    assert r.frame_map is not None
+    walker = Walker(FOUR_LEVEL, decoder(), 1 << 12, r.read, frame_map=r.frame_map)
+    assert walker.translate(va + 0x10) == 0x77010
+    assert r.read(walker.translate(va), 4096) == PAGES[0x77]
+    with pytest.raises(TranslationError, match=r"pgd\[273\].* is not present|cannot be read"):
+        Walker(FOUR_LEVEL, decoder(), 1 << 12, r.read).translate(va)  # tables read as pfns
+    pages[4] = struct.pack("<Q", (0x5555 << 12) | 0x67) * 512  # a frame that is not the guest's
+    r = open_bytes(build_xc_core(pages, hvm=False))
+    walker = Walker(FOUR_LEVEL, decoder(), 1 << 12, r.read, frame_map=r.frame_map)
+    with pytest.raises(TranslationError, match="machine frame 0x5555, which is not one of the guest's"):
+        walker.translate(va)
+    assert open_bytes(build_xc_core(PAGES, hvm=True)).frame_map is None  # HVM: guest frames

@@ -34,7 +34,8 @@ def translator_for(reader: DumpReader) -> X86_64Translator | Aarch64Translator:
         raise KdumpToolError(f"{info.path}: the dump has no VMCOREINFO, which address "
                              "translation needs (supply it with -i FILE)")
     if info.machine == "x86_64":
-        return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base)
+        return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base,
+                                frame_map=reader.frame_map)
     if info.machine == "aarch64" and info.endian == "<":
         return Aarch64Translator(info.vmcoreinfo, reader.read)
     raise KdumpToolError(f"{info.path}: address translation supports x86_64 and little-endian "

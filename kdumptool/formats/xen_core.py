@@ -30,7 +30,7 @@ import construct as cs
 import numpy as np
 
 from kdumptool.dump import DumpInfo, Note
-from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
+from kdumptool.errors import CorruptDumpError, KdumpToolError, TruncatedDumpError, UnknownFormatError
 from kdumptool.formats.elf import (
     ELFCLASS32,
     ELFCLASS64,
@@ -355,7 +355,9 @@ class XenCoreReader(PfnIndexReader):
                 got=f"{size:#x}")
         raw = self.source.pread(table.sh_offset, have * entry)
         if entry == 16:
-            pfns = np.frombuffer(raw, _p2m_dtype(self.endian), have)["pfn"].astype(np.uint64)
+            rows = np.frombuffer(raw, _p2m_dtype(self.endian), have)
+            pfns = rows["pfn"].astype(np.uint64)
+            self._machine_frames(rows)
         else:
             pfns = np.frombuffer(raw, f"{self.endian}u8", have).astype(np.uint64)
         idx = np.arange(have, dtype=np.int64)
@@ -373,6 +375,28 @@ class XenCoreReader(PfnIndexReader):
         pfn_sorted, off_sorted, self.duplicates = last_wins(pfns[valid].astype(np.int64), off)
         self.unordered = bool(np.any(np.diff(pfns[valid].astype(np.int64)) < 0))
         self.set_index(pfn_sorted, off_sorted)
+
+    def _machine_frames(self, rows: np.ndarray) -> None:
+        """PV guests: their page tables hold machine frames (``gmfn``), which the walker maps
+        back to the guest's frames through ``.xen_p2m`` (:attr:`frame_map`)."""
+        ok = (rows["pfn"] != INVALID_PFN) & (rows["gmfn"] != INVALID_PFN) & (rows["pfn"] < MAX_PFN)
+        gmfns, pfns = rows["gmfn"][ok].astype(np.uint64), rows["pfn"][ok].astype(np.int64)
+        order = np.argsort(gmfns, kind="stable")
+        self._gmfns, self._gmfn_pfns = gmfns[order], pfns[order]
+        self.frame_map = self.machine_to_phys
+
+    def machine_to_phys(self, maddr: int) -> int:
+        """The guest physical address of machine address ``maddr`` (PV guests).
+
+        :raises KdumpToolError: the machine frame is not one of the guest's
+        """
+        ps = self.info.page_size
+        mfn = maddr // ps
+        k = int(np.searchsorted(self._gmfns, np.uint64(mfn)))
+        if k == len(self._gmfns) or int(self._gmfns[k]) != mfn:
+            raise KdumpToolError(f"machine frame {mfn:#x}, which is not one of the guest's "
+                                 f"({SEC_P2M})")
+        return int(self._gmfn_pfns[k]) * ps + maddr % ps
 
     # --- CPU state, details ---------------------------------------------------------------
     def _cpu_state(self) -> list[Note]:

@@ -108,11 +108,16 @@ class Walker:
     :param root: physical address of the top-level table
     :param read_phys: reads physical memory (raises on missing pages)
     :param cache_tables: page-table pages kept in memory
+    :param frame_map: maps an address held in an entry (next table or page frame) to a
+        physical address, one base page at a time (Xen PV: machine to pseudo-physical);
+        None when entries hold physical addresses
     """
 
     def __init__(self, form: PagingForm, decoder: PteDecoder, root: int,
-                 read_phys: Callable[[int, int], bytes], *, cache_tables: int = 256) -> None:
+                 read_phys: Callable[[int, int], bytes], *, cache_tables: int = 256,
+                 frame_map: Callable[[int], int] | None = None) -> None:
         self.form, self.decoder, self.root, self.read_phys = form, decoder, root, read_phys
+        self.frame_map = frame_map
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_tables
 
@@ -152,9 +157,23 @@ class Walker:
             if last or self.decoder.leaf(entry, depth):
                 size = 1 << lvl.shift
                 base = self.decoder.address(entry, depth) & ~(size - 1)
-                return Walk(vaddr, base | (vaddr & (size - 1)), size, steps)
+                if self.frame_map is None:
+                    return Walk(vaddr, base | (vaddr & (size - 1)), size, steps)
+                page = 1 << self.form.page_shift
+                held = base | (vaddr & (size - 1) & ~(page - 1))
+                paddr = self._mapped(held, vaddr, lvl.name, index, entry, table)
+                return Walk(vaddr, paddr | (vaddr & (page - 1)), page, steps)
             table = self.decoder.address(entry, depth)
+            if self.frame_map is not None:
+                table = self._mapped(table, vaddr, lvl.name, index, entry, steps[-1].table)
         raise AssertionError("unreachable")
+
+    def _mapped(self, held: int, vaddr: int, level: str, index: int, entry: int, table: int) -> int:
+        assert self.frame_map is not None
+        try:
+            return self.frame_map(held)
+        except KdumpToolError as exc:
+            raise TranslationError(vaddr, level, index, entry, table, f"names {exc}") from None
 
     def translate(self, vaddr: int) -> int:
         return self.walk(vaddr).paddr

@@ -51,10 +51,12 @@ class X86_64Translator:
     :param vmcoreinfo: needs ``SYMBOL(init_top_pgt)`` (or ``init_level4_pgt``) and
         ``NUMBER(phys_base)`` (or ``phys_base``)
     :param read_phys: reads physical memory of the dump
+    :param frame_map: see :class:`~kdumptool.vtop.walker.Walker` (Xen PV dump-core)
     """
 
     def __init__(self, vmcoreinfo: VmcoreInfo, read_phys: Callable[[int, int], bytes],
-                 *, phys_base: int | None = None) -> None:
+                 *, phys_base: int | None = None,
+                 frame_map: Callable[[int], int] | None = None) -> None:
         self.vmcoreinfo = vmcoreinfo
         self.phys_base = phys_base
         five = vmcoreinfo.has("NUMBER(pgtable_l5_enabled)") and vmcoreinfo.number("pgtable_l5_enabled")
@@ -69,7 +71,7 @@ class X86_64Translator:
         self.image_size = (vmcoreinfo.number("KERNEL_IMAGE_SIZE")
                            if vmcoreinfo.has("NUMBER(KERNEL_IMAGE_SIZE)") else 1 << 30)
         root = self.image_to_phys(top)
-        self.walker = Walker(self.form, decoder(sme), root, read_phys)
+        self.walker = Walker(self.form, decoder(sme), root, read_phys, frame_map=frame_map)
 
     def in_image(self, vaddr: int) -> bool:
         return START_KERNEL_MAP_X86_64 <= vaddr < START_KERNEL_MAP_X86_64 + self.image_size

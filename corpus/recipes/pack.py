@@ -38,8 +38,12 @@ PLANS: dict[str, list[tuple[str, str, str | None, str]]] = {
          "QMP stop + dump-guest-memory format=elf paging=false (QEMU 7.2), before the crash"),
     ],
     "xen": [
-        ("domu.core", "domu.core", None, "xl dump-core domu (Xen 4.17, dom0), domain paused"),
-        ("domu.save", "domu.save", "domu.core", "xl save domu (right after the dump-core)"),
+        ("domu.core", "domu.core", None,
+         "xl dump-core domu (Xen 4.17 xl in dom0), PV guest paused right after xl save -p"),
+        ("domu.save", "domu.save", "domu.core", "xl save -p domu (Xen 4.17), PV guest"),
+        ("domu-pvh.core", "domu-pvh.core", "domu.core",
+         "xl dump-core domu-pvh, PVH guest paused right after xl save -p"),
+        ("domu-pvh.save", "domu-pvh.save", "domu-pvh.core", "xl save -p domu-pvh, PVH guest"),
     ],
 }
 TEXT = {
@@ -49,9 +53,11 @@ TEXT = {
               "guest-info/uname-a.txt", "guest-info/cmdline.txt", "guest-info/iomem.txt",
               "guest-info/meminfo.txt", "guest-info/dmesg-precrash.txt", "guest-info/kallsyms.gz",
               "serial.log", "qemu-cmdline.txt", "qmp-log.jsonl"],
-    "xen": ["domu-console.log", "xl-info.txt", "xl-create.txt", "xl-list.txt", "xl-vcpu-list.txt",
-            "xl-dump-core.txt", "xl-save.txt", "xl-dmesg.txt", "serial.log", "qemu-cmdline.txt",
-            "guest-info/uname-r.txt", "guest-info/uname-a.txt", "guest-info/kallsyms.gz"],
+    "xen": [f"{g}{suffix}" for g in ("domu", "domu-pvh")
+            for suffix in ("-guest-info/console.log", "-xl-create.txt", "-xl-list.txt", "-xl-vcpu-list.txt",
+                           "-xl-dump-core.txt", "-xl-save.txt", "-guest-info/uname-r.txt",
+                           "-guest-info/uname-a.txt", "-guest-info/kallsyms.gz")]
+    + ["xl-info.txt", "xl-dmesg.txt", "serial.log", "qemu-cmdline.txt"],
 }
 
 
@@ -94,16 +100,23 @@ def makedumpfile_report(text: str) -> dict[str, int]:
 
 
 def domu_console_facts(out: Path) -> None:
-    """Split the domU's console log into guest-info/ (uname, kallsyms)."""
-    log = (out / "domu-console.log").read_text(errors="replace")
-    gi = out / "guest-info"
-    gi.mkdir(exist_ok=True)
-    for tag, fname in (("KDT-DOMU-UNAME-R ", "uname-r.txt"), ("KDT-DOMU-UNAME-A ", "uname-a.txt")):
-        line = next(ln for ln in log.splitlines() if ln.startswith(tag))
-        (gi / fname).write_text(line[len(tag):].strip() + "\n")
-    body = log.split("KDT-DOMU-KALLSYMS-BEGIN", 1)[1].split("KDT-DOMU-KALLSYMS-END", 1)[0]
-    (gi / "kallsyms.gz").write_bytes(base64.b64decode("".join(body.split())))
-    gzip.decompress((gi / "kallsyms.gz").read_bytes())  # must be a whole gzip stream
+    """Split each guest's console log into NAME-guest-info/ (uname, kallsyms)."""
+    for guest in ("domu", "domu-pvh"):
+        if not (out / f"{guest}-console.log").is_file():
+            continue
+        log = (out / f"{guest}-console.log").read_text(errors="replace")
+        gi = out / f"{guest}-guest-info"
+        gi.mkdir(exist_ok=True)
+        for tag, fname in (("KDT-DOMU-UNAME-R ", "uname-r.txt"), ("KDT-DOMU-UNAME-A ", "uname-a.txt")):
+            line = next(ln for ln in log.splitlines() if ln.startswith(tag))
+            (gi / fname).write_text(line[len(tag):].strip() + "\n")
+        body = log.split("KDT-DOMU-KALLSYMS-BEGIN", 1)[1].split("KDT-DOMU-KALLSYMS-END", 1)[0]
+        (gi / "kallsyms.gz").write_bytes(base64.b64decode("".join(body.split())))
+        gzip.decompress((gi / "kallsyms.gz").read_bytes())  # must be a whole gzip stream
+        n = len(body.split())
+        head, tail = log.split("KDT-DOMU-KALLSYMS-BEGIN", 1)[0], log.split("KDT-DOMU-KALLSYMS-END", 1)[1]
+        (gi / "console.log").write_text(f"{head}KDT-DOMU-KALLSYMS-BEGIN\n[{n} lines of base64 left "
+                                        f"out: decoded as kallsyms.gz]\nKDT-DOMU-KALLSYMS-END{tail}")
 
 
 def compress(src: Path, dst: Path, ref: Path | None) -> None:

@@ -286,12 +286,43 @@ def libxc_stream(batches: Sequence[Sequence[tuple[int, int, bytes | None]]], *,
     return out
 
 
-def hvm_tail(endian: str = "<") -> list[bytes]:
-    """Records an HVM save puts after the pages: TSC_INFO, HVM_PARAMS, HVM_CONTEXT (opaque)."""
+#: ``struct hvm_hw_cpu`` as Xen 4.17 saves it (the real PVH save of corpus/xen-4.17-domu-96m:
+#: a CPU record of 1032 bytes); ``HVM_CPU_FIELDS`` are the 64-bit fields from ``rax`` on, in
+#: ``public/arch-x86/hvm/save.h`` order, at offset 512 (after ``fpu_regs``).
+HVM_CPU_SIZE = 1032
+HVM_CPU_FIELDS = ("rax", "rbx", "rcx", "rdx", "rbp", "rsi", "rdi", "rsp", "r8", "r9", "r10",
+                  "r11", "r12", "r13", "r14", "r15", "rip", "rflags", "cr0", "cr2", "cr3", "cr4")
+HVM_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldtr")
+
+
+def hvm_cpu_record(regs: Mapping[str, int], endian: str = "<") -> bytes:
+    """One ``hvm_hw_cpu``: registers by name (``HVM_CPU_FIELDS``, ``<seg>_sel``, ``<seg>_base``)."""
+    e = endian
+    out = bytearray(HVM_CPU_SIZE)
+    struct.pack_into(f"{e}{len(HVM_CPU_FIELDS)}Q", out, 512, *(regs.get(f, 0) for f in HVM_CPU_FIELDS))
+    sel_at = 512 + 8 * len(HVM_CPU_FIELDS) + 6 * 8  # after dr0-dr3, dr6, dr7
+    struct.pack_into(f"{e}8I", out, sel_at, *(regs.get(f"{s}_sel", 0) for s in HVM_SEGMENTS))
+    base_at = sel_at + 8 * 4 + 10 * 4  # after the 8 selectors and the 10 limits
+    struct.pack_into(f"{e}8Q", out, base_at, *(regs.get(f"{s}_base", 0) for s in HVM_SEGMENTS))
+    return bytes(out)
+
+
+def hvm_context_blob(cpus: Sequence[Mapping[str, int]] = (), endian: str = "<") -> bytes:
+    """``XEN_DOMCTL_gethvmcontext``'s blob: ``hvm_save_descriptor`` {u16 typecode, u16 instance,
+    u32 length} + data for HEADER (1; magic 0x54381286, version 1), one CPU (2) per vCPU, END (0)."""
+    e = endian
+    out = struct.pack(f"{e}HHI", 1, 0, 24) + struct.pack(f"{e}IIQII", 0x54381286, 1, 0, 0x906ED, 0)
+    for k, regs in enumerate(cpus):
+        out += struct.pack(f"{e}HHI", 2, k, HVM_CPU_SIZE) + hvm_cpu_record(regs, e)
+    return out + struct.pack(f"{e}HHI", 0, 0, 0)
+
+
+def hvm_tail(endian: str = "<", cpus: Sequence[Mapping[str, int]] = ()) -> list[bytes]:
+    """Records an HVM save puts after the pages: TSC_INFO, HVM_PARAMS, HVM_CONTEXT."""
     tsc = struct.pack(f"{endian}IIQII", 0, 2000000, 123456789, 1, 0)
     params = struct.pack(f"{endian}II", 1, 0) + struct.pack(f"{endian}QQ", 2, 0xFEFFF)
     return [record(REC_X86_TSC_INFO, tsc, endian=endian), record(REC_HVM_PARAMS, params, endian=endian),
-            record(REC_HVM_CONTEXT, b"\x86\x12\x38\x54" + bytes(61), endian=endian)]
+            record(REC_HVM_CONTEXT, hvm_context_blob(cpus, endian), endian=endian)]
 
 
 def libxl_stream(libxc: bytes, *, version: int = 2, options: int = 0, ident: bytes = b"LibxlFmt",

@@ -131,6 +131,22 @@ def test_pv_stream_carries_width_and_vcpu_state() -> None:
     assert r.info.machine == "i386" and r.info.word_size == 4
 
 
+def test_hvm_stream_cpu_records_become_prstatus_notes() -> None:
+    """The HVM_CONTEXT blob's CPU records (hvm_hw_cpu, one per vCPU; shaped as in the real PVH
+    save of corpus/xen-4.17-domu-96m) become NT_PRSTATUS notes."""
+    cpus = [{"rip": 0xFFFFFFFF81A43C83 + k, "rsp": 0xFFFFC90000093E40, "rax": 7, "r15": 15,
+             "cs_sel": 0x10, "ss_sel": 0x18, "gs_base": 0xFFFF888005A00000 + k, "fs_base": 3,
+             "cr3": 0x2A0C000} for k in (0, 1)]
+    r = open_bytes(libxc_stream(BATCHES, after=hvm_tail(cpus=cpus)))
+    assert r.info.nr_cpus == 2
+    pr = [parse_prstatus(n.desc, "x86_64", "<").pr_reg for n in r.info.notes]
+    assert [p.rip for p in pr] == [0xFFFFFFFF81A43C83, 0xFFFFFFFF81A43C84]
+    assert (pr[1].rsp, pr[1].rax, pr[1].r15, pr[1].cs, pr[1].ss, pr[1].fs_base, pr[1].gs_base) == \
+        (0xFFFFC90000093E40, 7, 15, 0x10, 0x18, 3, 0xFFFF888005A00001)
+    assert [n.desc[32:36] for n in r.info.notes] == [b"\x01\0\0\0", b"\x02\0\0\0"]  # pr_pid
+    assert open_bytes(libxc_stream(BATCHES, after=hvm_tail())).info.notes == []  # no CPU record
+
+
 def test_checkpointed_libxl_stream_resumes_libxc_after_checkpoint_end() -> None:
     first = libxc_stream(BATCHES, end=False) + record(REC_CHECKPOINT)
     second = page_data([(5, NOTAB, page_for(505))]) + record(REC_END)

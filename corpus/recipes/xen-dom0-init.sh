@@ -44,14 +44,26 @@ dump_guest() {
   while [ $t -lt 1200 ] && ! grep -q KDT-DOMU-READY $LOG 2>/dev/null; do sleep 5; t=$((t+5)); done
   say "$n ready after ${t}s"; xl list > $O/$n-xl-list.txt 2>&1
   sleep 5
-  xl -v save -p $n $O/$n.save > $O/$n-xl-save.txt 2>&1; say "xl save $n rc=$?"
-  xl vcpu-list $n > $O/$n-xl-vcpu-list.txt 2>&1
-  xl -v dump-core $n $O/$n.core > $O/$n-xl-dump-core.txt 2>&1; say "xl dump-core $n rc=$?"
-  xl destroy $n
   cp $LOG $O/$n-console.log
+  if [ "$CORE_FIRST" = 1 ]; then
+    # dump-core of a running (paused) guest, then save: memory moves a little in between
+    xl pause $n
+    xl vcpu-list $n > $O/$n-xl-vcpu-list.txt 2>&1
+    xl -v dump-core $n $O/$n.core > $O/$n-xl-dump-core.txt 2>&1; say "xl dump-core $n rc=$?"
+    xl unpause $n
+    xl -v save $n $O/$n.save > $O/$n-xl-save.txt 2>&1; say "xl save $n rc=$?"
+  else
+    xl -v save -p $n $O/$n.save > $O/$n-xl-save.txt 2>&1; say "xl save $n rc=$?"
+    xl vcpu-list $n > $O/$n-xl-vcpu-list.txt 2>&1
+    xl -v dump-core $n $O/$n.core > $O/$n-xl-dump-core.txt 2>&1; say "xl dump-core $n rc=$?"
+  fi
+  xl destroy $n 2>/dev/null
 }
 # kdt_guests=a,b on the command line picks the guests (default: both)
 GUESTS=$(sed -n 's/.*kdt_guests=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+# kdt_core_first=1: dump-core before the save (a PVH guest's dump-core after "xl save -p"
+# stalled at 80 MiB for more than 10 minutes, twice)
+CORE_FIRST=$(sed -n 's/.*kdt_core_first=\([01]\).*/\1/p' /proc/cmdline)
 for g in ${GUESTS:-domu domu-pvh}; do dump_guest $g; done
 xl dmesg > $O/xl-dmesg.txt 2>&1
 ls -la $O > $O/ls.txt

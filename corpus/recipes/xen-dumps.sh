@@ -10,7 +10,8 @@
 # Environment: OUT (default /work/evidence-build/xen-out), WORK (default
 #   /work/evidence-build/xen), KVER (default 6.1.0-56-amd64), RAM (MiB, default 1024),
 #   DOMU_MB (default 96), CPU_PIN (default 1), TMO (seconds, default 3600), XEN_CPU
-#   (QEMU -cpu, default max,la57=off,-smap,-smep,-rdtscp), GUESTS (default domu,domu-pvh).
+#   (QEMU -cpu, default max,la57=off,-smap,-smep,-rdtscp), GUESTS (default domu,domu-pvh),
+#   CORE_FIRST (1: dump-core of the paused guest, then xl save; default 0: xl save -p first).
 # Time (2 shared cores, TCG): Xen + dom0 ~1 min, PV guest ~2 min, PVH guest ~6 min to boot;
 # the PVH dump-core maps each of its ~1M guest frames (up to 4 GiB) one by one: ~30+ min.
 set -euo pipefail
@@ -121,7 +122,7 @@ XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=1 l
 CMD=(nice -n 10 taskset -c "$CPU_PIN" timeout "$TMO" qemu-system-x86_64 -machine pc -accel tcg
   -cpu "$XEN_CPU" -m "$RAM" -smp 1
   -kernel "$WORK/xen.elf" -append "$XEN_ARGS"
-  -initrd "$VMLINUZ console=hvc0 earlyprintk=xen kdt_guests=${GUESTS//,/,,},$WORK/dom0.cpio.gz"
+  -initrd "$VMLINUZ console=hvc0 earlyprintk=xen kdt_guests=${GUESTS//,/,,} kdt_core_first=${CORE_FIRST:-0},$WORK/dom0.cpio.gz"
   -drive "file=$R/out.img,format=raw,if=virtio"
   -display none -serial "file:$R/serial.log" -monitor none -no-reboot)
 echo "${CMD[*]}" > "$OUT/qemu-cmdline.txt"

@@ -34,7 +34,7 @@ import numpy as np
 from kdumptool.dump import DumpInfo, Note
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
 from kdumptool.formats.pfn_index import MAX_PFN, NO_DATA, PfnIndexReader, last_wins
-from kdumptool.formats.xen_vcpu import context_to_prstatus, parse_context
+from kdumptool.formats.xen_vcpu import context_to_prstatus, hvm_context_notes, parse_context
 from kdumptool.schema import ints, parse_at
 from kdumptool.transport.source import ByteSource
 
@@ -64,6 +64,9 @@ REC_TYPES = {
     0x12: "X86_MSR_POLICY",
 }
 REC_END, REC_PAGE_DATA, REC_X86_PV_INFO, REC_X86_PV_VCPU_BASIC = 0x00, 0x01, 0x02, 0x04
+REC_HVM_CONTEXT = 0x09
+#: HVM context blobs larger than this are not searched for CPU records (a few KiB per vCPU).
+HVM_CONTEXT_MAX = 1 << 20
 REC_CHECKPOINT = 0x0E
 # libxl record types (libxl_sr_stream_format.h REC_TYPE_*)
 LIBXL_REC_TYPES = {0: "END", 1: "LIBXC_CONTEXT", 2: "EMULATOR_XENSTORE_DATA",
@@ -120,6 +123,7 @@ class _Scan:
     page_copies: int = 0
     vcpus: dict[int, int] = field(default_factory=dict)  # vcpu_id -> offset of its context
     vcpu_size: dict[int, int] = field(default_factory=dict)
+    hvm_context: tuple[int, int] | None = None  # (offset, length) of the last HVM_CONTEXT
     checkpoints: int = 0
 
 
@@ -306,6 +310,8 @@ class XenStreamReader(PfnIndexReader):
                 return None, pos
             elif rh.type == REC_X86_PV_INFO and rh.length >= 8:
                 self.guest_width = st["x86_pv_info"].parse(self.source.pread(body_at, 8)).guest_width
+            elif rh.type == REC_HVM_CONTEXT:
+                self.scan.hvm_context = (body_at, rh.length)
             elif rh.type == REC_X86_PV_VCPU_BASIC and rh.length >= 8:
                 vcpu = st["vcpu_hdr"].parse(self.source.pread(body_at, 8)).vcpu_id
                 self.scan.vcpus[vcpu] = body_at + 8
@@ -423,7 +429,12 @@ class XenStreamReader(PfnIndexReader):
             d["truncated_at"] = self.size
 
     def _cpu_notes(self, machine: str) -> list[Note]:
-        """PV guests: their X86_PV_VCPU_BASIC contexts as NT_PRSTATUS notes."""
+        """PV guests: their X86_PV_VCPU_BASIC contexts as NT_PRSTATUS notes; HVM guests: the
+        CPU records of the HVM_CONTEXT blob."""
+        if machine == "x86_64" and not self.scan.vcpus and self.scan.hvm_context is not None:
+            off, length = self.scan.hvm_context
+            blob = self.source.pread(off, min(length, HVM_CONTEXT_MAX))
+            return hvm_context_notes(blob, self.libxc_endian)[0]
         if machine not in ("x86_64", "i386") or not self.scan.vcpus:
             return []
         layout = "x86_64" if machine == "x86_64" else "x86_32"

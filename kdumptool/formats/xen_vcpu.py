@@ -4,7 +4,9 @@ Spec: SPEC.md §13.1 (CPU state). Upstream Xen ``xen/include/public/arch-x86/xen
 (``struct vcpu_guest_context``, ``struct trap_info``), ``arch-x86/xen-x86_64.h`` and
 ``xen-x86_32.h`` (``struct cpu_user_regs``), ``xen/arch/x86/domctl.c``
 (``arch_get_info_guest``: which fields an HVM or PV vCPU fills, and where the active GS base
-goes). Xen tools store each context in a slot of ``sizeof(vcpu_guest_context_any_t)`` = 5168
+goes); ``xen/include/public/hvm/save.h`` and ``arch-x86/hvm/save.h`` (the HVM context blob of
+a save stream: ``struct hvm_save_descriptor`` records, ``struct hvm_hw_cpu``). Xen tools
+store each context in a slot of ``sizeof(vcpu_guest_context_any_t)`` = 5168
 bytes (the x86_64 layout, the larger one); a 32-bit PV guest's context uses the x86_32 layout
 at the start of its slot.
 
@@ -153,4 +155,55 @@ def prstatus_notes(blob: bytes, count: int, stride: int, layout: str, *, hvm: bo
             break
         notes.append(context_to_prstatus(ctx, layout, pid=k + 1, hvm=hvm, endian=endian))
         cr3.append(int(ctx.ctrlreg[3]))
+    return notes, cr3
+
+
+#: HVM save record type codes (``public/arch-x86/hvm/save.h``): END 0, HEADER 1, CPU 2.
+HVM_SAVE_END, HVM_SAVE_CPU = 0, 2
+_HVM_GPRS = ("rax", "rbx", "rcx", "rdx", "rbp", "rsi", "rdi", "rsp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15")
+_SEGS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldtr")
+
+
+@functools.cache
+def hvm_hw_cpu_struct(endian: str = "<") -> cs.Struct:
+    """The head of ``struct hvm_hw_cpu`` up to ``gdtr_base`` (888 bytes; the record is longer)."""
+    i = ints(endian)
+    return cs.Struct(
+        "fpu_regs" / cs.Bytes(512),
+        *(name / i.u64 for name in _HVM_GPRS),
+        "rip" / i.u64, "rflags" / i.u64,
+        "cr0" / i.u64, "cr2" / i.u64, "cr3" / i.u64, "cr4" / i.u64,
+        "dr" / cs.Array(6, i.u64),
+        *(f"{name}_sel" / i.u32 for name in _SEGS),
+        "limits" / cs.Array(10, i.u32),
+        *(f"{name}_base" / i.u64 for name in (*_SEGS, "idtr", "gdtr")),
+    )
+
+
+def hvm_context_notes(blob: bytes, endian: str = "<") -> tuple[list[Note], list[int]]:
+    """``NT_PRSTATUS`` notes (pid = vCPU + 1) and CR3s of the CPU records of an HVM context
+    blob (``hvm_save_descriptor`` {u16 typecode, u16 instance, u32 length} + data, up to END).
+    ``gs_base`` is the segment's base, the one active in the saved mode."""
+    cpu = hvm_hw_cpu_struct(endian)
+    desc = ints(endian)
+    notes, cr3 = [], []
+    pos = 0
+    while pos + 8 <= len(blob):
+        typecode, instance = desc.u16.parse(blob[pos:pos + 2]), desc.u16.parse(blob[pos + 2:pos + 4])
+        length = desc.u32.parse(blob[pos + 4:pos + 8])
+        data = blob[pos + 8:pos + 8 + length]
+        if typecode == HVM_SAVE_END or len(data) < length:
+            break
+        if typecode == HVM_SAVE_CPU and length >= cpu.sizeof():
+            c = cpu.parse(data[:cpu.sizeof()])
+            regs = {name: c[name] for name in _GPRS_64}
+            regs.update(orig_rax=0, rip=c.rip, cs=c.cs_sel, rflags=c.rflags, rsp=c.rsp,
+                        ss=c.ss_sel, fs_base=c.fs_base, gs_base=c.gs_base, ds=c.ds_sel,
+                        es=c.es_sel, fs=c.fs_sel, gs=c.gs_sel)
+            values = _common(instance + 1)
+            values["pr_reg"] = regs
+            notes.append(Note(b"CORE", NT_PRSTATUS, prstatus_struct("x86_64", endian).build(values)))
+            cr3.append(int(c.cr3))
+        pos += 8 + length
     return notes, cr3

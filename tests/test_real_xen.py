@@ -125,7 +125,7 @@ def test_symbols_equal_the_guest_kallsyms(name: str) -> None:
         assert kernel.origin.source == "memory"  # no VMCOREINFO note: found in memory
         ours = [s.kallsyms_line() for s in kernel.core_symbols]
         uts = kernel.symbol("init_uts_ns") + kernel.vmcoreinfo.offset("uts_namespace.name")
-        fields = [kernel.read(uts + 65 * i, 65).split(b"\0")[0].decode() for i in range(5)]
+        fields = [kernel.read_virtual(uts + 65 * i, 65).split(b"\0")[0].decode() for i in range(5)]
     assert ours == want
     uname = text(f"{guest}-guest-info/uname-a.txt").split()
     assert fields[0] == "Linux" and fields[2] == uname[2] and fields[4] == "x86_64"

@@ -111,6 +111,9 @@ def domu_console_facts(out: Path) -> None:
             line = next(ln for ln in log.splitlines() if ln.startswith(tag))
             (gi / fname).write_text(line[len(tag):].strip() + "\n")
         body = log.split("KDT-DOMU-KALLSYMS-BEGIN", 1)[1].split("KDT-DOMU-KALLSYMS-END", 1)[0]
+        # kernel messages on the same console may land inside the block ("[  148.120981]
+        # hrtimer: interrupt took ... ns" in the middle of a line): drop them
+        body = re.sub(r"\[\s*\d+\.\d+\][^\n]*", "", body)
         (gi / "kallsyms.gz").write_bytes(base64.b64decode("".join(body.split())))
         gzip.decompress((gi / "kallsyms.gz").read_bytes())  # must be a whole gzip stream
         n = len(body.split())

@@ -20,6 +20,7 @@ if [ $n_kb -gt 0 ]; then
   yes "KDT-XEN-DOMU-FREED-MARKER-5a5a5a5a" | head -c $(( n_kb * 1024 )) > /mnt/fill/fill.txt
   rm -f /mnt/fill/fill.txt; umount /mnt/fill
 fi
+dmesg -n 1   # no kernel messages inside the base64 block below
 echo "KDT-DOMU-UNAME-R $(uname -r)"
 echo "KDT-DOMU-UNAME-A $(uname -a)"
 echo "KDT-DOMU-KALLSYMS-BEGIN"

@@ -29,6 +29,8 @@ from kdumptool.vmcoreinfo import VmcoreInfo
 SET = "aarch64-kdump-384m"
 #: every dump of the set: the kdump vmcore, makedumpfile's two -d 31 outputs, QEMU's ELF
 DUMPS = ["vmcore.elf", "d31.kdump", "E-d31.elf", "qemu-elf.vmcore"]
+#: makedumpfile at the single levels (the same arm64 binary, on the host: arm64-derive.sh)
+LEVELS = [1, 2, 4, 8, 16]
 FORMATS = {"vmcore.elf": "elf64", "d31.kdump": "kdump", "E-d31.elf": "elf64", "qemu-elf.vmcore": "elf64"}
 #: dumps taken after the crash (the kdump path), whose log ends with the panic
 KDUMP_DUMPS = ["vmcore.elf", "d31.kdump", "E-d31.elf"]
@@ -55,7 +57,7 @@ def guest_symbol(name: str) -> int:
 
 def test_manifest_names_every_dump_with_its_recipe() -> None:
     m = sample_manifest(SET)
-    assert sorted(d["name"] for d in m["dumps"]) == sorted(DUMPS)
+    assert sorted(d["name"] for d in m["dumps"]) == sorted(DUMPS + [f"d{lv}.kdump" for lv in LEVELS])
     assert all(d["made_by"] for d in m["dumps"])
     assert (sample_path(SET, "../recipes/arm64-kdump.sh")).is_file()
 
@@ -128,6 +130,16 @@ def test_filtering_equals_makedumpfile_on_the_arm64_vmcore() -> None:
     assert counts["user"] == report["User process data pages"]
     assert counts["free"] == report["Free pages"]
     assert counts["remaining"] == int(theirs.sum())
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_filtering_equals_makedumpfile_at_each_level(level: int) -> None:
+    """Zero pages (1), page cache (2, 4), user data (8), free pages (16) of the arm64 vmcore:
+    the same pages as Debian's arm64 makedumpfile keeps at that level."""
+    ours = kept_by_selection(dump("vmcore.elf"), level)
+    theirs = bitmap2(dump(f"d{level}.kdump"))
+    assert np.array_equal(ours, theirs)
+    assert int(theirs.sum()) < 65536 or level == 1  # every level but 1 drops some RAM here
 
 
 def test_kept_pages_hold_the_vmcore_bytes() -> None:

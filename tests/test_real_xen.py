@@ -205,3 +205,16 @@ def test_conversion_opens_in_drgn(name: str, tmp_path: Path) -> None:
     ok, release = drgn_open_ok(out, isolate=True)
     assert ok, release
     assert release == text(f"{DUMPS[name][0]}-guest-info/uname-r.txt").strip()
+
+
+def test_ps_of_the_pv_core_walks_the_direct_map() -> None:
+    """Tasks live in the direct map, reached through the PV page tables (machine frames):
+    ``ps`` of the dump-core lists what it lists of the save, including the guest's shells."""
+    out = []
+    for name in ("domu.core", "domu.save"):
+        proc = kdumptool("ps", dump(name))
+        assert proc.returncode == 0, proc.stderr.decode()
+        out.append(proc.stdout.decode())
+    assert out[0] == out[1]
+    comms = [line.split()[-1] for line in out[0].splitlines()[1:]]
+    assert comms[:2] == ["swapper/0", "init"] and "sh" in comms and len(comms) > 40

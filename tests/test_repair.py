@@ -45,15 +45,19 @@ def test_split_set_is_clean_and_a_missing_part_is_named() -> None:
     assert code == 2 and report["findings"][0]["code"] == "split-part-missing"
 
 
-def _damage(name: str) -> dict:
-    return json.loads(corpus_path(f"{B}/{name}.json").read_text())
+#: The two real kdump sets: the 6.12 kernel's dumps were made by makedumpfile 1.7.9.
+SETS = (KD, f"{KD}-6.12")
+
+
+def _damage(name: str, kset: str = KD) -> dict:
+    return json.loads(corpus_path(f"{kset}/broken/{name}.json").read_text())
 
 
 # file, exit code, finding code, where it must point (json key or pfn-desc), needs --deep
 BROKEN = [
     ("c-d31-bad-signature.kdump", 3, "not-a-dump", "patched_at", False),
     ("c-d31-bad-blocksize.kdump", 1, "header-block-size", "patched_at", False),
-    ("E-d31-phnum0.elf", 3, "unreadable", "patched_at", False),
+    ("E-d31-phnum0.elf", 1, "elf-phnum", "patched_at", False),
     ("c-d31-bad-pd-offset.kdump", 2, "bad-descriptors", "desc", False),
     ("c-d31-bad-pd-size.kdump", 2, "bad-descriptors", "desc", False),
     ("c-d31-bad-page-data.kdump", 2, "corrupt-pages", "data", True),
@@ -72,14 +76,31 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("name,code,finding,where,deep", BROKEN, ids=[b[0] for b in BROKEN])
-def test_fsck_names_the_damage(name: str, code: int, finding: str, where: str, deep: bool) -> None:
-    path = need_corpus_file(f"{B}/{name}")
+def _each_set(cases: list) -> list:
+    """``cases`` on both kdump sets, as pytest params with readable ids."""
+    return [pytest.param(kset, *case, id=f"{kset.removeprefix(KD) or '6.1'}-{case[0]}")
+            for kset in SETS for case in cases]
+
+
+def test_every_broken_file_is_listed() -> None:
+    from corpus import dump_rels, need_corpus
+
+    need_corpus()
+    for kset in SETS:
+        names = {rel.rsplit("/", 1)[1] for rel in dump_rels() if rel.startswith(f"{kset}/broken/")}
+        assert names == {case[0] for case in BROKEN}, kset
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("kset,name,code,finding,where,deep", _each_set(BROKEN))
+def test_fsck_names_the_damage(kset: str, name: str, code: int, finding: str, where: str,
+                               deep: bool) -> None:
+    path = need_corpus_file(f"{kset}/broken/{name}")
     got, report = fsck(*(["--deep"] if deep else []), path)
     assert got == code, report
     hits = [f for f in report["findings"] if f["code"] == finding]
     assert hits, report["findings"]
-    d = _damage(name)
+    d = _damage(name, kset)
     expected = {"desc": lambda: d["page_desc"]["desc_file_offset"],
                 "data": lambda: d["page_desc"]["offset"]}.get(where, lambda: d[where])()
     assert hits[0]["offset"] == expected
@@ -87,21 +108,23 @@ def test_fsck_names_the_damage(name: str, code: int, finding: str, where: str, d
         assert d["pfn"] in lost_pfns(report)
 
 
-def _original(name: str) -> Path:
-    return need_corpus_file(f"{KD}/{_damage(name)['source']}")
+def _original(name: str, kset: str = KD) -> Path:
+    return need_corpus_file(f"{kset}/{_damage(name, kset)['source']}")
 
 
-REPAIRABLE = [b[0] for b in BROKEN if b[1] == 2 and b[2] != "bitmap-table-mismatch"]
+REPAIRABLE = [b[:1] for b in BROKEN if b[1] in (1, 2) and b[2] != "bitmap-table-mismatch"]
 
 
-@pytest.mark.parametrize("name", REPAIRABLE)
-def test_repair_keeps_every_surviving_page(tmp_path: Path, name: str) -> None:
-    src = need_corpus_file(f"{B}/{name}")
+@pytest.mark.corpus
+@pytest.mark.peer
+@pytest.mark.parametrize("kset,name", _each_set(REPAIRABLE))
+def test_repair_keeps_every_surviving_page(tmp_path: Path, kset: str, name: str) -> None:
+    src = need_corpus_file(f"{kset}/broken/{name}")
     out = tmp_path / "repaired"
     proc = kdumptool("repair", "--json", src, out)
     result = json.loads(proc.stdout)
     assert proc.returncode == result["exit_code"] == (1 if lost_pfns(result) else 0), proc.stderr.decode()
-    original, repaired = our_digests(_original(name)), our_digests(out)
+    original, repaired = our_digests(_original(name, kset)), our_digests(out)
     assert all(original.get(p) == d for p, d in repaired.items())
     assert set(original) - set(repaired) == lost_pfns(result)  # the lost ranges are exact
     assert fsck(out)[0] == 0  # the repaired file is consistent (marked incomplete)

@@ -249,6 +249,9 @@ class ElfReader(DumpReader):
             raise CorruptDumpError("unexpected program header size", path=path,
                                    offset=0x36 if self.elf_class == 2 else 0x2A,
                                    expected=s.Phdr.sizeof(), got=eh.e_phentsize)
+        #: e_phnum read 0 and the count was rebuilt from the table (tolerant mode only)
+        self.rebuilt_phnum = self._count_table() if phnum == 0 and eh.e_phnum == 0 and not strict else 0
+        phnum = phnum or self.rebuilt_phnum
         if phnum == 0:
             raise CorruptDumpError("ELF core file has no program headers", path=path,
                                    offset=0x38 if self.elf_class == 2 else 0x2C,
@@ -309,6 +312,40 @@ class ElfReader(DumpReader):
                                           "section header 0"),
                        path=self.source.name, offset=eh.e_shoff, what="section header 0")
         return sh0.sh_info
+
+    def _count_table(self) -> int:
+        """How many program headers lie at ``e_phoff`` when ``e_phnum`` was lost (reads 0).
+
+        Entries are taken up to the first that cannot be one: the table opens with a PT_NOTE
+        whose notes lie in the file, then PT_LOADs with ``p_filesz <= p_memsz`` whose data
+        starts in the file; it ends where the first segment's data begins (every writer puts
+        the data after the headers). 0 if the first entry is no PT_NOTE.
+        """
+        eh, s = self.ehdr, self.structs
+        ent, size = s.Phdr.sizeof(), self.source.size
+        dtype = numpy_dtype(s.Phdr, self.endian)
+        count, data_start = 0, size
+        while count < MAX_PHNUM:
+            at = eh.e_phoff + count * ent
+            n = min(4096, MAX_PHNUM - count, max(0, (min(size, data_start) - at) // ent))
+            if not n:
+                return count
+            rows = np.frombuffer(self.source.pread(at, n * ent), dtype=dtype, count=n)
+            off, fsz = rows["p_offset"].astype(np.uint64), rows["p_filesz"].astype(np.uint64)
+            ends = at + ent * np.arange(1, n + 1, dtype=np.uint64)  # table end with each entry
+            # data of a segment with bytes in the file starts after the table, in the file
+            starts = np.minimum.accumulate(np.where(fsz > 0, off, np.uint64(size)))
+            ok = (ends <= np.minimum(starts, np.uint64(data_start))) & (off <= np.uint64(size))
+            ok &= (rows["p_type"] == PT_LOAD) & (fsz <= rows["p_memsz"].astype(np.uint64))
+            if count == 0:  # the notes first, wholly in the file
+                ok[0] = bool(rows["p_type"][0] == PT_NOTE and 0 < fsz[0] <= MAX_NOTES
+                             and ends[0] <= off[0] and off[0] + fsz[0] <= size)
+            bad = np.flatnonzero(~ok)
+            if bad.size:
+                return count + int(bad[0])
+            count += n
+            data_start = min(data_start, int(starts[-1]))
+        return count
 
     def _load_notes(self, index: int, ph: cs.Container) -> None:
         size = ph.p_filesz

@@ -244,6 +244,11 @@ def _iter_descs(r: KdumpReader) -> Iterator[tuple[np.ndarray, np.ndarray, np.nda
 
 def validate_elf(r: ElfReader, report: Report) -> None:
     size, ps = r.source.size, r.page_size
+    if r.rebuilt_phnum:
+        report.add("repairable", "elf-phnum",
+                   f"e_phnum is 0, but the program header table at e_phoff {r.ehdr.e_phoff:#x} holds "
+                   f"{r.rebuilt_phnum} entries (a PT_NOTE, then PT_LOADs up to the segment data)",
+                   0x38 if r.elf_class == 2 else 0x2C)
     if r.ehdr.e_flags & 1:
         report.add("notice", "elf-incomplete", "e_flags says the dump is incomplete (bit 0)",
                    0x30 if r.elf_class == 2 else 0x24)

@@ -47,6 +47,11 @@ from kdumptool.repair.findings import Report, ranges_of
 from kdumptool.scan import scan_vmcoreinfo
 from kdumptool.transport.sink import open_output
 
+#: Damage to a header field that the reader worked around and the writer writes anew.
+REWRITE_FIXES = {
+    "elf-phnum": "e_phnum restored (the program headers were counted in their table)",
+}
+
 
 class RepairError(KdumpToolError):
     """The dump cannot be repaired (not a dump, or damage that cannot be undone)."""
@@ -114,7 +119,7 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
     mismatch = [f for f in before.findings if f.code == "bitmap-table-mismatch"]
     if mismatch:
         raise RepairError(f"{before.path}: cannot repair: {mismatch[0]}")
-    actions: list[str] = []
+    actions = [REWRITE_FIXES[f.code] for f in before.findings if f.code in REWRITE_FIXES]
     reader: DumpReader = open_dumps(paths, strict=False)
     try:
         if vmcoreinfo_file:

@@ -1,0 +1,78 @@
+"""repair on synthetic damage (fast; the real-corpus versions are in test_repair.py): what
+was lost from a header or a bitmap is rebuilt from the rest of the file, and every page
+kept reads back as it was."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import builders as b
+import pytest
+from ours import our_digests
+
+from kdumptool.errors import CorruptDumpError
+from kdumptool.open import open_dump
+from kdumptool.repair.checks import fsck
+from kdumptool.repair.salvage import repair
+
+# --- e_phnum zeroed -------------------------------------------------------------------------
+
+
+def _elf_pages() -> dict[int, bytes]:
+    # three runs: three PT_LOADs with data, one more without (excluded pages)
+    pfns = [*range(1, 9), *range(40, 44), *range(100, 103)]
+    return {pfn: b.page_for(pfn) for pfn in pfns} | {200: b.Excluded()}
+
+
+@pytest.mark.parametrize("elf_class,endian", [(64, "<"), (32, ">")])
+def test_zeroed_phnum_is_rebuilt_from_the_table(tmp_path: Path, elf_class: int, endian: str) -> None:
+    machine = b.EM_X86_64 if elf_class == 64 else 20  # ppc: a 32-bit big-endian machine
+    image = bytearray(b.build_elf(_elf_pages(), elf_class=elf_class, endian=endian, machine=machine,
+                                  vmcoreinfo=b.vmcoreinfo_text(machine=machine)))
+    at = 0x38 if elf_class == 64 else 0x2C
+    phnum, = struct.unpack_from(endian + "H", image, at)
+    good = tmp_path / "good.elf"
+    good.write_bytes(bytes(image))
+    struct.pack_into(endian + "H", image, at, 0)
+    broken, out = tmp_path / "phnum0.elf", tmp_path / "out.elf"
+    broken.write_bytes(bytes(image))
+    with pytest.raises(CorruptDumpError) as info:  # reading strictly still refuses it
+        open_dump(str(broken))
+    assert info.value.offset == at
+    report = fsck([str(broken)])
+    assert report.exit_code == 1, [str(f) for f in report.findings]
+    finding, = [f for f in report.findings if f.code == "elf-phnum"]
+    assert finding.offset == at and f"holds {phnum} entries" in finding.message
+    result = repair([str(broken)], str(out))
+    assert any("e_phnum" in a for a in result["actions"])
+    assert our_digests(out) == our_digests(good) and len(our_digests(good)) == 15
+    assert fsck([str(out)]).exit_code == 0
+
+
+def test_phnum_is_not_invented_without_a_note_first(tmp_path: Path) -> None:
+    """A table that does not open with PT_NOTE is no table: the dump stays unreadable."""
+    image = bytearray(b.build_elf(_elf_pages(), vmcoreinfo=b.vmcoreinfo_text()))
+    struct.pack_into("<H", image, 0x38, 0)
+    struct.pack_into("<I", image, 0x40, 1)  # the PT_NOTE turned into a PT_LOAD
+    path = tmp_path / "x.elf"
+    path.write_bytes(bytes(image))
+    report = fsck([str(path)])
+    assert report.exit_code == 3 and report.findings[0].code == "unreadable"
+
+
+def test_phnum_count_stops_at_the_segment_data(tmp_path: Path) -> None:
+    """Entries past the table (here: the notes, and a copy of a PT_LOAD put right after the
+    table, where the data begins) are not counted."""
+    image = bytearray(b.build_elf(_elf_pages(), vmcoreinfo=b.vmcoreinfo_text()))
+    phoff, = struct.unpack_from("<Q", image, 0x20)
+    phnum, = struct.unpack_from("<H", image, 0x38)
+    end = phoff + 56 * phnum
+    note_off, = struct.unpack_from("<Q", image, phoff + 8)
+    assert note_off == end  # the notes follow the table, as makedumpfile writes them
+    struct.pack_into("<H", image, 0x38, 0)
+    image[end:end + 56] = image[phoff + 56:phoff + 112]  # a valid-looking PT_LOAD in the notes
+    path = tmp_path / "x.elf"
+    path.write_bytes(bytes(image))
+    with open_dump(str(path), strict=False) as r:
+        assert r.rebuilt_phnum == phnum

@@ -55,7 +55,7 @@ def _damage(name: str, kset: str = KD) -> dict:
 
 # file, exit code, finding code, where it must point (json key or pfn-desc), needs --deep
 BROKEN = [
-    ("c-d31-bad-signature.kdump", 3, "not-a-dump", "patched_at", False),
+    ("c-d31-bad-signature.kdump", 1, "kdump-signature", "patched_at", False),
     ("c-d31-bad-blocksize.kdump", 1, "header-block-size", "patched_at", False),
     ("E-d31-phnum0.elf", 1, "elf-phnum", "patched_at", False),
     ("c-d31-bad-pd-offset.kdump", 2, "bad-descriptors", "desc", False),
@@ -133,13 +133,17 @@ def test_repair_keeps_every_surviving_page(tmp_path: Path, kset: str, name: str)
     assert_peers_read(out, repaired, max_unread=1)
 
 
-def test_damaged_block_size_is_rebuilt_byte_for_byte(tmp_path: Path) -> None:
-    """The sub-header's VMCOREINFO gives the page size back: the repaired file is the
-    original makedumpfile file, byte for byte."""
+@pytest.mark.corpus
+@pytest.mark.parametrize("kset,name", _each_set([("c-d31-bad-blocksize.kdump",),
+                                                 ("c-d31-bad-signature.kdump",)]))
+def test_damaged_header_field_is_rebuilt_byte_for_byte(tmp_path: Path, kset: str, name: str) -> None:
+    """The sub-header's VMCOREINFO gives the page size back; a signature whose header,
+    bitmaps and descriptor table agree is restored: the repaired file is the original
+    makedumpfile file, byte for byte."""
     out = tmp_path / "o.kdump"
-    proc = kdumptool("repair", need_corpus_file(f"{B}/c-d31-bad-blocksize.kdump"), out)
+    proc = kdumptool("repair", need_corpus_file(f"{kset}/broken/{name}"), out)
     assert proc.returncode == 0, proc.stderr.decode()
-    assert out.read_bytes() == need_corpus_file(f"{KD}/derived/c-d31.kdump").read_bytes()
+    assert out.read_bytes() == need_corpus_file(f"{kset}/derived/c-d31.kdump").read_bytes()
 
 
 def test_repair_refuses_what_it_cannot_undo(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import builders as b
 import pytest
 from ours import our_digests
 
-from kdumptool.errors import CorruptDumpError
+from kdumptool.errors import CorruptDumpError, UnknownFormatError
 from kdumptool.open import open_dump
 from kdumptool.repair.checks import fsck
 from kdumptool.repair.salvage import repair
@@ -76,3 +76,54 @@ def test_phnum_count_stops_at_the_segment_data(tmp_path: Path) -> None:
     path.write_bytes(bytes(image))
     with open_dump(str(path), strict=False) as r:
         assert r.rebuilt_phnum == phnum
+
+
+# --- kdump signature damaged ----------------------------------------------------------------
+
+
+def _kdump_pages() -> dict[int, object]:
+    pages: dict[int, object] = {pfn: b.page_for(pfn) for pfn in range(1, 300) if pfn % 7}
+    return pages | {pfn: b.Excluded() for pfn in range(7, 300, 7)}
+
+
+def _kdump(tmp_path: Path, name: str, **kw: object) -> Path:
+    path = tmp_path / name
+    path.write_bytes(b.build_kdump(_kdump_pages(), codec="zlib", vmcoreinfo=b.vmcoreinfo_text(),
+                                   **kw))  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize("bad", [b"KDUMQ   ", b"\0\0\0\0\0\0\0\0", b"DISKDUMQ"])
+def test_damaged_kdump_signature_is_restored(tmp_path: Path, bad: bytes) -> None:
+    good = _kdump(tmp_path, "good.kdump")
+    broken, out = tmp_path / "sig.kdump", tmp_path / "out.kdump"
+    broken.write_bytes(bad + good.read_bytes()[8:])
+    with pytest.raises(UnknownFormatError) as info:  # strictly: refused, with a hint
+        open_dump(str(broken))
+    assert "signature is damaged" in info.value.message
+    report = fsck([str(broken)])
+    assert report.exit_code == 1, [str(f) for f in report.findings]
+    finding, = report.findings
+    assert finding.code == "kdump-signature" and finding.offset == 0
+    assert "kdump-compressed, signature damaged" in finding.message
+    result = repair([str(broken)], str(out))
+    assert "kdump signature restored" in result["actions"]
+    assert out.read_bytes()[:8] == b"KDUMP   " and our_digests(out) == our_digests(good)
+    assert fsck([str(out)]).exit_code == 0
+
+
+def test_a_signature_is_not_restored_when_the_rest_disagrees(tmp_path: Path) -> None:
+    """Damage elsewhere too (a zeroed 2nd-bitmap byte): the file is not taken for a kdump."""
+    good = _kdump(tmp_path, "good.kdump")
+    with open_dump(str(good)) as r:
+        at = r.bitmap2_offset + 4  # pfns 32-39, all dumped
+    data = bytearray(good.read_bytes())
+    data[:8] = b"KDUMQ   "
+    data[at] = 0
+    broken = tmp_path / "x.kdump"
+    broken.write_bytes(bytes(data))
+    report = fsck([str(broken)])
+    assert report.exit_code == 3 and report.findings[0].code == "not-a-dump"
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"KDUMQ   " + bytes(8192))
+    assert fsck([str(junk)]).findings[0].code == "not-a-dump"

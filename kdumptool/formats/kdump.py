@@ -190,39 +190,6 @@ def detect_layout(head: bytes, *, path: str | None = None) -> tuple[KdumpStructs
     )
 
 
-def rebuild_block_size(source: ByteSource, head: bytes) -> tuple[KdumpStructs, cs.Container, str] | None:
-    """A header whose ``block_size`` is damaged, rebuilt from the sub-header and VMCOREINFO.
-
-    The sub-header sits at offset ``block_size``: each page size is tried there, and kept
-    when that sub-header points at a VMCOREINFO whose ``PAGESIZE`` is the same size and the
-    rest of the header is plausible with it.
-    """
-    machine = strip_c_string(head[_MACHINE_OFFSET:_MACHINE_OFFSET + UTS_LEN])
-    layouts = [("64", "<"), ("64", ">")] if machine not in MACHINES_32 else \
-        [("32pack" if machine in MACHINES_32_PACKED else "32pad", e) for e in "<>"]
-    for layout, endian in layouts:
-        s = kdump_structs(layout, endian)
-        hdr = s.DiskDumpHeader.parse(head[:s.DiskDumpHeader.sizeof()])
-        for bs in (4096, 16384, 65536, 8192, 2048, 1024, 32768, 131072, 262144):
-            raw = source.pread(bs, s.KdumpSubHeader.sizeof())
-            if len(raw) < s.KdumpSubHeader.sizeof():
-                continue
-            sub = s.KdumpSubHeader.parse(raw)
-            off, size = sub.offset_vmcoreinfo, sub.size_vmcoreinfo
-            if not (3 <= hdr.header_version <= 64 and bs < off and 0 < size <= MAX_VMCOREINFO
-                    and off + size <= source.size):
-                continue
-            vmci = VmcoreInfo.parse(source.pread(off, size))
-            if vmci.page_size != bs:
-                continue
-            old = hdr.block_size
-            hdr.block_size = bs
-            if _plausible(hdr):
-                return s, hdr, f"block_size {old} replaced by {bs} (the sub-header's VMCOREINFO PAGESIZE)"
-            hdr.block_size = old
-    return None
-
-
 class KdumpReader(DumpReader):
     """Reader of kdump-compressed files (``KDUMP   ``) and old diskdump files (``DISKDUMP``)."""
 
@@ -239,6 +206,7 @@ class KdumpReader(DumpReader):
             raise UnknownFormatError("not a kdump-compressed file", path=path, offset=0,
                                      expected=KDUMP_SIGNATURE, got=head[:8])
         self.rebuilt: str | None = None
+        self.damaged_signature: bytes | None = None  # set by kdump_recover.recover_signature
         #: descriptor index -> (offset, size, flags, page_flags) found by scanning page data
         self.desc_patches: dict[int, tuple[int, int, int, int]] = {}
         try:
@@ -246,6 +214,8 @@ class KdumpReader(DumpReader):
         except CorruptDumpError:
             if strict:
                 raise
+            from kdumptool.formats.kdump_recover import rebuild_block_size
+
             found = rebuild_block_size(source, head)  # tolerant: repair can use it
             if found is None:
                 raise
@@ -288,19 +258,8 @@ class KdumpReader(DumpReader):
             raise TruncatedDumpError("file ends before the page descriptor table", path=path,
                                      offset=source.size, expected=f">= {self.desc_offset:#x} bytes",
                                      got=f"{source.size:#x} bytes")
-        # split part: descriptors exist only for [start, end)
-        self.part = (0, max_mapnr)
-        split = None
-        if sub is not None and version >= 2 and sub.split:
-            if version >= 6:
-                start, end = sub.start_pfn_64, sub.end_pfn_64
-            else:
-                start, end = sub.start_pfn, sub.end_pfn
-            if not start <= end <= max_mapnr:
-                raise CorruptDumpError("split part's PFN range is invalid", path=path, offset=bs,
-                                       expected=f"start <= end <= {max_mapnr:#x}",
-                                       got=pfn_range_text(start, end))
-            self.part = split = (start, end)
+        split = self._split_range(max_mapnr)  # a split part: descriptors only for [start, end)
+        self.part = split or (0, max_mapnr)
         self._max_mapnr = max_mapnr
         self._build_rank_index()
         self.desc_end = self.desc_offset + PAGE_DESC_SIZE * self.num_descs
@@ -308,21 +267,42 @@ class KdumpReader(DumpReader):
         self.notes, self.vmcoreinfo, self.eraseinfo = self._read_notes()
         if self.strict:
             self._check_tail()
+        self.info = self._describe(transport, split)
+
+    def _split_range(self, max_mapnr: int) -> tuple[int, int] | None:
+        """``[start, end)`` of a split part (``kdump_sub_header.split``), else None."""
+        sub, version = self.sub, self.header.header_version
+        if sub is None or version < 2 or not sub.split:
+            return None
+        if version >= 6:
+            start, end = sub.start_pfn_64, sub.end_pfn_64
+        else:
+            start, end = sub.start_pfn, sub.end_pfn
+        if not start <= end <= max_mapnr:
+            raise CorruptDumpError("split part's PFN range is invalid", path=self.path,
+                                   offset=self.block_size, expected=f"start <= end <= {max_mapnr:#x}",
+                                   got=pfn_range_text(start, end))
+        return start, end
+
+    def _describe(self, transport: str, split: tuple[int, int] | None) -> DumpInfo:
+        hdr, s, sub, version = self.header, self.structs, self.sub, self.header.header_version
         codecs = {c.name for c in CODECS.values() if hdr.status & c.flag}
         uts = Utsname(*(strip_c_string(getattr(hdr.utsname, f)) for f in UTS_FIELDS))
-        nr_cpus = hdr.nr_cpus if hdr.nr_cpus > 0 else None
-        self.info = DumpInfo(
-            format="diskdump" if self.is_diskdump else "kdump", path=path, endian=s.endian,
-            word_size=8 if s.layout == "64" else 4, machine=uts.machine, page_size=bs,
-            max_pfn=max_mapnr, transport=transport, notes=self.notes, vmcoreinfo=self.vmcoreinfo,
-            utsname=uts, timestamp=(hdr.timestamp.tv_sec, hdr.timestamp.tv_usec),
-            nr_cpus=nr_cpus, phys_base=sub.phys_base if sub is not None else None,
+        info = DumpInfo(
+            format="diskdump" if self.is_diskdump else "kdump", path=self.path, endian=s.endian,
+            word_size=8 if s.layout == "64" else 4, machine=uts.machine, page_size=self.block_size,
+            max_pfn=self._max_mapnr, transport=transport, notes=self.notes,
+            vmcoreinfo=self.vmcoreinfo, utsname=uts,
+            timestamp=(hdr.timestamp.tv_sec, hdr.timestamp.tv_usec),
+            nr_cpus=hdr.nr_cpus if hdr.nr_cpus > 0 else None,
+            phys_base=sub.phys_base if sub is not None else None,
             dump_level=sub.dump_level if sub is not None and version >= 1 else None,
             codecs=codecs, incomplete=bool(hdr.status & DUMP_DH_COMPRESSED_INCOMPLETE),
             header_version=version, split=split,
         )
-        self.info.details.update(layout=s.layout, status=hdr.status, two_bitmaps=self.two_bitmaps,
-                                 descriptors=self.num_descs, eraseinfo=len(self.eraseinfo or b""))
+        info.details.update(layout=s.layout, status=hdr.status, two_bitmaps=self.two_bitmaps,
+                            descriptors=self.num_descs, eraseinfo=len(self.eraseinfo or b""))
+        return info
 
     # --- metadata ------------------------------------------------------------
     def _bitmap_base(self, which: int) -> int:

@@ -87,7 +87,7 @@ def describe(exc: DumpError, *, named: bool = False) -> str:
 
 
 def validate_transport(reader: DumpReader, report: Report) -> None:
-    src = reader.source
+    src = getattr(reader.source, "wrapped", reader.source)  # (a source that restores a field)
     damage = getattr(src, "damage", None)
     if damage is not None:  # a compressed stream (or stdin) cut short or corrupt
         report.add("data-loss", "transport-damaged",
@@ -118,6 +118,10 @@ def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None
 
 def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
     h = r.header
+    if r.damaged_signature is not None:
+        report.add("repairable", "kdump-signature",
+                   f"{path}kdump-compressed, signature damaged: {r.damaged_signature!r} instead of "
+                   f"{h.signature!r} (the header, sub-header, bitmaps and page descriptor table agree)", 0)
     if r.rebuilt:
         report.add("repairable", "header-block-size",
                    f"{path}disk_dump_header.block_size is damaged: {r.rebuilt}",

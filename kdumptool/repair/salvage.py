@@ -50,6 +50,7 @@ from kdumptool.transport.sink import open_output
 #: Damage to a header field that the reader worked around and the writer writes anew.
 REWRITE_FIXES = {
     "elf-phnum": "e_phnum restored (the program headers were counted in their table)",
+    "kdump-signature": "kdump signature restored",
 }
 
 

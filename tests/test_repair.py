@@ -173,6 +173,74 @@ def test_truncated_copies(tmp_path: Path, rel: str, percent: int) -> None:
     assert repaired  # something survived
 
 
+def _flat_records(stream: Path) -> list[tuple[int, int, int]]:
+    """(image offset, bytes the file holds, file offset of the data) of each record, the last
+    one as far as the file goes (parsed here, independently of kdumptool)."""
+    import struct
+
+    data, pos, out = stream.read_bytes(), 4096, []
+    while pos + 16 <= len(data):
+        offset, size = struct.unpack_from(">qq", data, pos)
+        if offset < 0:
+            break
+        out.append((offset, min(size, len(data) - pos - 16), pos + 16))
+        pos += 16 + size
+    return out
+
+
+def _kept_by_records(original_flat: Path, cut: Path) -> set[int]:
+    """The pages whose descriptor and whole data the records of ``cut`` still hold."""
+    from kdumptool.open import open_dump
+    from kdumptool.repair.checks import _iter_descs
+
+    held: list[list[int]] = []  # image ranges the records hold, adjacent ones merged
+    for a, b in sorted((o, o + n) for o, n, _ in _flat_records(cut)):
+        if held and a <= held[-1][1]:
+            held[-1][1] = max(held[-1][1], b)
+        else:
+            held.append([a, b])
+
+    def covered(lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in held)
+
+    out = set()
+    with open_dump(str(original_flat)) as r:
+        for pfns, descs, pos in _iter_descs(r):
+            for pfn, at, off, size in zip(pfns.tolist(), pos.tolist(), descs["offset"].tolist(),
+                                          descs["size"].tolist(), strict=True):
+                if covered(at, at + 24) and covered(off, off + size):
+                    out.add(pfn)
+    return out
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("kset", SETS)
+@pytest.mark.parametrize("where", ["corpus-trunc50", "mid-data-record"])
+def test_flattened_stream_cut_inside_a_record(tmp_path: Path, kset: str, where: str) -> None:
+    """The complete pages inside the last, partial record are kept too."""
+    original = need_corpus_file(f"{kset}/derived/F-c-d31.flat")
+    if where == "corpus-trunc50":
+        cut = need_corpus_file(f"{kset}/broken/F-c-d31-trunc50.flat")
+    else:  # the biggest record of page data, cut in its middle
+        from kdumptool.open import open_dump
+
+        with open_dump(str(original)) as r:
+            data_start = r.desc_end
+        _, size, at = max((r for r in _flat_records(original) if r[0] >= data_start),
+                          key=lambda r: r[1])
+        cut = tmp_path / "cut.flat"
+        cut.write_bytes(original.read_bytes()[:at + size // 2])
+    last_offset, last_kept, last_at = _flat_records(cut)[-1]
+    assert last_at + last_kept == cut.stat().st_size  # the file ends inside that record
+    expected = _kept_by_records(original, cut)
+    out = tmp_path / "repaired"
+    proc = kdumptool("repair", "--json", cut, out)
+    assert proc.returncode == 0, proc.stderr.decode()
+    source, repaired = our_digests(original), our_digests(out)
+    assert set(repaired) == expected and all(source[p] == d for p, d in repaired.items())
+    assert lost_pfns(json.loads(proc.stdout)) == set(source) - expected
+
+
 def test_zero_fill_and_in_place(tmp_path: Path) -> None:
     src = tmp_path / "t.kdump"
     shutil.copyfile(need_corpus_file(f"{B}/c-d31-trunc30.kdump"), src)

@@ -127,3 +127,45 @@ def test_a_signature_is_not_restored_when_the_rest_disagrees(tmp_path: Path) -> 
     junk = tmp_path / "junk"
     junk.write_bytes(b"KDUMQ   " + bytes(8192))
     assert fsck([str(junk)]).findings[0].code == "not-a-dump"
+
+
+# --- flattened stream cut inside a record -----------------------------------------------------
+
+
+def _data_spans(image: bytes) -> dict[int, tuple[int, int]]:
+    """pfn -> [start, end) of its page data in a kdump image."""
+    from kdumptool.formats.kdump import KdumpReader
+    from kdumptool.repair.checks import _iter_descs
+    from kdumptool.transport.source import BytesSource
+
+    out: dict[int, tuple[int, int]] = {}
+    with KdumpReader(BytesSource(image)) as r:
+        for pfns, descs, _ in _iter_descs(r):
+            offs, sizes = descs["offset"].tolist(), descs["size"].tolist()
+            out.update((pfn, (off, off + size)) for pfn, off, size in zip(pfns.tolist(), offs, sizes,
+                                                                          strict=True))
+    return out
+
+
+def test_flattened_stream_cut_inside_a_record_keeps_its_whole_pages(tmp_path: Path) -> None:
+    image = _kdump(tmp_path, "good.kdump").read_bytes()
+    stream = b.flatten(image, record_size=16384)
+    spans = _data_spans(image)
+    # cut inside the record that holds the data of pfn 200, a few pages into it
+    rec = 4096 + spans[200][0] // 16384 * (16384 + 16)  # its header (records in image order)
+    assert struct.unpack_from(">q", stream, rec)[0] == spans[200][0] // 16384 * 16384
+    cut = rec + 16 + spans[200][1] % 16384 + 5
+    path = tmp_path / "cut.flat"
+    path.write_bytes(stream[:cut])
+    kept_end = spans[200][0] // 16384 * 16384 + cut - (rec + 16)  # image bytes the file still has
+    whole = {pfn for pfn, (_, end) in spans.items() if end <= kept_end}
+    in_partial = {pfn for pfn in whole if spans[pfn][0] >= spans[200][0] // 16384 * 16384}
+    assert 200 in in_partial and len(in_partial) > 2
+    report = fsck([str(path)])
+    assert "is cut" in report.findings[0].message
+    result = repair([str(path)], str(tmp_path / "out.kdump"))
+    kept = our_digests(tmp_path / "out.kdump")
+    good = our_digests(_kdump(tmp_path, "good2.kdump"))
+    assert set(kept) == whole and all(good[p] == d for p, d in kept.items())
+    lost = {p for a, z in result["lost_pfn_ranges"] for p in range(a, z)}
+    assert lost == set(good) - whole

@@ -94,8 +94,12 @@ def validate_transport(reader: DumpReader, report: Report) -> None:
                    f"{describe(damage)}; the image stops there (its tail "
                    "is missing)", damage.offset)
     if isinstance(src, FlattenedSource) and not src.complete:
+        cut = ""
+        if src.partial is not None:
+            at, kept, declared = src.partial
+            cut = f" (the last, at {at:#x}, is cut: {kept} of its {declared} bytes kept)"
         report.add("data-loss", "flat-truncated",
-                   f"flattened stream ends without its end marker after {src.records} records; "
+                   f"flattened stream ends without its end marker after {src.records} records{cut}; "
                    "the image's tail is missing", src.inner.size)
 
 

@@ -81,7 +81,8 @@ def end_marker() -> bytes:
 def iter_records(src: ByteSource, *, strict: bool = True) -> Iterator[tuple[int, int, int]]:
     """Yield ``(image_offset, size, file_offset_of_data)`` for each record of a flattened file.
 
-    :param strict: raise on a missing end marker / truncated record; otherwise stop there
+    :param strict: raise on a missing end marker / truncated record; otherwise stop there,
+        after yielding what the file holds of a record cut short (its first bytes)
     :raises TruncatedDumpError: the stream ends before its end marker (strict)
     :raises CorruptDumpError: a record header is invalid
     """
@@ -112,6 +113,8 @@ def iter_records(src: ByteSource, *, strict: bool = True) -> Iterator[tuple[int,
                     "data", path=src.name, offset=src.size,
                     expected=f"file size >= {data_pos + size:#x}", got=f"{src.size:#x}",
                 )
+            if data_pos < src.size:  # the part of the record that was written
+                yield offset, src.size - data_pos, data_pos
             return
         yield offset, size, data_pos
         pos = data_pos + size
@@ -133,6 +136,9 @@ class FlattenedSource:
         self.inner = inner
         self.name = inner.name
         self.complete = True
+        #: a record cut by the end of the file: (file offset of its header, bytes kept,
+        #: bytes it declares); its first bytes are in the image (tolerant mode)
+        self.partial: tuple[int, int, int] | None = None
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._pos: list[int] = []
@@ -142,6 +148,11 @@ class FlattenedSource:
             raise
         if not strict:
             self.complete = self._ends_with_marker(records)
+            if records and records[-1][1] + records[-1][2] == inner.size:
+                at = records[-1][2] - _DATA_HDR.size
+                declared = _DATA_HDR.unpack(inner.pread(at, _DATA_HDR.size))[1]
+                if declared != records[-1][1]:
+                    self.partial = (at, records[-1][1], declared)
         self._build(records)
         self.size = self._ends[-1] if self._ends else 0
         self.records = len(records)

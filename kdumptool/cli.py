@@ -636,6 +636,9 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
     if ranges:
         label = "lost" if result["lost_pfn_ranges"] else "zero-filled"
         click.echo(f"{label} PFN ranges: {pfn_ranges_text(ranges)}")
+    if result["ambiguous_pfn_ranges"]:
+        click.echo(f"{result['unmatched_descriptors']} page descriptors not matched (those pages left out);"
+                   f" their pages are among PFN ranges: {pfn_ranges_text(result['ambiguous_pfn_ranges'])}")
     lost, how = result["pages_lost"], "written as zeros" if zero_fill else "marked missing"
     click.echo(f"{dst}: {result['format']}, {result['pages_written']} pages written"
                + (f", {lost} pages lost ({how})" if lost else ""))

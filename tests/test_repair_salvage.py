@@ -169,3 +169,88 @@ def test_flattened_stream_cut_inside_a_record_keeps_its_whole_pages(tmp_path: Pa
     assert set(kept) == whole and all(good[p] == d for p, d in kept.items())
     lost = {p for a, z in result["lost_pfn_ranges"] for p in range(a, z)}
     assert lost == set(good) - whole
+
+
+# --- part of the 2nd bitmap zeroed -----------------------------------------------------------
+
+DIRECT_MAP = 0xFFFF888000000000  # x86_64's page_offset_base without KASLR
+
+
+def _listhead_page(pfn: int) -> bytes:
+    """A page of ``pfn`` holding an empty ``struct list_head`` at 0x40 (two pointers to itself,
+    as INIT_LIST_HEAD leaves them), the rest naming the PFN as ``page_for`` does."""
+    page = bytearray(b.page_for(pfn))
+    struct.pack_into("<QQ", page, 0x40, DIRECT_MAP + pfn * 4096 + 0x40, DIRECT_MAP + pfn * 4096 + 0x40)
+    return bytes(page)
+
+
+def _zero_bitmap2(good: Path, out: Path, first_pfn: int, nbytes: int) -> int:
+    """Zero ``nbytes`` bytes of the 2nd bitmap from ``first_pfn`` (a multiple of 8) on; return
+    the file offset of the first."""
+    with open_dump(str(good)) as r:
+        at = r.bitmap2_offset + first_pfn // 8
+    data = bytearray(good.read_bytes())
+    data[at:at + nbytes] = bytes(nbytes)
+    out.write_bytes(bytes(data))
+    return at
+
+
+def _bitmap2_case(tmp_path: Path, pages: dict[int, object], first_pfn: int, nbytes: int = 1) -> tuple:
+    good, broken, out = tmp_path / "good.kdump", tmp_path / "b2.kdump", tmp_path / "out.kdump"
+    good.write_bytes(b.build_kdump(pages, codec="zlib", vmcoreinfo=b.vmcoreinfo_text()))  # type: ignore[arg-type]
+    at = _zero_bitmap2(good, broken, first_pfn, nbytes)
+    return good, broken, out, at
+
+
+def test_zeroed_bitmap2_byte_is_matched_by_count(tmp_path: Path) -> None:
+    """One zero byte of the 2nd bitmap where the 1st has RAM, and no other: its RAM pages are
+    as many as the descriptors the table has in excess, so each is matched."""
+    pages: dict[int, object] = {pfn: b.page_for(pfn) for pfn in range(1, 400)}
+    pages |= {pfn: b.Excluded() for pfn in range(3, 400, 16)}  # never a whole byte excluded
+    good, broken, out, at = _bitmap2_case(tmp_path, pages, 88)  # pfns 88-95, all dumped
+    report = fsck([str(broken)])
+    assert report.exit_code == 1, [str(f) for f in report.findings]
+    finding, = report.findings
+    assert finding.code == "bitmap2-damaged" and finding.offset == at
+    assert "all 8 page descriptors there are matched" in finding.message
+    result = repair([str(broken)], str(out))
+    assert result["unmatched_descriptors"] == 0 and result["lost_pfn_ranges"] == []
+    assert our_digests(out) == our_digests(good)
+    assert fsck([str(out)]).exit_code == 0
+
+
+def test_zeroed_bitmap2_is_matched_by_page_data(tmp_path: Path) -> None:
+    """Several runs could hold the lost bits (free areas); pages holding an empty list head
+    name their own address, and the pages before the damage teach the direct map's offset:
+    every page is matched, the free areas stay excluded."""
+    pages: dict[int, object] = {pfn: _listhead_page(pfn) for pfn in range(1, 600)}
+    pages |= {pfn: b.Excluded() for pfn in [*range(200, 300), *range(420, 500)]}
+    good, broken, out, at = _bitmap2_case(tmp_path, pages, 320, 2)  # pfns 320-335
+    report = fsck([str(broken)])
+    assert report.exit_code == 1, [str(f) for f in report.findings]
+    assert report.facts["bitmap2"]["missing_bits"] == 16
+    assert report.facts["bitmap2"]["matched_by_page_data"] > 0
+    repair([str(broken)], str(out))
+    assert our_digests(out) == our_digests(good)
+
+
+def test_zeroed_bitmap2_ambiguity_is_reported_exactly(tmp_path: Path) -> None:
+    """Without anything in the pages to tell them apart, 16 descriptors that may belong to the
+    zeroed byte or to a free area after it (and the pages between) cannot be matched: every
+    page outside is kept, those are reported, and none is guessed."""
+    pages: dict[int, object] = {pfn: b.page_for(pfn) for pfn in range(1, 600)}
+    pages |= {pfn: b.Excluded() for pfn in range(400, 480)}
+    good, broken, out, at = _bitmap2_case(tmp_path, pages, 320, 2)
+    report = fsck([str(broken)])
+    assert report.exit_code == 2, [str(f) for f in report.findings]
+    facts = report.facts["bitmap2"]
+    assert facts["missing_bits"] == 16 and facts["unmatched"] > 0
+    result = repair([str(broken)], str(out))
+    source, kept = our_digests(good), our_digests(out)
+    assert all(source[p] == d for p, d in kept.items())
+    ambiguous = {p for a, z in result["ambiguous_pfn_ranges"] for p in range(a, z)}
+    assert set(source) - set(kept) <= ambiguous
+    assert len(set(source) - set(kept)) == result["unmatched_descriptors"] == facts["unmatched"]
+    assert {p for p in source if p < 320 or p >= 480} <= set(kept)
+    with open_dump(str(out)) as r:
+        assert r.info.incomplete  # pages are missing: the output says so

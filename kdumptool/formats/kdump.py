@@ -18,16 +18,16 @@ File layout, in blocks of ``block_size`` bytes::
 
 The header's byte order and word size are the crashed machine's. Neither is
 recorded, so the reader tries layouts (as libkdumpfile ``open_common`` does),
-guided by ``utsname.machine``.
+guided by ``utsname.machine``: the structures and that trial are in
+:mod:`kdumptool.formats.kdump_layout` (re-exported here); tolerant readings of damaged
+headers in :mod:`kdumptool.formats.kdump_recover`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import construct as cs
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK, CODECS, PageDecodeError, codec_for_flags
@@ -39,156 +39,62 @@ from kdumptool.errors import (
     UnknownFormatError,
 )
 from kdumptool.formats.elf import MAX_NOTES, parse_notes, vmcoreinfo_from_notes
-from kdumptool.schema import ints, numpy_dtype, parse_at, strip_c_string
+from kdumptool.formats.kdump_layout import (  # re-exported: the names of this format
+    DISKDUMP_SIGNATURE,
+    DUMP_DH_COMPRESSED_INCOMPLETE,
+    DUMP_DH_COMPRESSED_LZO,
+    DUMP_DH_COMPRESSED_SNAPPY,
+    DUMP_DH_COMPRESSED_ZLIB,
+    DUMP_DH_COMPRESSED_ZSTD,
+    DUMP_DH_EXCLUDED_VMEMMAP,
+    KDUMP_HEADER_VERSION,
+    KDUMP_SIGNATURE,
+    KNOWN_STATUS,
+    MACHINES_32,
+    MACHINES_32_PACKED,
+    MACHINES_64,
+    MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE,
+    PAGE_DESC_SIZE,
+    UTS_FIELDS,
+    UTS_LEN,
+    KdumpStructs,
+    detect_layout,
+    kdump_structs,
+    probe,
+)
+from kdumptool.schema import strip_c_string
 from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
 
-KDUMP_SIGNATURE = b"KDUMP   "
-DISKDUMP_SIGNATURE = b"DISKDUMP"
-#: The header version makedumpfile writes (and kdumptool writes).
-KDUMP_HEADER_VERSION = 6
+if TYPE_CHECKING:
+    from kdumptool.formats.kdump_recover import Remap
 
-# disk_dump_header.status bits (diskdump_mod.h)
-DUMP_DH_COMPRESSED_ZLIB = 0x1
-DUMP_DH_COMPRESSED_LZO = 0x2
-DUMP_DH_COMPRESSED_SNAPPY = 0x4
-DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
-DUMP_DH_EXCLUDED_VMEMMAP = 0x10
-DUMP_DH_COMPRESSED_ZSTD = 0x20
-KNOWN_STATUS = 0x3F
-
-UTS_LEN = 65
-UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
-#: machines whose dumps use the 32-bit header layouts
-MACHINES_32 = {"i386", "i486", "i586", "i686", "x86", "arm", "armv7l", "armv6l", "ppc", "mips",
-               "s390", "sparc"}
-MACHINES_32_PACKED = {"i386", "i486", "i586", "i686", "x86"}  # i386 aligns u64 to 4 bytes
-MACHINES_64 = {"x86_64", "aarch64", "ppc64", "ppc64le", "s390x", "riscv64", "loongarch64",
-               "mips64", "sparc64", "ia64", "alpha"}
-MIN_BLOCK_SIZE = 1024
-MAX_BLOCK_SIZE = 1 << 18
-PAGE_DESC_SIZE = 24
-
-# Offset of the utsname "machine" field, the same in every layout.
-_MACHINE_OFFSET = 8 + 4 + 4 * UTS_LEN
-
-
-@dataclass(frozen=True)
-class KdumpStructs:
-    """The structures of one layout and byte order (declared once, in :func:`kdump_structs`)."""
-
-    layout: str
-    endian: str
-    DiskDumpHeader: cs.Struct
-    KdumpSubHeader: cs.Struct
-    PageDesc: cs.Struct
-    page_desc_dtype: np.dtype
-
-
-@functools.cache
-def kdump_structs(layout: str, endian: str) -> KdumpStructs:
-    """Structures for ``layout`` ("64", "32pack" = i386, "32pad" = arm and others) and ``endian``."""
-    i = ints(endian)
-    w = 8 if layout == "64" else 4
-    ulong = i.word(w)
-    slong = i.word(w, signed=True)
-    header = cs.Struct(
-        "signature" / cs.Bytes(8),  # "KDUMP   " or "DISKDUMP"
-        "header_version" / i.s32,  # makedumpfile writes 6
-        "utsname" / cs.Struct(*(name / cs.Bytes(UTS_LEN) for name in UTS_FIELDS)),
-        "pad" / cs.Bytes(6 if w == 8 else 2),  # alignment of struct timeval
-        "timestamp" / cs.Struct("tv_sec" / slong, "tv_usec" / slong),
-        "status" / i.u32,  # DUMP_DH_* bits
-        "block_size" / i.s32,  # = page size
-        "sub_hdr_size" / i.s32,  # in blocks
-        "bitmap_blocks" / i.u32,  # both bitmaps, in blocks
-        "max_mapnr" / i.u32,  # truncated to 32 bits; v6+: see max_mapnr_64
-        "total_ram_blocks" / i.u32,
-        "device_blocks" / i.u32,
-        "written_blocks" / i.u32,
-        "current_cpu" / i.u32,
-        "nr_cpus" / i.s32,
-        # tasks[nr_cpus] follows in the old diskdump format; makedumpfile writes none
-    )
-    off_t = i.s64  # off_t is 64-bit in makedumpfile's builds (_FILE_OFFSET_BITS=64)
-
-    def pad(n: int) -> list[cs.Construct]:
-        return ["_pad" / cs.Padding(n)] if layout == "32pad" else []
-
-    sub = cs.Struct(
-        "phys_base" / ulong,  # v0+
-        "dump_level" / i.s32,  # v1+
-        "split" / i.s32,  # v2+
-        "start_pfn" / ulong,  # v2+ (obsolete: 32-bit on 32-bit machines)
-        "end_pfn" / ulong,  # v2+
-        *pad(4),
-        "offset_vmcoreinfo" / off_t,  # v3+
-        "size_vmcoreinfo" / ulong,  # v3+
-        *pad(4 if layout == "32pad" else 0),
-        "offset_note" / off_t,  # v4+
-        "size_note" / ulong,  # v4+
-        *pad(4 if layout == "32pad" else 0),
-        "offset_eraseinfo" / off_t,  # v5+
-        "size_eraseinfo" / ulong,  # v5+
-        *pad(4 if layout == "32pad" else 0),
-        "start_pfn_64" / i.u64,  # v6+
-        "end_pfn_64" / i.u64,  # v6+
-        "max_mapnr_64" / i.u64,  # v6+
-    )
-    desc = cs.Struct(
-        "offset" / i.s64,  # file offset of the page's data
-        "size" / i.u32,  # stored size
-        "flags" / i.u32,  # DUMP_DH_COMPRESSED_* of the page
-        "page_flags" / i.u64,  # page->flags; makedumpfile writes 0
-    )
-    return KdumpStructs(layout, endian, header, sub, desc, numpy_dtype(desc, endian))
-
-
-def probe(head: bytes) -> bool:
-    """True if ``head`` starts a kdump-compressed or diskdump file."""
-    return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE)
-
-
-def _plausible(h: cs.Container) -> bool:
-    bs = h.block_size
-    return (
-        0 <= h.header_version <= 64
-        and MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0
-        and h.sub_hdr_size >= 0 and h.bitmap_blocks > 0
-        and 8 * h.bitmap_blocks * bs >= h.max_mapnr
-    )
-
-
-def detect_layout(head: bytes, *, path: str | None = None) -> tuple[KdumpStructs, cs.Container]:
-    """Find the layout and byte order under which the header makes sense.
-
-    :raises CorruptDumpError: none does (names the block_size field)
-    """
-    machine = strip_c_string(head[_MACHINE_OFFSET:_MACHINE_OFFSET + UTS_LEN])
-    if machine in MACHINES_64:
-        order = [("64", "<"), ("64", ">")]
-    elif machine in MACHINES_32:
-        kind = "32pack" if machine in MACHINES_32_PACKED else "32pad"
-        order = [(kind, "<"), (kind, ">")]
-    else:  # unknown machine: the order libkdumpfile tries (32-bit first)
-        order = [("32pad", "<"), ("32pad", ">"), ("64", "<"), ("64", ">")]
-    # the machine's layouts first, then every other (a header may lie about its machine)
-    order += [(lay, e) for lay, e in [("32pad", "<"), ("32pad", ">"), ("64", "<"), ("64", ">"),
-                                       ("32pack", "<"), ("32pack", ">")] if (lay, e) not in order]
-    for layout, endian in order:
-        s = kdump_structs(layout, endian)
-        hdr = parse_at(s.DiskDumpHeader, head, path=path, offset=0, what="disk_dump_header")
-        if _plausible(hdr):
-            return s, hdr
-    s = kdump_structs(*order[0])
-    hdr = parse_at(s.DiskDumpHeader, head, path=path, offset=0, what="disk_dump_header")
-    off = s.DiskDumpHeader.sizeof() - 36
-    raise CorruptDumpError(
-        "disk_dump_header is invalid: block_size must be a power of two from 1 KiB to 256 KiB "
-        "and the bitmaps must cover max_mapnr", path=path, offset=off,
-        expected="block_size = page size (e.g. 4096)", got=hdr.block_size,
-    )
-
+__all__ = [
+    "KDUMP_SIGNATURE",
+    "DISKDUMP_SIGNATURE",
+    "KDUMP_HEADER_VERSION",
+    "DUMP_DH_COMPRESSED_ZLIB",
+    "DUMP_DH_COMPRESSED_LZO",
+    "DUMP_DH_COMPRESSED_SNAPPY",
+    "DUMP_DH_COMPRESSED_INCOMPLETE",
+    "DUMP_DH_EXCLUDED_VMEMMAP",
+    "DUMP_DH_COMPRESSED_ZSTD",
+    "KNOWN_STATUS",
+    "UTS_LEN",
+    "UTS_FIELDS",
+    "MACHINES_32",
+    "MACHINES_32_PACKED",
+    "MACHINES_64",
+    "MIN_BLOCK_SIZE",
+    "MAX_BLOCK_SIZE",
+    "PAGE_DESC_SIZE",
+    "KdumpStructs",
+    "kdump_structs",
+    "probe",
+    "detect_layout",
+    "KdumpReader",
+]
 
 class KdumpReader(DumpReader):
     """Reader of kdump-compressed files (``KDUMP   ``) and old diskdump files (``DISKDUMP``)."""
@@ -209,6 +115,8 @@ class KdumpReader(DumpReader):
         self.damaged_signature: bytes | None = None  # set by kdump_recover.recover_signature
         #: descriptor index -> (offset, size, flags, page_flags) found by scanning page data
         self.desc_patches: dict[int, tuple[int, int, int, int]] = {}
+        #: a 2nd bitmap rebuilt by repair, and the descriptor of each page it declares
+        self.remap: Remap | None = None
         try:
             self.structs, hdr = detect_layout(head, path=path)
         except CorruptDumpError:
@@ -317,7 +225,15 @@ class KdumpReader(DumpReader):
                                          "bitmap", path=self.path, offset=base + start_byte + len(raw),
                                          expected=f"{nbytes} bytes", got=f"{len(raw)} bytes")
             raw = raw.ljust(nbytes, b"\0")
+        if which == 2 and self.remap is not None:
+            return self.remap.overlay(start_byte, np.frombuffer(raw, dtype=np.uint8))
         return np.frombuffer(raw, dtype=np.uint8)
+
+    def _holds(self, which: int, start_byte: int, nbytes: int) -> bool:
+        """False only when those bitmap bytes are a hole of the file (all clear, not stored)."""
+        if which == 2 and self.remap is not None and self.remap.overlaps(start_byte, nbytes):
+            return True
+        return may_hold_data(self.source, self._bitmap_base(which) + start_byte, nbytes)
 
     def _bits(self, which: int, start: int, count: int) -> np.ndarray:
         """Bits ``[start, start + count)`` of a bitmap as bools (LSB-first bit order)."""
@@ -339,7 +255,7 @@ class KdumpReader(DumpReader):
         n = int(self._bits(which, start, head).sum()) if head else 0
         start += head
         full = (end - start) // 8
-        if full and may_hold_data(self.source, self._bitmap_base(which) + start // 8, full):
+        if full and self._holds(which, start // 8, full):
             n += int(np.bitwise_count(self._bitmap_bytes(which, start // 8, full)).sum())
         if start + full * 8 < end:
             n += int(self._bits(which, start + full * 8, end - start - full * 8).sum())
@@ -379,7 +295,7 @@ class KdumpReader(DumpReader):
         step = max(window, self.COUNT_CHUNK // window * window)
         for big in range(lo // window * window, min(self.max_pfn, hi, self._max_mapnr), step):
             n = min(step, self._max_mapnr - big)
-            if not may_hold_data(self.source, self._bitmap_base(which) + big // 8, -(-n // 8)):
+            if not self._holds(which, big // 8, -(-n // 8)):
                 continue  # a hole: no bit set
             raw = self._bitmap_bytes(which, big // 8, -(-n // 8))
             per = window // 8  # windows are multiples of 8 pages: whole bytes
@@ -496,15 +412,21 @@ class KdumpReader(DumpReader):
                     f"({(first_data - self.desc_offset) / PAGE_DESC_SIZE:.0f} descriptors)")
 
     def _descs(self, first: int, count: int) -> np.ndarray:
-        """Descriptors ``[first, first + count)``; those beyond the end of the file read as zero."""
+        """The descriptors of present pages ``[first, first + count)`` (in PFN order), as the
+        table holds them, rebuilt ones applied; those beyond the end of the file read as zero."""
+        out = self.remap.descs(self, first, count) if self.remap is not None else self._table(first, count)
+        for index, desc in self.desc_patches.items():  # descriptors recovered by repair
+            if first <= index < first + count:
+                out[index - first] = desc
+        return out
+
+    def _table(self, first: int, count: int) -> np.ndarray:
+        """Entries ``[first, first + count)`` of the descriptor table as stored (zeros past the end)."""
         dtype = self.structs.page_desc_dtype
         raw = self.source.pread(self.desc_offset + first * PAGE_DESC_SIZE, count * PAGE_DESC_SIZE)
         whole = len(raw) // PAGE_DESC_SIZE
         out = np.zeros(count, dtype=dtype)
         out[:whole] = np.frombuffer(raw, dtype=dtype, count=whole)
-        for index, desc in self.desc_patches.items():  # descriptors recovered by repair
-            if first <= index < first + count:
-                out[index - first] = desc
         return out
 
     # --- data ----------------------------------------------------------------

@@ -17,7 +17,8 @@ import construct as cs
 import numpy as np
 
 from kdumptool.errors import DumpError
-from kdumptool.formats.kdump import (
+from kdumptool.formats.kdump import KdumpReader
+from kdumptool.formats.kdump_layout import (
     _MACHINE_OFFSET,
     DISKDUMP_SIGNATURE,
     KDUMP_HEADER_VERSION,
@@ -26,7 +27,6 @@ from kdumptool.formats.kdump import (
     MACHINES_32,
     MACHINES_32_PACKED,
     UTS_LEN,
-    KdumpReader,
     KdumpStructs,
     _plausible,
     kdump_structs,
@@ -149,3 +149,53 @@ def _agrees(r: KdumpReader) -> bool:
         return False
     r._check_table_start()  # raises CorruptDumpError when the table disagrees
     return True
+
+
+class Remap:
+    """A 2nd bitmap rebuilt over some of its bytes, and the descriptor of each page it declares
+    there (repair's answer to a zeroed part of the 2nd bitmap: ``kdumptool.repair.bitmap2``).
+
+    Ranks (the index of a present page in PFN order) and descriptor indexes are equal before
+    the rebuilt bytes; inside, ``index`` lists the descriptor of each present page (-1: the page
+    was dumped but which descriptor is its cannot be told: it reads as lost); after them they
+    differ by ``shift``.
+
+    :param first_byte: first byte of the 2nd bitmap replaced by ``bits``
+    :param first_rank: rank of the first present page of the replaced bytes
+    """
+
+    def __init__(self, first_byte: int, bits: np.ndarray, first_rank: int, index: np.ndarray,
+                 shift: int) -> None:
+        self.first_byte, self.bits = first_byte, bits
+        self.first_rank, self.index, self.shift = first_rank, index.astype(np.int64), shift
+
+    def overlaps(self, start_byte: int, nbytes: int) -> bool:
+        """Whether bytes ``[start_byte, start_byte + nbytes)`` of the 2nd bitmap are rebuilt ones."""
+        return start_byte < self.first_byte + len(self.bits) and self.first_byte < start_byte + nbytes
+
+    def overlay(self, start_byte: int, raw: np.ndarray) -> np.ndarray:
+        """2nd-bitmap bytes read from the file, the rebuilt ones put in."""
+        end = self.first_byte + len(self.bits)
+        lo, hi = max(start_byte, self.first_byte), min(start_byte + len(raw), end)
+        if lo >= hi:
+            return raw
+        out = raw.copy()
+        out[lo - start_byte:hi - start_byte] = self.bits[lo - self.first_byte:hi - self.first_byte]
+        return out
+
+    def descs(self, reader: KdumpReader, first: int, count: int) -> np.ndarray:
+        """The descriptors of present pages ``[first, first + count)`` (ranks), read from the table."""
+        ranks = np.arange(first, first + count, dtype=np.int64)
+        inside = ranks - self.first_rank
+        within = (inside >= 0) & (inside < len(self.index))
+        idx = np.where(inside < 0, ranks, ranks + self.shift)
+        idx[within] = self.index[inside[within]]
+        out = np.zeros(count, dtype=reader.structs.page_desc_dtype)
+        have = np.flatnonzero(idx >= 0)
+        if not have.size:
+            return out
+        breaks = np.flatnonzero(np.diff(idx[have]) != 1) + 1  # one read per run of the table
+        for lo, hi in zip(np.concatenate(([0], breaks)).tolist(),
+                          np.concatenate((breaks, [have.size])).tolist(), strict=True):
+            out[have[lo:hi]] = reader._table(int(idx[have[lo]]), hi - lo)
+        return out

@@ -20,6 +20,7 @@ from kdumptool.formats.hyperv import HyperVReader
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
 from kdumptool.formats.split import SplitSetReader
 from kdumptool.open import open_dumps, supply_vmcoreinfo
+from kdumptool.repair.bitmap2 import Rematch, rematch_bitmap2
 from kdumptool.repair.descriptors import recover_descriptors
 from kdumptool.repair.findings import Report, merge_ranges, ranges_of
 from kdumptool.transport.flattened import FlattenedSource
@@ -121,6 +122,13 @@ def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None
 
 
 def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
+    _validate_kdump_header(r, report, path)
+    if _validate_kdump_table(r, report, path):
+        _validate_descriptors(r, report, path)
+
+
+def _validate_kdump_header(r: KdumpReader, report: Report, path: str) -> None:
+    """The header fields, and the 2nd bitmap within the 1st."""
     h = r.header
     if r.damaged_signature is not None:
         report.add("repairable", "kdump-signature",
@@ -138,7 +146,6 @@ def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
     if vmci is not None and vmci.page_size and vmci.page_size != h.block_size:
         report.add("data-loss", "block-size", f"{path}block_size {h.block_size} differs from "
                    f"VMCOREINFO PAGESIZE {vmci.page_size}")
-    # 2nd bitmap within the 1st
     outside = 0
     for start, count in r.windows(1 << 16):
         ram, present = r.bitmaps(start, count)
@@ -146,14 +153,21 @@ def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
     if outside:
         report.add("repairable", "bitmap2-not-in-bitmap1",
                    f"{path}{outside} pages are in the 2nd bitmap but not in the 1st", r.bitmap2_offset)
-    # descriptors
+
+
+def _validate_kdump_table(r: KdumpReader, report: Report, path: str) -> bool:
+    """The 2nd bitmap against the descriptor table (rebuilt where part of it was zeroed),
+    and emptied descriptors that the page data gives back. False: pages cannot be matched."""
     try:
         r._check_table_start()
     except DumpError as exc:
-        report.add("data-loss", "bitmap-table-mismatch",
-                   f"{path}{exc.message} ({exc.expected} vs {exc.got}); pages cannot be matched "
-                   "to their data", exc.offset)
-        return
+        found = rematch_bitmap2(r)  # (the reader reads through the rebuilt bitmap from now on)
+        if found is None:
+            report.add("data-loss", "bitmap-table-mismatch",
+                       f"{path}{exc.message} ({exc.expected} vs {exc.got}); pages cannot be matched "
+                       "to their data", exc.offset)
+            return False
+        report_rematch(found, report, path)
     runs = recover_descriptors(r)
     rebuilt = sum(n for _, _, n in runs)
     if rebuilt:
@@ -161,6 +175,31 @@ def _validate_kdump_part(r: KdumpReader, report: Report, path: str) -> None:
         report.add("repairable", "descriptors-recoverable",
                    f"{path}{rebuilt} emptied page descriptors can be rebuilt from the page data",
                    r.desc_offset + first * PAGE_DESC_SIZE)
+    return True
+
+
+def report_rematch(found: Rematch, report: Report, path: str = "") -> None:
+    """The finding for a zeroed part of the 2nd bitmap, and what repair makes of it."""
+    (a, b), n = found.span, found.descriptors
+    head = (f"{path}the 2nd bitmap lost {found.missing} set bits in pfn {a:#x}-{b - 1:#x} (the page data "
+            f"starts {found.missing} descriptors after the table it declares): ")
+    report.facts["bitmap2"] = found.as_dict()
+    if not found.unmatched:
+        report.add("repairable", "bitmap2-damaged",
+                   f"{head}all {n} page descriptors there are matched to their pages ({found.by_data} "
+                   "proven by their data)", found.offset)
+        return
+    places = sum(z - y for y, z in found.ambiguous)
+    report.add("data-loss", "bitmap2-damaged",
+               f"{head}{found.matched} of the {n} page descriptors there are matched to their pages "
+               f"({found.by_data} proven by their data); {found.unmatched} are not: their pages are "
+               f"{found.unmatched} of the {places} pages of {len(found.ambiguous)} PFN ranges "
+               "(facts.bitmap2.ambiguous_pfn_ranges)", found.offset, found.lost)
+
+
+def _validate_descriptors(r: KdumpReader, report: Report, path: str) -> None:
+    """Every descriptor: lost pages, invalid descriptors, page data that overlaps."""
+    h = r.header
     lost_pfns: list[np.ndarray] = []
     corrupt_pfns: list[np.ndarray] = []
     first_bad = None

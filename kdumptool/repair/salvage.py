@@ -41,6 +41,7 @@ from kdumptool.formats.split import SplitSetReader
 from kdumptool.metadata import output_metadata
 from kdumptool.open import adopt_vmcoreinfo, open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import Selection
+from kdumptool.repair.bitmap2 import Rematch, rematch_bitmap2
 from kdumptool.repair.checks import check_uts_in_memory, fsck
 from kdumptool.repair.descriptors import recover_descriptors
 from kdumptool.repair.findings import Report, ranges_of
@@ -108,10 +109,11 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
            flat: bool = False, codec_name: str | None = None, threads: int | None = None,
            in_place: bool = False) -> dict[str, Any]:
     """Repair ``paths`` into ``out``; return the report (findings, actions, lost ranges, and
-    ``exit_code``: 0 nothing lost, 1 pages lost or zero-filled).
+    ``exit_code``: 0 nothing lost, 1 pages lost or zero-filled, or left out because their
+    descriptor could not be matched: ``unmatched_descriptors``, ``ambiguous_pfn_ranges``).
 
     :raises RepairError: the input is not a readable dump, or its pages cannot be matched
-        to their data (a damaged 2nd bitmap)
+        to their data (a 2nd bitmap that disagrees with the descriptor table beyond repair)
     """
     before: Report = fsck(paths, vmcoreinfo_file=vmcoreinfo_file)
     fatal = [f for f in before.findings if f.severity == "fatal"]
@@ -123,35 +125,11 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
     actions = [REWRITE_FIXES[f.code] for f in before.findings if f.code in REWRITE_FIXES]
     reader: DumpReader = open_dumps(paths, strict=False)
     try:
-        if vmcoreinfo_file:
-            supply_vmcoreinfo(reader, vmcoreinfo_file)
-            actions.append(f"VMCOREINFO taken from {vmcoreinfo_file}")
-        elif reader.info.vmcoreinfo is None:
-            found = scan_vmcoreinfo(reader, first_only=True)
-            if found:
-                adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
-                actions.append(f"VMCOREINFO recovered from memory at {found[0].paddr:#x}")
-        elif any(f.code == "vmcoreinfo-mismatch" for f in before.findings):
-            # the note disagrees with memory (a fabricated VMCOREINFO): use the kernel's own
-            # copy, if one in memory agrees with init_uts_ns
-            for cand in scan_vmcoreinfo(reader):
-                probe = Report(before.path)
-                original = reader.info.vmcoreinfo
-                reader.info.vmcoreinfo = cand.vmcoreinfo
-                check_uts_in_memory(reader, probe)
-                if not probe.findings and cand.vmcoreinfo.lines != original.lines:  # type: ignore[union-attr]
-                    actions.append("VMCOREINFO replaced by the kernel's own copy found in memory "
-                                   f"at {cand.paddr:#x} (the dump's did not match memory)")
-                    adopt_vmcoreinfo(reader, cand.vmcoreinfo)
-                    break
-                reader.info.vmcoreinfo = original
-        for part in (reader.parts if isinstance(reader, SplitSetReader) else [reader]):
-            if isinstance(part, KdumpReader):
-                runs = recover_descriptors(part)
-                found = sum(n for _, _, n in runs)
-                if found:
-                    actions.append(f"{found} of {sum(c for _, c, _ in runs)} emptied page "
-                                   "descriptors rebuilt by scanning the page data")
+        _fix_vmcoreinfo(reader, before, vmcoreinfo_file, actions)
+        rematched = _fix_kdump_parts(reader, actions)
+        unmatched = sum(m.unmatched for m in rematched)
+        # (unmatched descriptors whose page is declared are among the unreadable pages below)
+        unplaced = unmatched - sum(b - a for m in rematched for a, b in m.lost)
         lost = unreadable_pages(reader)
         nlost = sum(b - a for a, b in lost)
         is_elf = isinstance(reader, ElfReader) if elf is None else elf
@@ -163,40 +141,14 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
             actions.append(f"{nlost} unreadable pages marked missing ({how})")
         if "flattened" in reader.info.transport:
             actions.append("flattened stream rebuilt as a plain file")
-        selection = Selection(reader, 0)
         meta = output_metadata(reader)
-        if nlost and not zero_fill:
+        if (nlost and not zero_fill) or unmatched:
             meta = dataclasses.replace(meta, incomplete=True)
         codec = None
         if not is_elf:
-            name = codec_name or (sorted(reader.info.codecs)[0] if reader.info.codecs else "zlib")
-            codec = get_codec(name)
-        target = out
-        backup = None
-        if in_place:
-            backup = paths[0] + ".bak"
-            if os.path.lexists(backup) and not force:
-                raise OutputError(f"{backup}: backup exists (use --force to replace it)")
-            if os.path.lexists(backup):
-                os.unlink(backup)
-            os.link(paths[0], backup)
-        try:
-            with open_output(target, inputs=[] if in_place else paths, force=force or in_place,
-                             flattened=flat) as sink:
-                if is_elf:
-                    from kdumptool.formats.elf_writer import write_elf
-
-                    stats = write_elf(selection, sink, meta)
-                else:
-                    from kdumptool.formats.kdump_writer import write_kdump
-
-                    stats = write_kdump(selection, sink, meta, codec, threads=threads)
-        except BaseException:
-            if backup:
-                os.unlink(backup)
-            raise
-        if backup:
-            actions.append(f"{paths[0]} replaced; the original is kept as {backup}")
+            codec = get_codec(codec_name or (sorted(reader.info.codecs)[0] if reader.info.codecs else "zlib"))
+        stats = _write(reader, paths, out, meta, codec, is_elf=is_elf, flat=flat, force=force,
+                       threads=threads, in_place=in_place, actions=actions)
     finally:
         reader.close()
     return {
@@ -204,9 +156,93 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
         "output": out,
         "format": "ELF" if is_elf else f"kdump-compressed ({codec.name if codec else 'raw'})",
         "actions": actions,
-        "exit_code": 1 if nlost else 0,
+        "exit_code": 1 if nlost or unplaced else 0,
         "pages_written": stats.get("in_file", stats["pages"]),  # ELF: once per PFN, as info counts
-        "pages_lost": nlost,
+        "pages_lost": nlost + unplaced,
         "lost_pfn_ranges": [list(r) for r in (lost if not zero_fill else [])],
         "zero_filled_pfn_ranges": [list(r) for r in (lost if zero_fill else [])],
+        "unmatched_descriptors": unmatched,
+        "ambiguous_pfn_ranges": [list(r) for m in rematched for r in m.ambiguous],
     }
+
+
+def _fix_vmcoreinfo(reader: DumpReader, before: Report, vmcoreinfo_file: str | None,
+                    actions: list[str]) -> None:
+    """VMCOREINFO from ``-i``, else the copy found in memory when the dump has none or one
+    that memory contradicts."""
+    if vmcoreinfo_file:
+        supply_vmcoreinfo(reader, vmcoreinfo_file)
+        actions.append(f"VMCOREINFO taken from {vmcoreinfo_file}")
+    elif reader.info.vmcoreinfo is None:
+        found = scan_vmcoreinfo(reader, first_only=True)
+        if found:
+            adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
+            actions.append(f"VMCOREINFO recovered from memory at {found[0].paddr:#x}")
+    elif any(f.code == "vmcoreinfo-mismatch" for f in before.findings):
+        # the note disagrees with memory (a fabricated VMCOREINFO): use the kernel's own
+        # copy, if one in memory agrees with init_uts_ns
+        for cand in scan_vmcoreinfo(reader):
+            probe = Report(before.path)
+            original = reader.info.vmcoreinfo
+            reader.info.vmcoreinfo = cand.vmcoreinfo
+            check_uts_in_memory(reader, probe)
+            if not probe.findings and cand.vmcoreinfo.lines != original.lines:  # type: ignore[union-attr]
+                actions.append("VMCOREINFO replaced by the kernel's own copy found in memory "
+                               f"at {cand.paddr:#x} (the dump's did not match memory)")
+                adopt_vmcoreinfo(reader, cand.vmcoreinfo)
+                break
+            reader.info.vmcoreinfo = original
+
+
+def _fix_kdump_parts(reader: DumpReader, actions: list[str]) -> list[Rematch]:
+    """A zeroed part of the 2nd bitmap rebuilt, emptied descriptors rebuilt from page data."""
+    rematched = []
+    for part in (reader.parts if isinstance(reader, SplitSetReader) else [reader]):
+        if not isinstance(part, KdumpReader):
+            continue
+        found = rematch_bitmap2(part)
+        if found is not None:
+            rematched.append(found)
+            (a, b), n = found.span, found.descriptors
+            actions.append(f"2nd bitmap rebuilt over pfn {a:#x}-{b - 1:#x}: {found.matched} of {n} page "
+                           f"descriptors matched to their pages ({found.by_data} by their data)"
+                           + (f"; {found.unmatched} could not be (their pages are left out)"
+                              if found.unmatched else ""))
+        runs = recover_descriptors(part)
+        rebuilt = sum(n for _, _, n in runs)
+        if rebuilt:
+            actions.append(f"{rebuilt} of {sum(c for _, c, _ in runs)} emptied page "
+                           "descriptors rebuilt by scanning the page data")
+    return rematched
+
+
+def _write(reader: DumpReader, paths: list[str], out: str, meta: Any, codec: Any, *, is_elf: bool,
+           flat: bool, force: bool, threads: int | None, in_place: bool,
+           actions: list[str]) -> dict[str, Any]:
+    """Write the repaired dump (``in_place``: over the input, keeping ``IN.bak``)."""
+    backup = None
+    if in_place:
+        backup = paths[0] + ".bak"
+        if os.path.lexists(backup) and not force:
+            raise OutputError(f"{backup}: backup exists (use --force to replace it)")
+        if os.path.lexists(backup):
+            os.unlink(backup)
+        os.link(paths[0], backup)
+    try:
+        with open_output(out, inputs=[] if in_place else paths, force=force or in_place,
+                         flattened=flat) as sink:
+            if is_elf:
+                from kdumptool.formats.elf_writer import write_elf
+
+                stats: dict[str, Any] = write_elf(Selection(reader, 0), sink, meta)
+            else:
+                from kdumptool.formats.kdump_writer import write_kdump
+
+                stats = write_kdump(Selection(reader, 0), sink, meta, codec, threads=threads)
+    except BaseException:
+        if backup:
+            os.unlink(backup)
+        raise
+    if backup:
+        actions.append(f"{paths[0]} replaced; the original is kept as {backup}")
+    return stats

@@ -181,8 +181,8 @@ def _validate_kdump_table(r: KdumpReader, report: Report, path: str) -> bool:
 def report_rematch(found: Rematch, report: Report, path: str = "") -> None:
     """The finding for a zeroed part of the 2nd bitmap, and what repair makes of it."""
     (a, b), n = found.span, found.descriptors
-    head = (f"{path}the 2nd bitmap lost {found.missing} set bits in pfn {a:#x}-{b - 1:#x} (the page data "
-            f"starts {found.missing} descriptors after the table it declares): ")
+    head = (f"{path}the 2nd bitmap lost {found.missing} set bits in PFNs {pfn_range_text(a, b)} (the "
+            f"page data starts {found.missing} descriptors after the table it declares): ")
     report.facts["bitmap2"] = found.as_dict()
     if not found.unmatched:
         report.add("repairable", "bitmap2-damaged",

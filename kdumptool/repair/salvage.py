@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kdumptool.codecs import get_codec
-from kdumptool.dump import DumpReader, PageBatch
+from kdumptool.dump import DumpReader, PageBatch, pfn_range_text
 from kdumptool.errors import KdumpToolError, OutputError
 from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.kdump import KdumpReader
@@ -204,8 +204,8 @@ def _fix_kdump_parts(reader: DumpReader, actions: list[str]) -> list[Rematch]:
         if found is not None:
             rematched.append(found)
             (a, b), n = found.span, found.descriptors
-            actions.append(f"2nd bitmap rebuilt over pfn {a:#x}-{b - 1:#x}: {found.matched} of {n} page "
-                           f"descriptors matched to their pages ({found.by_data} by their data)"
+            actions.append(f"2nd bitmap rebuilt over PFNs {pfn_range_text(a, b)}: {found.matched} of {n} "
+                           f"page descriptors matched to their pages ({found.by_data} by their data)"
                            + (f"; {found.unmatched} could not be (their pages are left out)"
                               if found.unmatched else ""))
         runs = recover_descriptors(part)

@@ -16,7 +16,11 @@ is intact, and the damage is one zeroed span, so:
 * the proof: an empty ``struct list_head`` points at itself (Linux ``INIT_LIST_HEAD``,
   ``include/linux/list.h``), so a page holding one names its own virtual address, and the
   linear maps of the kernel (direct map, kernel image, ...) turn that into its PFN. Their
-  offsets are learned from pages matched for sure (and the kernel image's from VMCOREINFO).
+  offsets are learned from pages matched for sure (and the kernel image's from VMCOREINFO);
+  once the pages of the kernel's page tables are matched, they translate the other addresses;
+* once the ``struct page`` array is readable too, the dump level's rules
+  (:mod:`kdumptool.filters`) rule out the free, cache and user pages among the places, if
+  they agree with every page the dump declares. Each step may match more: they repeat.
 
 Whatever stays ambiguous is reported: descriptors not matched, the PFN ranges their pages
 are among, and the declared pages whose descriptor cannot be told (read as lost).
@@ -45,7 +49,9 @@ SAMPLE_PARTS = 16
 MIN_MAP_PAGES = 4
 #: Descriptors decoded at a time.
 CHUNK = 4096
-
+#: Most pages an uncertain range may hold (its arrays take about 40 bytes a page): 256 GiB
+#: of 4 KiB pages. A larger one is refused, as before this matching existed.
+MAX_PLACES = 1 << 26
 
 
 @dataclass
@@ -93,6 +99,8 @@ def rematch_bitmap2(r: KdumpReader) -> Rematch | None:
     if not runs:
         return None
     a, b = runs[0][0] * 8, min(runs[-1][1] * 8, r._max_mapnr)
+    if b - a > MAX_PLACES:
+        return None
     first = r.rank(a)
     count = r.rank(b) - first + missing  # descriptors of [a, b)
     pfns, must = _places(r, a, b, runs)
@@ -140,6 +148,8 @@ def _plan(pins: tuple[np.ndarray, np.ndarray], pfns: np.ndarray, must: np.ndarra
           count: int) -> _Plan | None:
     """Match ``count`` descriptors to the places ``pfns`` (``must``: declared), given the pins
     ``(descriptor, PFN)``; None when the pins do not fit."""
+    if not int(must.sum()) <= count <= len(pfns):
+        return None
     at = np.searchsorted(pfns, pins[1])
     there = (at < len(pfns)) & (pfns[np.minimum(at, len(pfns) - 1)] == pins[1])
     kept = _consistent((pins[0][there], at[there]), must, count, dropped=int((~there).sum()))

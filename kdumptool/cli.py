@@ -22,6 +22,7 @@ import click
 from kdumptool import __version__
 from kdumptool.cli_common import VMLINUX_OPTION, finish_commands
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
+from kdumptool.cli_scrub import SCRUB_EPILOG, scrub_options
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.dump import pfn_range_text, pfn_ranges_text
 from kdumptool.errors import CodecUnavailableError, DumpError, KdumpToolError, OutputError, UsageError
@@ -261,7 +262,7 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         VMLINUX_OPTION,
     ]):
         func = opt(func)
-    return func
+    return scrub_options(func)
 
 
 @main.command()
@@ -293,20 +294,50 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
+@main.command(epilog=SCRUB_EPILOG)
+@_output_options
+@click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
+              help="makedumpfile dump level 0-31 (profiles files/user add 4/8).")
+def scrub(level_text: str, **opts: Any) -> None:
+    """Take secrets out of IN, writing OUT: erase what a makedumpfile filter configuration
+    (--config) or built-in profiles (--scrub) name, by symbol and type from the dump's own
+    kallsyms and BTF (no vmlinux). Otherwise as convert (-E, -F, -c/-l/-p/-z, -d...).
+
+    Every symbol, member and type is checked before anything is written; --dry-run lists
+    every range (virtual and physical address, size, rule).
+    """
+    if not opts["config"] and not opts["profiles"]:
+        raise UsageError("scrub needs --config FILE or --scrub PROFILE (or both)")
+    _write_levels(_parse_levels(level_text), **opts)
+
+
 @contextlib.contextmanager
-def _selection(srcs: list[str], level: int, *, vmcoreinfo_file: str | None, quiet: bool) -> Any:
+def _selection(srcs: list[str], level: int, *, vmcoreinfo_file: str | None, quiet: bool,
+               config: str | None = None, profiles: tuple[str, ...] = ()) -> Any:
     """Open the input and choose its pages for ``level`` (the page classes need VMCOREINFO:
-    recovered from memory when the dump lacks it); yields ``(reader, selection)``."""
+    recovered from memory when the dump lacks it); yields ``(reader, selection, scrub)``.
+
+    With ``config``/``profiles`` the scrub is resolved first (every error before any output
+    exists), its dump-level bits join ``level``, and the selection reads through the
+    scrubbing reader (``scrub`` is its :class:`~kdumptool.scrub.ScrubSetup`, else None).
+    """
     from kdumptool.pipeline import Selection
 
     with _open(srcs, strict=True, vmcoreinfo_file=vmcoreinfo_file) as reader:
+        setup, source = None, reader
+        if config or profiles:
+            from kdumptool.cli_scrub import prepare
+
+            setup = prepare(reader, config=config, profiles=profiles, quiet=quiet)
+            level |= setup.dump_level
+            source = setup.reader(reader)
         if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
             _recover_vmcoreinfo(reader, quiet=quiet)
-        selection = Selection(reader, level)
+        selection = Selection(source, level)
         if not quiet:
             for warning in selection.warnings:
                 click.echo(f"kdumptool: warning: {warning}", err=True)
-        yield reader, selection
+        yield reader, selection, setup
 
 
 def _chosen_codec(zlib_: bool, lzo: bool, snappy: bool, zstd: bool) -> Any:
@@ -382,7 +413,8 @@ def _inputs_and_output(paths: tuple[str, ...], *, dry_run: bool, flat: bool) -> 
 def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_zlib: bool,
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
            threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
-           stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True) -> None:
+           stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True,
+           config: str | None = None, profiles: tuple[str, ...] = ()) -> None:
     from kdumptool.metadata import output_metadata
     from kdumptool.report import exclusion_report, format_report
 
@@ -395,12 +427,19 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
         raise UsageError("--stream-compress needs -F: the kdump and ELF writers go back to fill in "
                          "headers and tables, which a compressed stream cannot take")
     t0 = time.monotonic()
-    with _selection(srcs, level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet) as (reader, selection):
+    with _selection(srcs, level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet, config=config,
+                    profiles=profiles) as (reader, selection, scrub):
+        level = selection.dump_level
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
+            if scrub is not None:
+                from kdumptool.cli_scrub import format_ranges
+
+                click.echo(format_ranges(scrub, scrub.plan.outcome(selection)))
             return
         assert dst is not None
-        meta = output_metadata(reader, dump_level=level)
+        meta = output_metadata(selection.reader, dump_level=level)
+        outcome = scrub.finish(meta, selection) if scrub is not None else None
         selection.progress = progress_for(lambda: reader.count_pages()[1], reader.page_size,
                                           os.path.basename(dst) if dst != "-" else "stdout", quiet=quiet)
         with _closing_progress(selection.progress), \
@@ -430,6 +469,10 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
                     click.echo(f"  {'In the ELF file':<26} : {stats['in_file']} (zero pages left out; "
                                "the excluded pages of gaps shorter than 256 pages inside a PT_LOAD "
                                "written, as makedumpfile -E does)", err=True)
+            if outcome is not None:
+                from kdumptool.cli_scrub import summary
+
+                click.echo(summary(scrub, outcome), err=True)
     if stats.get("cut"):
         raise OutputError(f"{dst}: the size limit of {limit} bytes is reached at dump level "
                           f"{meta.dump_level}: the dump is incomplete ({stats['lost']} pages left out "
@@ -473,10 +516,13 @@ def _write_split_levels(levels: list[int], *, size_limit: str | None, splitblock
 def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | None, codec_zlib: bool,
                  codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
                  threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
-                 dask: str | None = None) -> None:
+                 dask: str | None = None, config: str | None = None,
+                 profiles: tuple[str, ...] = ()) -> None:
     """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``); with ``dask``,
     each part is a task on that cluster (:mod:`kdumptool.fleet.convert`)."""
     if dask and not dry_run:
+        if config or profiles:
+            raise UsageError("--dask does not scrub yet: drop --config/--scrub or --dask")
         from kdumptool.cli_fleet import write_split_dask
 
         write_split_dask(level, src=src, dsts=dsts, splitblock=splitblock, force=force, quiet=quiet,
@@ -490,7 +536,9 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
 
     codec = _chosen_codec(codec_zlib, codec_lzo, codec_snappy, codec_zstd)
     t0 = time.monotonic()
-    with _selection([src], level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet) as (reader, selection):
+    with _selection([src], level, vmcoreinfo_file=vmcoreinfo_file, quiet=quiet, config=config,
+                    profiles=profiles) as (reader, selection, scrub):
+        level = selection.dump_level
         if dry_run:
             click.echo(format_report(exclusion_report(selection)))
             if len(dsts) >= 2:
@@ -499,7 +547,9 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
                     click.echo(f"{dst}: PFNs {pfn_range_text(lo, hi)}")
             return
         ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
-        meta = output_metadata(reader, dump_level=level)
+        meta = output_metadata(selection.reader, dump_level=level)
+        if scrub is not None:
+            scrub.finish(meta, selection)
         selection.progress = progress_for(lambda: reader.count_pages()[1], reader.page_size,
                                           f"{len(dsts)} parts", quiet=quiet)
         with _closing_progress(selection.progress), \

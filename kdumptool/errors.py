@@ -166,6 +166,11 @@ class UsageError(KdumpToolError):
     exit_code = 2
 
 
+class ScrubConfigError(UsageError):
+    """A scrub filter configuration (``--config``) that cannot be used: bad syntax, an unknown
+    symbol, type or member, or a type mismatch. The message starts with ``FILE:LINE:``."""
+
+
 class KernelDataError(KdumpToolError):
     """A kernel structure read from the dump's memory (kallsyms tables, BTF, a linked list)
     is corrupt, hostile or out of bounds.

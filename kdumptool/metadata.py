@@ -36,6 +36,32 @@ class OutputMeta:
     phys_base: int = 0
     dump_level: int = 0
     incomplete: bool = False
+    eraseinfo: bytes = b""  # makedumpfile's ERASEINFO text (kdump: after the data; ELF: a note)
+
+
+#: The note that carries ERASEINFO in an ELF dump (makedumpfile ``ERASEINFO_NOTE_NAME``, type 0).
+ERASEINFO_NOTE = b"ERASEINFO"
+
+
+def is_eraseinfo_note(note: Note) -> bool:
+    """Whether ``note`` is makedumpfile's ERASEINFO note (name ``ERASEINFO``, type 0)."""
+    return note.name == ERASEINFO_NOTE and note.type == 0
+
+
+def source_eraseinfo(reader: DumpReader) -> bytes:
+    """The ERASEINFO text a dump carries: a kdump file's erase info (every part's, in order,
+    for a split set), else its ``ERASEINFO`` notes (makedumpfile pads an ELF note's text with
+    NULs: they are dropped)."""
+    inner = getattr(reader, "inner", None)
+    if isinstance(inner, DumpReader):
+        return source_eraseinfo(inner)
+    parts = getattr(reader, "parts", None)
+    if isinstance(parts, list) and parts:
+        return b"".join(source_eraseinfo(p) for p in parts)
+    blob = getattr(reader, "eraseinfo", None)
+    if isinstance(blob, bytes) and blob.rstrip(b"\0"):
+        return blob.rstrip(b"\0")
+    return b"".join(n.desc.rstrip(b"\0") for n in reader.info.notes if is_eraseinfo_note(n))
 
 
 @dataclass(frozen=True)
@@ -110,8 +136,9 @@ def output_metadata(reader: DumpReader, *, dump_level: int = 0) -> OutputMeta:
         timestamp = (0, 0)
     return OutputMeta(
         machine=info.machine, endian=info.endian, word_size=info.word_size,
-        page_size=info.page_size, max_pfn=info.max_pfn, notes=list(info.notes),
+        page_size=info.page_size, max_pfn=info.max_pfn,
+        notes=[n for n in info.notes if not is_eraseinfo_note(n)],
         vmcoreinfo=vmci, utsname=best_utsname(reader), timestamp=timestamp,
         nr_cpus=min(max(info.nr_cpus or 1, 1), 1 << 20), phys_base=phys_base, dump_level=level,
-        incomplete=info.incomplete,
+        incomplete=info.incomplete, eraseinfo=source_eraseinfo(reader),
     )

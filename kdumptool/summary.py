@@ -14,6 +14,10 @@ from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.notes import describe_cpus, note_kind
 from kdumptool.identify import identify
+from kdumptool.metadata import source_eraseinfo
+
+#: ERASEINFO lines ``info`` prints (``--json`` has all).
+ERASEINFO_LINES = 20
 
 #: Keys of :func:`describe_cpus` dicts that are counts, not addresses or register values.
 _CPU_COUNT_KEYS = frozenset({"cpu", "pid", "raw_size", "qemu_raw_size"})
@@ -153,6 +157,7 @@ def dump_summary(reader: DumpReader, *, deep: bool = False) -> dict[str, Any]:
                        "kerneloffset": f"{vmci.kernel_offset:#x}" if vmci and vmci.kernel_offset
                        is not None else None},
         "notes": dict(sorted(notes.items())),
+        "eraseinfo": source_eraseinfo(reader).decode("utf-8", "replace").splitlines(),
         "details": {k: v for k, v in info.details.items() if isinstance(v, (int, str, bool, list))},
     }
 
@@ -196,6 +201,11 @@ def format_summary(s: dict[str, Any]) -> str:
                                       if v["present"] else "no"))
     if s["notes"]:
         lines.append("notes:         " + ", ".join(f"{n} x{c}" for n, c in s["notes"].items()))
+    erased = s.get("eraseinfo") or []
+    for i, line in enumerate(erased[:ERASEINFO_LINES]):
+        lines.append(("eraseinfo:     " if i == 0 else " " * 15) + line)
+    if len(erased) > ERASEINFO_LINES:
+        lines.append(" " * 15 + f"({len(erased) - ERASEINFO_LINES} more lines: see --json)")
     ev = [_evidence_line(e) for e in s.get("identification", []) if e.get("source") != "vmcoreinfo"]
     for i, line in enumerate(ev):
         lines.append(("evidence:      " if i == 0 else " " * 15) + printable(line))

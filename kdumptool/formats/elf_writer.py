@@ -33,7 +33,7 @@ from typing import Self
 import construct as cs
 import numpy as np
 
-from kdumptool.dump import DumpReader
+from kdumptool.dump import DumpReader, Note
 from kdumptool.formats.elf import (
     DUMP_ELF_INCOMPLETE,
     ELFCLASS32,
@@ -51,7 +51,7 @@ from kdumptool.formats.elf import (
     elf_structs,
 )
 from kdumptool.formats.kdump_writer import notes_for_output
-from kdumptool.metadata import OutputMeta
+from kdumptool.metadata import ERASEINFO_NOTE, OutputMeta
 from kdumptool.pipeline import Selection, zero_rows
 from kdumptool.schema import numpy_dtype
 from kdumptool.transport.sink import ByteSink, LimitedSink
@@ -434,7 +434,10 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     # ELF32 cannot hold addresses past 4 GiB (i386 PAE): use ELF64 then, as /proc/vmcore does
     elf_class = ELFCLASS64 if meta.word_size == 8 or meta.max_pfn * ps > 1 << 32 else ELFCLASS32
     s = elf_structs(elf_class, meta.endian)
-    note_blob = build_notes(notes_for_output(meta), meta.endian)
+    notes = notes_for_output(meta)
+    if meta.eraseinfo:  # the record of erased data: one note, as write_elf_eraseinfo adds it
+        notes.append(Note(ERASEINFO_NOTE, 0, meta.eraseinfo))
+    note_blob = build_notes(notes, meta.endian)
     segments = plan_segments(selection, source_regions(reader), ps)
     phnum = 1 + len(segments)
     ehsize, phsize, shsize = s.Ehdr.sizeof(), s.Phdr.sizeof(), s.Shdr.sizeof()

@@ -243,6 +243,12 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         if pending is not None:
             finish(pending)
     assert rank == own or stats["cut"], "the selection changed between the two passes"
+    # ERASEINFO text after the page data, as write_kdump_eraseinfo places it (not in a file
+    # cut by the size limit)
+    erase_off = data_pos if meta.eraseinfo and not stats["cut"] and (
+        limited is None or limited.fits(data_pos, len(meta.eraseinfo))) else 0
+    if erase_off:
+        sink.pwrite(erase_off, meta.eraseinfo)
     if limited is not None:
         limited.release()
 
@@ -269,7 +275,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         "start_pfn": min(lo, 0xFFFFFFFF) if split else 0, "end_pfn": min(hi, 0xFFFFFFFF) if split else 0,
         "offset_vmcoreinfo": vmci_off, "size_vmcoreinfo": vmci_size,
         "offset_note": note_off if note_blob else 0, "size_note": len(note_blob),
-        "offset_eraseinfo": 0, "size_eraseinfo": 0,
+        "offset_eraseinfo": erase_off, "size_eraseinfo": len(meta.eraseinfo) if erase_off else 0,
         "start_pfn_64": lo if split else 0, "end_pfn_64": hi if split else 0, "max_mapnr_64": max_pfn,
     })
     sink.pwrite(0, header.ljust(bs, b"\0"))

@@ -220,8 +220,10 @@ def write_split(selection: Selection, sinks: list[ByteSink], meta: OutputMeta, c
     """
     from kdumptool.formats.kdump_writer import write_kdump
 
-    return [write_kdump(selection, sink, meta, codec, threads=threads, part=span)
-            for sink, span in zip(sinks, ranges, strict=True)]
+    # the ERASEINFO text goes into the first part only: reassembling concatenates the parts'
+    return [write_kdump(selection, sink, meta if i == 0 else dataclasses.replace(meta, eraseinfo=b""),
+                        codec, threads=threads, part=span)
+            for i, (sink, span) in enumerate(zip(sinks, ranges, strict=True))]
 
 
 # --- reassembling a set ----------------------------------------------------------------------

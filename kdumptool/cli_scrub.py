@@ -1,0 +1,93 @@
+"""Command-line pieces of scrubbing: the ``--config``/``--scrub`` options shared by ``convert``,
+``filter`` and ``scrub``, and the text they print. Thin: the work is in :mod:`kdumptool.scrub`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from kdumptool.scrub.profiles import PROFILES
+
+SCRUB_EPILOG = """\b
+Profiles (--scrub, combinable, or all):
+  hostname  nodename and domainname of init_uts_ns and of every task's UTS
+            namespace, and of the kdump header's utsname
+  dmesg     the kernel log's text (every printk ring's data, __log_buf)
+  keys      the payload of every key in the key tree (user, logon,
+            dns_resolver, encrypted, trusted, big_key)
+  files     page-cache pages (as dump level 4)
+  user      user-space pages (as dump level 8)
+\b
+Erased bytes become 'X' (0x58), 'nullify' writes zeros, as makedumpfile --config
+does; what was erased is recorded as makedumpfile's ERASEINFO (kdump header v5+
+offset_eraseinfo, ELF note ERASEINFO), appended to the input's, shown by 'info'.
+\b
+Examples:
+  kdumptool scrub --scrub all vmcore out.kdump -c -d 31
+  kdumptool scrub --config erase.conf --dry-run vmcore
+"""
+
+SCRUB_HELP = ("Erase by meaning (repeatable, or a comma list): "
+              + ", ".join(PROFILES) + ", all. See 'kdumptool scrub --help'.")
+
+
+def scrub_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE`` and ``--scrub PROFILE``."""
+    func = click.option("--scrub", "profiles", multiple=True, metavar="PROFILE", help=SCRUB_HELP)(func)
+    return click.option(
+        "--config", "config", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help="Erase what this makedumpfile filter configuration names (makedumpfile.conf(5): "
+        "erase/for/endfor; types from the dump's BTF, no vmlinux).")(func)
+
+
+def prepare(reader: Any, *, config: str | None, profiles: tuple[str, ...], quiet: bool) -> Any:
+    """Resolve the scrub for ``reader`` (errors before any output exists); print its notes."""
+    from kdumptool.scrub import prepare_scrub
+
+    setup = prepare_scrub(reader, profiles=profiles, config_path=config)
+    if not quiet:
+        for note in setup.notes:
+            click.echo(f"kdumptool: warning: scrub: {note}", err=True)
+    return setup
+
+
+def format_ranges(setup: Any, outcome: Any) -> str:
+    """The ``--dry-run`` listing: every range, its physical pieces, and the totals."""
+    lines = []
+    for r in setup.ranges(outcome):
+        mark = "nullify" if r["nullify"] else "X"
+        lines.append(f"{r['vaddr']:#018x} {r['size']:>8} {mark:7} {r['rule']}  ({r['origin']})")
+        for p in merge_pieces(r["pieces"]):
+            where = "" if p["in_output"] in (None, True) else "  (page not in the output)"
+            lines.append(f"    paddr {p['paddr']:#014x} {p['size']:>8} bytes{where}")
+    lines.append(summary(setup, outcome))
+    return "\n".join(lines)
+
+
+def merge_pieces(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pieces that continue each other in physical memory (and are alike in or out of the
+    output) as one."""
+    out: list[dict[str, Any]] = []
+    for p in pieces:
+        last = out[-1] if out else None
+        if (last is not None and last["paddr"] + last["size"] == p["paddr"]
+                and last["in_output"] == p["in_output"]):
+            last["size"] += p["size"]
+        else:
+            out.append(dict(p))
+    return out
+
+
+def summary(setup: Any, outcome: Any) -> str:
+    """One line: ranges, bytes and pages erased in the output, dump-level bits added."""
+    text = (f"scrub: {len(setup.plan.targets)} ranges, {outcome.bytes} bytes erased in "
+            f"{outcome.pages} pages of the output")
+    if setup.dump_level:
+        classes = ", ".join(p for p in setup.profiles if p in ("files", "user"))
+        text += f"; dump level bits {setup.dump_level} added ({classes})"
+    if setup.header_fields:
+        text += f"; header utsname {'/'.join(setup.header_fields)} blanked"
+    return text

@@ -162,7 +162,7 @@ def parse_expr(text: str, *, path: str = "<config>", line: int = 0) -> Expr:
     hint = None
     if sep:
         m = _TYPE_RE.match(annotated)
-        if m is None or not m.group(0):
+        if m is None or not m.group(0) or m.group(2) in ("struct", "union", "enum"):
             raise ScrubConfigError(f"{where}: invalid type after ':' in {text!r} (expected "
                                    "'struct NAME', 'union NAME' or a type name)")
         hint = m.group(0)

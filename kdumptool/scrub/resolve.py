@@ -86,6 +86,7 @@ class Resolver:
         self.kernel = kernel
         self.command_base = command_base
         self.notes: list[str] = []
+        self.path = "<config>"
         self._btfs: dict[str, Btf] = {}
         self._loaded: set[str] | None = None
 
@@ -285,7 +286,7 @@ class Resolver:
                                   limit=MAX_ITERATIONS):
                 yield Loc(node - link, scope.var_type)
         except KernelDataError as exc:
-            self.notes.append(f"{loop_where(loop)}: the list ends early: {exc}")
+            self.notes.append(f"{self.path}:{loop.line}: the list ends early: {exc}")
 
     def _iterate_via(self, scope: _Scope, loop: Loop, loc: Loc) -> Iterator[Loc]:
         assert loop.via is not None and loc.addr is not None and scope.var_type is not None
@@ -296,11 +297,11 @@ class Resolver:
         first, seen = cur, set()
         while cur:
             if cur in seen:
-                self.notes.append(f"{loop_where(loop)}: the chain through {loop.via!r} loops back to "
+                self.notes.append(f"{self.path}:{loop.line}: the chain through {loop.via!r} loops back to "
                                   f"{cur:#x} after {len(seen)} entries: stopped there")
                 return
             if len(seen) >= MAX_ITERATIONS:
-                self.notes.append(f"{loop_where(loop)}: more than {MAX_ITERATIONS} entries: stopped")
+                self.notes.append(f"{self.path}:{loop.line}: more than {MAX_ITERATIONS} entries: stopped")
                 return
             seen.add(cur)
             yield Loc(cur, scope.var_type)
@@ -313,7 +314,7 @@ class Resolver:
         assert t.target is not None and loc.addr is not None
         e = t.target
         if t.nelems > MAX_ITERATIONS:
-            self.notes.append(f"{loop_where(loop)}: array of {t.nelems} elements: only the first "
+            self.notes.append(f"{self.path}:{loop.line}: array of {t.nelems} elements: only the first "
                               f"{MAX_ITERATIONS}")
         for i in range(min(t.nelems, MAX_ITERATIONS)):
             at = loc.addr + i * e.size
@@ -363,6 +364,7 @@ class Resolver:
 
     def targets(self, config: Config) -> list[EraseTarget]:
         """The ranges the (checked) configuration erases, in makedumpfile's order."""
+        self.path = config.path
         out: list[EraseTarget] = []
         for cmd in config.commands:
             scope = self._scope(cmd.module)
@@ -375,7 +377,7 @@ class Resolver:
                         for body in cmd.body:
                             out.extend(self._erase(scope, body, config.path, value))
                 except KdumpToolError as exc:
-                    self.notes.append(f"{loop_where(cmd, config.path)}: loop stopped: {exc}")
+                    self.notes.append(f"{config.path}:{cmd.line}: loop stopped: {exc}")
             else:
                 out.extend(self._erase(scope, cmd, config.path, None))
         return out
@@ -436,9 +438,6 @@ def _is_list_head(t: CType) -> bool:
     return t.kind == "struct" and t.name == "list_head"
 
 
-def loop_where(loop: Loop, path: str = "") -> str:
-    """``FILE:LINE`` (or ``line N``) of a loop, for notes."""
-    return f"{path}:{loop.line}" if path else f"line {loop.line}"
 
 
 def resolve_config(kernel: Kernel, config: Config, *,

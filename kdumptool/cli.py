@@ -298,6 +298,7 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
 @_output_options
 @click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
               help="makedumpfile dump level 0-31 (profiles files/user add 4/8).")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the ranges as JSON.")
 def scrub(level_text: str, **opts: Any) -> None:
     """Take secrets out of IN, writing OUT: erase what a makedumpfile filter configuration
     (--config) or built-in profiles (--scrub) name, by symbol and type from the dump's own
@@ -414,7 +415,7 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
            codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
            threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
            stream_compress: str | None = None, limit: int | None = None, keep_cut: bool = True,
-           config: str | None = None, profiles: tuple[str, ...] = ()) -> None:
+           config: str | None = None, profiles: tuple[str, ...] = (), as_json: bool = False) -> None:
     from kdumptool.metadata import output_metadata
     from kdumptool.report import exclusion_report, format_report
 
@@ -431,11 +432,10 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
                     profiles=profiles) as (reader, selection, scrub):
         level = selection.dump_level
         if dry_run:
-            click.echo(format_report(exclusion_report(selection)))
-            if scrub is not None:
-                from kdumptool.cli_scrub import format_ranges
+            from kdumptool.cli_scrub import dry_run_report
 
-                click.echo(format_ranges(scrub, scrub.plan.outcome(selection)))
+            click.echo(dry_run_report(scrub, selection, as_json) if scrub is not None or as_json
+                       else format_report(exclusion_report(selection)))
             return
         assert dst is not None
         meta = output_metadata(selection.reader, dump_level=level)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -47,11 +48,29 @@ def prepare(reader: Any, *, config: str | None, profiles: tuple[str, ...], quiet
     """Resolve the scrub for ``reader`` (errors before any output exists); print its notes."""
     from kdumptool.scrub import prepare_scrub
 
+    had_vmcoreinfo = reader.info.vmcoreinfo is not None
     setup = prepare_scrub(reader, profiles=profiles, config_path=config)
+    if not had_vmcoreinfo and not quiet:
+        click.echo("kdumptool: note: the dump has no VMCOREINFO; using the copy found in its memory",
+                   err=True)
     if not quiet:
         for note in setup.notes:
             click.echo(f"kdumptool: warning: scrub: {note}", err=True)
     return setup
+
+
+def dry_run_report(setup: Any, selection: Any, as_json_: bool) -> str:
+    """What ``--dry-run`` prints: the page classes and every range (text), or JSON."""
+    from kdumptool.report import exclusion_report, format_report
+
+    classes = exclusion_report(selection)
+    outcome = setup.plan.outcome(selection) if setup is not None else None
+    if as_json_:
+        doc: dict[str, Any] = {"page_classes": classes}
+        if setup is not None:
+            doc["scrub"] = as_json(setup, outcome)
+        return json.dumps(doc, indent=1)
+    return format_report(classes) + ("\n" + format_ranges(setup, outcome) if setup is not None else "")
 
 
 def format_ranges(setup: Any, outcome: Any) -> str:
@@ -65,6 +84,18 @@ def format_ranges(setup: Any, outcome: Any) -> str:
             lines.append(f"    paddr {p['paddr']:#014x} {p['size']:>8} bytes{where}")
     lines.append(summary(setup, outcome))
     return "\n".join(lines)
+
+
+def as_json(setup: Any, outcome: Any) -> dict[str, Any]:
+    """The ``--dry-run --json`` document: every range (addresses as hex strings), the totals,
+    the ERASEINFO lines this run would write, and the notes."""
+    ranges = []
+    for r in setup.ranges(outcome):
+        ranges.append({**r, "vaddr": f"{r['vaddr']:#x}",
+                       "pieces": [{**p, "paddr": f"{p['paddr']:#x}"} for p in merge_pieces(r["pieces"])]})
+    return {"ranges": ranges, "bytes": outcome.bytes, "pages": outcome.pages,
+            "eraseinfo": outcome.eraseinfo.decode().splitlines(), "dump_level_added": setup.dump_level,
+            "header_fields": list(setup.header_fields), "notes": setup.notes}
 
 
 def merge_pieces(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -258,6 +258,12 @@ def test_dry_run_lists_every_range_and_writes_nothing(tmp_path: Path,
         assert rule in text
     assert "paddr 0x" in text and "(profile keys)" in text
     assert "scrub: 4 ranges, 131457 bytes erased in 35 pages of the output" in text
+    doc = json.loads(kdumptool("scrub", "--scrub", PROFILES, "--dry-run", "--json", src).stdout)
+    ranges = doc["scrub"]["ranges"]
+    assert [r["rule"] for r in ranges][:2] == ["init_uts_ns.name.nodename", "init_uts_ns.name.domainname"]
+    assert ranges[2]["size"] == 131072 and sum(p["size"] for p in ranges[2]["pieces"]) == 131072
+    assert int(ranges[0]["vaddr"], 16) > 0 and all(p["in_output"] for r in ranges for p in r["pieces"])
+    assert doc["scrub"]["bytes"] == 131457 and len(doc["scrub"]["eraseinfo"]) == 4
 
 
 @pytest.mark.parametrize("config, line, words", [
@@ -458,3 +464,34 @@ def test_same_bytes_erased_as_makedumpfile_with_debug_vmlinux(tmp_path: Path) ->
         pa, pb = read_all_pages(a), read_all_pages(b)
     assert pa.keys() == pb.keys()
     assert [p for p in pa if pa[p] != pb[p]] == []
+
+
+def _stored(reader: Any, pfn: int) -> tuple[int, bytes]:
+    """A kdump page as stored: its descriptor's flags and its bytes in the file."""
+    d = reader._descs(reader.rank(pfn), 1)[0]
+    return int(d["flags"]), reader.source.pread(int(d["offset"]), int(d["size"]))
+
+
+def test_untouched_pages_are_stored_as_they_were(tmp_path: Path) -> None:
+    """Scrubbing makedumpfile's own zlib kdump file with zlib: every page the scrub does not
+    touch is stored with the very bytes makedumpfile stored (same codec, same zlib); the
+    touched ones differ."""
+    src = need_corpus_file(f"{SET_61}/derived/c-d31.kdump")
+    out = tmp_path / "out.kdump"
+    r = kdumptool("scrub", "--scrub", PROFILES, "-c", src, out)
+    assert r.returncode == 0, r.stderr.decode()
+    setup, outcome, _ = _plan(src, level=0, profiles=PROFILES.split(","))
+    touched = set(setup.plan.pfn[outcome.in_output].tolist())
+    assert len(touched) == outcome.pages > 30
+    with open_dumps([str(src)]) as a, open_dumps([str(out)]) as b:
+        assert a.info.dump_level == b.info.dump_level == 31
+        same = differ = 0
+        for start, count in b.data_windows():
+            for pfn in (start + np.flatnonzero(b.bitmaps(start, count)[1])).tolist():
+                if pfn in touched:
+                    assert _stored(a, pfn) != _stored(b, pfn)
+                    differ += 1
+                else:
+                    assert _stored(a, pfn) == _stored(b, pfn), f"pfn {pfn:#x}"
+                    same += 1
+    assert differ == len(touched) and same > 20000

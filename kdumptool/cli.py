@@ -517,7 +517,7 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
                  codec_lzo: bool, codec_snappy: bool, codec_zstd: bool, dry_run: bool,
                  threads: int | None, force: bool, quiet: bool, vmcoreinfo_file: str | None,
                  dask: str | None = None, config: str | None = None,
-                 profiles: tuple[str, ...] = ()) -> None:
+                 profiles: tuple[str, ...] = (), as_json: bool = False) -> None:
     """Write the split set ``dsts`` of ``src`` (like ``makedumpfile --split``); with ``dask``,
     each part is a task on that cluster (:mod:`kdumptool.fleet.convert`)."""
     if dask and not dry_run:
@@ -540,8 +540,11 @@ def _write_split(level: int, *, src: str, dsts: list[str], splitblock: int | Non
                     profiles=profiles) as (reader, selection, scrub):
         level = selection.dump_level
         if dry_run:
-            click.echo(format_report(exclusion_report(selection)))
-            if len(dsts) >= 2:
+            from kdumptool.cli_scrub import dry_run_report
+
+            click.echo(dry_run_report(scrub, selection, as_json) if scrub is not None or as_json
+                       else format_report(exclusion_report(selection)))
+            if len(dsts) >= 2 and not as_json:
                 ranges = split_ranges(selection, len(dsts), splitblock or DEFAULT_SPLITBLOCK_SIZE)
                 for dst, (lo, hi) in zip(dsts, ranges, strict=True):
                     click.echo(f"{dst}: PFNs {pfn_range_text(lo, hi)}")

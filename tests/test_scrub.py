@@ -495,3 +495,36 @@ def test_untouched_pages_are_stored_as_they_were(tmp_path: Path) -> None:
                     assert _stored(a, pfn) == _stored(b, pfn), f"pfn {pfn:#x}"
                     same += 1
     assert differ == len(touched) and same > 20000
+
+
+def test_elf_output_and_split_sets(tmp_path: Path) -> None:
+    """scrub -E: drgn reads the nodename as X through the ELF file, whose ERASEINFO note holds
+    the record; --split: part 1 carries the record, part 2 none, and reassembling gives it once."""
+    from peers import _drgn_program, require_tool
+
+    src = _src(SET_61)
+    elf = tmp_path / "s.elf"
+    r = kdumptool("scrub", "--scrub", "hostname", "-E", "-d", "31", src, elf)
+    assert r.returncode == 0, r.stderr.decode()
+    with open_dumps([str(elf)]) as reader:
+        assert source_eraseinfo(reader) == (b"erase init_uts_ns.name.nodename size 65\n"
+                                            b"erase init_uts_ns.name.domainname size 65\n")
+        vmci = reader.info.vmcoreinfo
+        assert vmci is not None
+        nodename = vmci.symbol("init_uts_ns") + 65
+    require_tool("drgn")
+    assert _drgn_program(elf).read(nodename, 65) == b"X" * 65
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    r = kdumptool("scrub", "--scrub", "hostname", "--split", "--splitblock-size", "4096", "-c", "-d", "31",
+                  src, *parts)
+    assert r.returncode == 0, r.stderr.decode()
+    from kdumptool.open import open_dump
+
+    texts = []
+    for p in parts:  # each part on its own
+        with open_dump(str(p)) as reader:
+            texts.append(source_eraseinfo(reader))
+    assert texts[0].count(b"\n") == 2 and texts[1] == b""
+    assert kdumptool("reassemble", *parts, tmp_path / "whole.kdump").returncode == 0
+    with open_dumps([str(tmp_path / "whole.kdump")]) as reader:
+        assert source_eraseinfo(reader) == texts[0]

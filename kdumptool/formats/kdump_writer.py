@@ -243,12 +243,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         if pending is not None:
             finish(pending)
     assert rank == own or stats["cut"], "the selection changed between the two passes"
-    # ERASEINFO text after the page data, as write_kdump_eraseinfo places it (not in a file
-    # cut by the size limit)
-    erase_off = data_pos if meta.eraseinfo and not stats["cut"] and (
-        limited is None or limited.fits(data_pos, len(meta.eraseinfo))) else 0
-    if erase_off:
-        sink.pwrite(erase_off, meta.eraseinfo)
+    erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_pos, bool(stats["cut"]))
     if limited is not None:
         limited.release()
 
@@ -283,6 +278,17 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     stats["incomplete"] = int(incomplete)
     stats["descriptors"] = own
     return stats
+
+
+def _write_eraseinfo(sink: ByteSink, text: bytes, pos: int, cut: bool) -> int:
+    """Write the ERASEINFO text at ``pos`` (after the page data, as write_kdump_eraseinfo
+    places it) and return ``pos``; 0 (nothing written) without text, in a file cut by the
+    size limit, or when the text does not fit under it."""
+    limited = sink if isinstance(sink, LimitedSink) else None
+    if not text or cut or (limited is not None and not limited.fits(pos, len(text))):
+        return 0
+    sink.pwrite(pos, text)
+    return pos
 
 
 def _in_part(keep: np.ndarray, start: int, lo: int, hi: int) -> np.ndarray:

@@ -89,6 +89,7 @@ class Resolver:
         self.path = "<config>"
         self._btfs: dict[str, Btf] = {}
         self._loaded: set[str] | None = None
+        self._symbols: dict[tuple[str, str, str | None], Loc] = {}
 
     # ---- names ----------------------------------------------------------------------------
 
@@ -132,7 +133,14 @@ class Resolver:
 
     def symbol_loc(self, scope: _Scope, expr: Expr, *, static: bool) -> Loc:
         """The symbol an expression starts from, with its type (annotation, BTF, or the
-        built-in table), checked against the symbol's extent."""
+        built-in table), checked against the symbol's extent (each looked up once)."""
+        key = (scope.module, expr.symbol, expr.type_hint)
+        if key not in self._symbols:
+            self._symbols[key] = self._symbol_loc(scope, expr)
+        loc = self._symbols[key]
+        return Loc(None, loc.type) if static else loc
+
+    def _symbol_loc(self, scope: _Scope, expr: Expr) -> Loc:
         addr, extent = self.symbol(scope.module, expr.symbol)
         hint = expr.type_hint or (KNOWN_GLOBALS.get(expr.symbol) if scope.module == "vmlinux" else None)
         if hint is None:
@@ -146,7 +154,7 @@ class Resolver:
         if extent is not None and t.size > extent:
             raise TypeMismatch(f"{t} is {t.size} bytes but symbol {expr.symbol!r} spans only "
                                f"{extent} bytes (type mismatch)")
-        return Loc(None if static else addr, t)
+        return Loc(addr, t)
 
     @staticmethod
     def _btf_var_type(btf: Btf, name: str) -> CType | None:

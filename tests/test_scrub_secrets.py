@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 import pytest
+from ours import kdumptool
 
 from corpus import in_ci
-from ours import kdumptool
 
 GUEST = Path(os.environ.get("KDUMPTOOL_SCRUB_GUEST", "/tmp/scrub-guest/out/x86_64-kdump-320m-secrets"))
 

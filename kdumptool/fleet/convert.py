@@ -69,6 +69,8 @@ def write_part(job: PartJob) -> dict[str, int]:
     reader, selection = open_source(job.src, job.level, job.vmcoreinfo_file)
     with reader:
         meta = output_metadata(reader, dump_level=job.level)
+        if job.span[0] != 0:  # the ERASEINFO text goes into the first part only, as locally
+            meta.eraseinfo = b""
         codec = get_codec(job.codec) if job.codec else None
         try:
             fd = os.open(job.out, os.O_WRONLY)

@@ -335,6 +335,8 @@ def _selection(srcs: list[str], level: int, *, vmcoreinfo_file: str | None, quie
         if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
             _recover_vmcoreinfo(reader, quiet=quiet)
         selection = Selection(source, level)
+        if setup is not None:
+            setup.attach(selection)
         if not quiet:
             for warning in selection.warnings:
                 click.echo(f"kdumptool: warning: {warning}", err=True)

@@ -21,6 +21,8 @@ Profiles (--scrub, combinable, or all):
             dns_resolver, encrypted, trusted, big_key)
   files     page-cache pages (as dump level 4)
   user      user-space pages (as dump level 8)
+  free      free pages (as dump level 16) and those on the per-CPU free
+            lists, which level 16 keeps
 \b
 Erased bytes become 'X' (0x58), 'nullify' writes zeros, as makedumpfile --config
 does; what was erased is recorded as makedumpfile's ERASEINFO (kdump header v5+
@@ -95,6 +97,7 @@ def as_json(setup: Any, outcome: Any) -> dict[str, Any]:
                        "pieces": [{**p, "paddr": f"{p['paddr']:#x}"} for p in merge_pieces(r["pieces"])]})
     return {"ranges": ranges, "bytes": outcome.bytes, "pages": outcome.pages,
             "eraseinfo": outcome.eraseinfo.decode().splitlines(), "dump_level_added": setup.dump_level,
+            "pcp_free_pages_excluded": len(setup.exclude),
             "header_fields": list(setup.header_fields), "notes": setup.notes}
 
 
@@ -117,8 +120,10 @@ def summary(setup: Any, outcome: Any) -> str:
     text = (f"scrub: {len(setup.plan.targets)} ranges, {outcome.bytes} bytes erased in "
             f"{outcome.pages} pages of the output")
     if setup.dump_level:
-        classes = ", ".join(p for p in setup.profiles if p in ("files", "user"))
+        classes = ", ".join(p for p in setup.profiles if p in ("files", "user", "free"))
         text += f"; dump level bits {setup.dump_level} added ({classes})"
+    if len(setup.exclude):
+        text += f"; {len(setup.exclude)} pages of the per-CPU free lists left out"
     if setup.header_fields:
         text += f"; header utsname {'/'.join(setup.header_fields)} blanked"
     return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from corpus import need_corpus_file
@@ -148,7 +149,7 @@ def test_a_key_tree_that_loops_is_reported_not_followed(kernel: Kernel) -> None:
 
 
 def test_profile_names() -> None:
-    assert parse_profiles(["all"]) == ["hostname", "dmesg", "keys", "files", "user"]
+    assert parse_profiles(["all"]) == ["hostname", "dmesg", "keys", "files", "user", "free"]
     assert parse_profiles(["user,hostname", "keys"]) == ["hostname", "keys", "user"]
     with pytest.raises(ValueError, match="unknown scrub profile 'x'"):
         parse_profiles(["x"])
@@ -168,3 +169,30 @@ def test_a_key_type_whose_payload_struct_no_btf_has_is_reported(kernel: Kernel) 
         mem.blobs, mem.patches = {}, {}
     assert result.targets == []
     assert any("struct trusted_key_payload is in no BTF of the dump" in n for n in result.notes), result.notes
+
+
+def test_per_cpu_free_list_pages_are_free_and_not_buddy_pages(kernel: Kernel) -> None:
+    """Every page on a per-CPU free list has ``_refcount`` 0 and is not a buddy page (so dump
+    level 16 keeps it); the free profile leaves them out."""
+    from kdumptool.pipeline import Selection
+    from kdumptool.scrub.pcp import page_to_pfn, pcp_free_pages
+
+    pfns, notes = pcp_free_pages(kernel)
+    assert notes == [] and 100 < len(pfns) < 5000
+    btf = kernel.btf
+    size = btf.sizeof(btf.find("page", "struct"))
+    ref, mapcount = btf.offsetof("page", "_refcount"), btf.offsetof("page", "_mapcount")
+    to_pfn = page_to_pfn(kernel)
+    vmemmap = kernel.mem.u64(kernel.symbol("vmemmap_base"))
+    assert to_pfn(vmemmap + 5 * size) == 5 and to_pfn(vmemmap + 5 * size + 8) is None
+    buddy = kernel.vmcoreinfo.number("PAGE_BUDDY_MAPCOUNT_VALUE")
+    for pfn in pfns.tolist():
+        raw = kernel.mem.read(vmemmap + pfn * size, size)
+        assert int.from_bytes(raw[ref:ref + 4], "little") == 0, hex(pfn)
+        assert int.from_bytes(raw[mapcount:mapcount + 4], "little", signed=True) != buddy, hex(pfn)
+    sel = Selection(kernel.reader, 16)
+    start = int(pfns[0]) // 8 * 8
+    kept = sel.masks(start, 8)[1]
+    assert kept[int(pfns[0]) - start]  # level 16 alone keeps it
+    result = run_profiles(kernel, ["free"])
+    assert result.dump_level == 16 and np.array_equal(result.exclude, pfns)

@@ -34,21 +34,33 @@ class ScrubSetup:
     """A resolved scrub: the plan, the dump-level bits of page-class profiles, notes.
 
     :ivar plan: where the erased bytes are
-    :ivar dump_level: bits to add to the output's dump level (``files``: 4, ``user``: 8)
+    :ivar dump_level: bits to add to the output's dump level (``files``: 4, ``user``: 8,
+        ``free``: 16)
+    :ivar exclude: PFNs left out besides the dump level's classes (``free``: the per-CPU
+        free lists)
     :ivar header_fields: utsname fields of the kdump header to blank (hostname profile)
     :ivar notes: what could not be followed (skipped pointers, lists cut short...)
     """
 
     plan: ErasePlan
     dump_level: int = 0
+    exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     header_fields: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     profiles: tuple[str, ...] = ()
     config: str | None = None
 
-    def reader(self, source: DumpReader) -> DumpReader:
-        """The source with the plan's bytes erased from every page it delivers."""
-        return ScrubReader(source, self.plan) if len(self.plan) else source
+    def reader(self, source: DumpReader) -> ScrubReader:
+        """The source as the output holds it: the plan's bytes erased, :attr:`exclude` left
+        out (see :class:`~kdumptool.scrub.plan.ScrubReader`; call :meth:`attach` with the
+        output's selection)."""
+        return ScrubReader(source, self.plan, self.exclude)
+
+    @staticmethod
+    def attach(selection: Selection) -> None:
+        """Tell the scrubbing reader which pages the output holds: the others read as zeros."""
+        if isinstance(selection.reader, ScrubReader):
+            selection.reader.selection = selection
 
     def finish(self, meta: OutputMeta, selection: Selection) -> Outcome:
         """What the output holds of the plan; appends this run's ERASEINFO lines to
@@ -105,5 +117,5 @@ def prepare_scrub(reader: DumpReader, *, profiles: list[str] | tuple[str, ...] =
         targets += more
         notes += config_notes
     plan = ErasePlan(reader, targets)
-    return ScrubSetup(plan, prof.dump_level, prof.header_fields, notes + plan.notes, tuple(names),
-                      config_path)
+    return ScrubSetup(plan, prof.dump_level, prof.exclude, prof.header_fields, notes + plan.notes,
+                      tuple(names), config_path)

@@ -195,19 +195,35 @@ def eraseinfo_text(targets: list[EraseTarget], erased: list[int]) -> bytes:
 
 
 class ScrubReader(DumpReader):
-    """The source dump with a plan's pieces erased from every batch it delivers.
+    """The source dump as the scrubbed output holds it.
 
-    Metadata (bitmaps, windows, regions, VMCOREINFO and notes) is the source's.
+    Every batch has the plan's pieces erased. Pages in ``exclude`` (PFNs, sorted: the per-CPU
+    free lists) read as not present. Once :attr:`selection` is set (the output's pages), a
+    present page the selection leaves out reads as zeros: the ELF writer writes the excluded
+    pages of short gaps inside a segment (as ``makedumpfile -E`` does), and a scrubbed file
+    must not hold what its dump level excluded. Bitmaps, windows, regions, VMCOREINFO and
+    notes are the source's.
     """
 
-    def __init__(self, inner: DumpReader, plan: ErasePlan) -> None:
+    def __init__(self, inner: DumpReader, plan: ErasePlan, exclude: np.ndarray | None = None) -> None:
         super().__init__(inner.source, strict=inner.strict)
         self.inner = inner
         self.plan = plan
         self.info = inner.info
+        self.exclude = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        self.selection: Selection | None = None
+
+    def _excluded(self, start: int, count: int) -> np.ndarray:
+        lo, hi = np.searchsorted(self.exclude, [start, start + count])
+        out = np.zeros(count, dtype=bool)
+        out[self.exclude[lo:hi] - start] = True
+        return out
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.inner.bitmaps(start, count)
+        ram, present = self.inner.bitmaps(start, count)
+        if len(self.exclude):
+            present = present & ~self._excluded(start, count)
+        return ram, present
 
     def data_windows(self, window: int | None = None):  # type: ignore[no-untyped-def]
         return self.inner.data_windows(window)
@@ -216,7 +232,16 @@ class ScrubReader(DumpReader):
         return self.inner.ram_ranges()
 
     def read_batch(self, start: int, count: int) -> PageBatch:
-        return self.plan.apply(self.inner.read_batch(start, count))
+        batch = self.plan.apply(self.inner.read_batch(start, count))
+        if self.selection is None:
+            return batch
+        drop = batch.present & ~self.selection.masks(start, count)[1]
+        if not drop.any():
+            return batch
+        data = np.array(batch.data, copy=True)  # the source reader's array is never written
+        data[(np.cumsum(batch.present) - 1)[drop]] = 0
+        return PageBatch(batch.start, batch.count, batch.ram, batch.present, data, batch.lost,
+                         batch.corrupt)
 
     def close(self) -> None:
         self.inner.close()

@@ -18,6 +18,8 @@ keys      the payload of every key in ``key_serial_tree``: ``user``, ``logon``,
           ``big_key`` (the inline data, or the key of the file-backed data)
 files     page-cache pages (dump level 4)
 user      user-space pages (dump level 8)
+free      free pages: dump level 16, and the pages on the per-CPU free lists, which level 16
+          keeps (:mod:`kdumptool.scrub.pcp`)
 all       all of the above
 ========  ==========================================================================
 """
@@ -27,14 +29,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from kdumptool.errors import KdumpToolError, KernelDataError
 from kdumptool.kernel.session import Kernel
 from kdumptool.kernel.structs import Fields
 from kdumptool.scrub.resolve import EraseTarget
 
-PROFILES = ("hostname", "dmesg", "keys", "files", "user")
-#: Dump-level bits the page-class profiles add (makedumpfile: 4 cache incl. private, 8 user).
-PROFILE_LEVELS = {"files": 4, "user": 8}
+PROFILES = ("hostname", "dmesg", "keys", "files", "user", "free")
+#: Dump-level bits the page-class profiles add (makedumpfile: 4 cache incl. private, 8 user,
+#: 16 free).
+PROFILE_LEVELS = {"files": 4, "user": 8, "free": 16}
 #: More keys than any real key tree holds.
 MAX_KEYS = 1 << 20
 #: A key payload larger than this is taken as corrupt (user keys are at most 32767 bytes,
@@ -51,6 +56,7 @@ class ProfileResult:
 
     targets: list[EraseTarget] = field(default_factory=list)
     dump_level: int = 0
+    exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # PFNs
     header_fields: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     commands: int = 0  # erase-command numbers used (the next user starts after them)
@@ -273,6 +279,11 @@ def run_profiles(kernel: Kernel, profiles: list[str]) -> ProfileResult:
     for name in profiles:
         if name in PROFILE_LEVELS:
             result.dump_level |= PROFILE_LEVELS[name]
+            if name == "free":
+                from kdumptool.scrub.pcp import pcp_free_pages
+
+                result.exclude, notes = pcp_free_pages(kernel)
+                result.notes.extend(f"profile free: {n}" for n in notes)
             continue
         _PROFILE_FUNCS[name](kernel, _Emitter(result, name))
     return result

@@ -144,15 +144,15 @@ def test_header_and_eraseinfo(scrubbed_612: dict[str, Any]) -> None:
         text = source_eraseinfo(reader).decode()
         assert reader.info.header_version == 6
     assert text == scrubbed_612["outcome"].eraseinfo.decode()
-    assert text.splitlines() == ["erase init_uts_ns.name.nodename size 65",
-                                 "erase init_uts_ns.name.domainname size 65",
+    assert text.splitlines() == ["erase init_uts_ns.name.nodename size 64",
+                                 "erase init_uts_ns.name.domainname size 64",
                                  "erase prb.text_data_ring.data size 131072",
                                  "erase key_serial_tree[0x30ddef59].payload.data size 255"]
     info = json.loads(kdumptool("info", "--json", scrubbed_612["out"]).stdout)
     assert info["eraseinfo"] == text.splitlines()
     shown = kdumptool("info", scrubbed_612["out"]).stdout.decode()
-    assert "eraseinfo:     erase init_uts_ns.name.nodename size 65" in shown
-    assert "131457 bytes erased in 35 pages" in scrubbed_612["stderr"]
+    assert "eraseinfo:     erase init_uts_ns.name.nodename size 64" in shown
+    assert "131455 bytes erased in 35 pages" in scrubbed_612["stderr"]
 
 
 def test_no_old_log_text_is_left(scrubbed_612: dict[str, Any]) -> None:
@@ -257,13 +257,13 @@ def test_dry_run_lists_every_range_and_writes_nothing(tmp_path: Path,
     for rule in ("init_uts_ns.name.nodename", "prb.text_data_ring.data", "key_serial_tree["):
         assert rule in text
     assert "paddr 0x" in text and "(profile keys)" in text
-    assert "scrub: 4 ranges, 131457 bytes erased in 35 pages of the output" in text
+    assert "scrub: 4 ranges, 131455 bytes erased in 35 pages of the output" in text
     doc = json.loads(kdumptool("scrub", "--scrub", PROFILES, "--dry-run", "--json", src).stdout)
     ranges = doc["scrub"]["ranges"]
     assert [r["rule"] for r in ranges][:2] == ["init_uts_ns.name.nodename", "init_uts_ns.name.domainname"]
     assert ranges[2]["size"] == 131072 and sum(p["size"] for p in ranges[2]["pieces"]) == 131072
     assert int(ranges[0]["vaddr"], 16) > 0 and all(p["in_output"] for r in ranges for p in r["pieces"])
-    assert doc["scrub"]["bytes"] == 131457 and len(doc["scrub"]["eraseinfo"]) == 4
+    assert doc["scrub"]["bytes"] == 131455 and len(doc["scrub"]["eraseinfo"]) == 4
 
 
 @pytest.mark.parametrize("config, line, words", [
@@ -415,7 +415,7 @@ def test_streaming_copies_only_windows_with_pieces() -> None:
         before = reader.read_batch(pfn, 1)
         after = wrapped.read_batch(pfn, 1)
         assert after.data is not before.data and before.data[0].tobytes() == reader.read_page(pfn)
-        assert after.data[0].tobytes().count(b"X" * 65) == 2
+        assert after.data[0].tobytes().count(b"X" * 64 + b"\0") == 2
 
 
 def test_cli_help_documents_profiles() -> None:
@@ -507,13 +507,13 @@ def test_elf_output_and_split_sets(tmp_path: Path) -> None:
     r = kdumptool("scrub", "--scrub", "hostname", "-E", "-d", "31", src, elf)
     assert r.returncode == 0, r.stderr.decode()
     with open_dumps([str(elf)]) as reader:
-        assert source_eraseinfo(reader) == (b"erase init_uts_ns.name.nodename size 65\n"
-                                            b"erase init_uts_ns.name.domainname size 65\n")
+        assert source_eraseinfo(reader) == (b"erase init_uts_ns.name.nodename size 64\n"
+                                            b"erase init_uts_ns.name.domainname size 64\n")
         vmci = reader.info.vmcoreinfo
         assert vmci is not None
         nodename = vmci.symbol("init_uts_ns") + 65
     require_tool("drgn")
-    assert _drgn_program(elf).read(nodename, 65) == b"X" * 65
+    assert _drgn_program(elf).read(nodename, 65) == b"X" * 64 + b"\0"
     parts = [tmp_path / "p1", tmp_path / "p2"]
     r = kdumptool("scrub", "--scrub", "hostname", "--split", "--splitblock-size", "4096", "-c", "-d", "31",
                   src, *parts)

@@ -126,8 +126,8 @@ def test_a_task_in_its_own_uts_namespace(kernel: Kernel) -> None:
     finally:
         mem.blobs, mem.patches = {}, {}
     rules = [(t.rule, t.size) for t in result.targets]
-    assert rules == [("init_uts_ns.name.nodename", 65), ("init_uts_ns.name.domainname", 65),
-                     ("t.nsproxy.uts_ns.name.nodename", 65), ("t.nsproxy.uts_ns.name.domainname", 65)]
+    assert rules == [("init_uts_ns.name.nodename", 64), ("init_uts_ns.name.domainname", 64),
+                     ("t.nsproxy.uts_ns.name.nodename", 64), ("t.nsproxy.uts_ns.name.domainname", 64)]
     nodename = btf.offsetof("uts_namespace", "name.nodename")
     assert result.targets[2].vaddr == ns + nodename
     assert result.header_fields == ("nodename", "domainname")

@@ -5,7 +5,8 @@ that returns :class:`~kdumptool.scrub.resolve.EraseTarget`\\ s, or (``files``, `
 a dump-level bit: those are whole page classes, excluded as makedumpfile's ``-d`` excludes them.
 
 ========  ==========================================================================
-hostname  ``nodename`` and ``domainname`` of every UTS namespace: ``init_uts_ns`` and each
+hostname  ``nodename`` and ``domainname`` (their 64 characters; the final NUL stays) of every
+          UTS namespace: ``init_uts_ns`` and each
           one a task's ``nsproxy->uts_ns`` reaches (every thread's); and the same two fields
           of the output's kdump header
 dmesg     the kernel log's text: the data ring of ``prb`` and of ``printk_rb_static``
@@ -107,8 +108,10 @@ def hostname(kernel: Kernel, out: _Emitter) -> None:
     fields = [(f, uts.add(f"name.{f}")) for f in ("nodename", "domainname")]
     init = kernel.symbol("init_uts_ns")
     out.result.header_fields = ("nodename", "domainname")
+    # the first 64 bytes: the last is the string's NUL (__NEW_UTS_LEN + 1), which readers of the
+    # field (crash's NODENAME) need
     for name, f in fields:
-        out.erase(init + f.offset, f.size, f"init_uts_ns.name.{name}")
+        out.erase(init + f.offset, f.size - 1, f"init_uts_ns.name.{name}")
     seen = {init}
     nsproxy = btf.offsetof("task_struct", "nsproxy")
     uts_ns = btf.offsetof("nsproxy", "uts_ns")
@@ -128,7 +131,7 @@ def hostname(kernel: Kernel, out: _Emitter) -> None:
         if ns and ns not in seen:
             seen.add(ns)
             for name, f in fields:
-                out.erase(ns + f.offset, f.size, f"t.nsproxy.uts_ns.name.{name}")
+                out.erase(ns + f.offset, f.size - 1, f"t.nsproxy.uts_ns.name.{name}")
 
 
 def dmesg(kernel: Kernel, out: _Emitter) -> None:

@@ -22,7 +22,7 @@ import click
 from kdumptool import __version__
 from kdumptool.cli_common import VMLINUX_OPTION, finish_commands
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
-from kdumptool.cli_scrub import SCRUB_EPILOG, scrub_options
+from kdumptool.cli_scrub import scrub_options
 from kdumptool.codecs import CODECS, get_codec
 from kdumptool.dump import pfn_range_text, pfn_ranges_text
 from kdumptool.errors import CodecUnavailableError, DumpError, KdumpToolError, OutputError, UsageError
@@ -294,10 +294,10 @@ def filter_cmd(level_text: str, **opts: Any) -> None:
     _write_levels(_parse_levels(level_text), **opts)
 
 
-@main.command(epilog=SCRUB_EPILOG)
+@main.command()
 @_output_options
 @click.option("-d", "level_text", default="0", show_default=True, metavar="LEVEL",
-              help="makedumpfile dump level 0-31 (profiles files/user add 4/8).")
+              help="makedumpfile dump level 0-31 (profiles files/user/free add 4/8/16).")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the ranges as JSON.")
 def scrub(level_text: str, **opts: Any) -> None:
     """Take secrets out of IN, writing OUT: erase what a makedumpfile filter configuration
@@ -306,6 +306,22 @@ def scrub(level_text: str, **opts: Any) -> None:
 
     Every symbol, member and type is checked before anything is written; --dry-run lists
     every range (virtual and physical address, size, rule).
+
+    \b
+    Profiles (--scrub, combinable, or all):
+      hostname  nodename and domainname of init_uts_ns and of every task's UTS
+                namespace, and of the kdump header's utsname
+      dmesg     the kernel log's text (every printk ring's data, __log_buf)
+      keys      the payload of every key in the key tree (user, logon,
+                dns_resolver, encrypted, trusted, big_key)
+      files     page-cache pages (as dump level 4)
+      user      user-space pages (as dump level 8)
+      free      free pages (as dump level 16) and those on the per-CPU free
+                lists, which level 16 keeps
+
+    Erased bytes become 'X' (0x58), 'nullify' writes zeros, as makedumpfile --config does;
+    what was erased is recorded as makedumpfile's ERASEINFO (kdump header v5+
+    offset_eraseinfo, ELF note ERASEINFO), appended to the input's, shown by 'info'.
     """
     if not opts["config"] and not opts["profiles"]:
         raise UsageError("scrub needs --config FILE or --scrub PROFILE (or both)")

@@ -62,6 +62,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("kdumptool dmesg --partial vmcore", "only what came after the last dmesg -c"),
         ("kdumptool dmesg --json vmcore", "one record per message"),
     ],
+    "scrub": [
+        ("kdumptool scrub --scrub all -c vmcore clean.kdump", "every profile"),
+        ("kdumptool scrub --scrub hostname,keys --dry-run vmcore", "every range it would erase"),
+        ("kdumptool scrub --config <(echo 'erase init_task.comm') -E vmcore clean.elf", "a config"),
+    ],
     "vtop": [
         ("kdumptool vtop vmcore 0xffffffff99bfb000", "every level of the page-table walk"),
         ("kdumptool vtop vmcore 0x$(kdumptool symbols vmcore init_task | cut -d' ' -f1)", ""),

@@ -12,27 +12,6 @@ import click
 
 from kdumptool.scrub.profiles import PROFILES
 
-SCRUB_EPILOG = """\b
-Profiles (--scrub, combinable, or all):
-  hostname  nodename and domainname of init_uts_ns and of every task's UTS
-            namespace, and of the kdump header's utsname
-  dmesg     the kernel log's text (every printk ring's data, __log_buf)
-  keys      the payload of every key in the key tree (user, logon,
-            dns_resolver, encrypted, trusted, big_key)
-  files     page-cache pages (as dump level 4)
-  user      user-space pages (as dump level 8)
-  free      free pages (as dump level 16) and those on the per-CPU free
-            lists, which level 16 keeps
-\b
-Erased bytes become 'X' (0x58), 'nullify' writes zeros, as makedumpfile --config
-does; what was erased is recorded as makedumpfile's ERASEINFO (kdump header v5+
-offset_eraseinfo, ELF note ERASEINFO), appended to the input's, shown by 'info'.
-\b
-Examples:
-  kdumptool scrub --scrub all vmcore out.kdump -c -d 31
-  kdumptool scrub --config erase.conf --dry-run vmcore
-"""
-
 SCRUB_HELP = ("Erase by meaning (repeatable, or a comma list): "
               + ", ".join(PROFILES) + ", all. See 'kdumptool scrub --help'.")
 

@@ -401,3 +401,15 @@ def test_every_dump_of_the_kdump_set_gives_the_same_log(rel: str) -> None:
     paths = [str(need_corpus_file(f"x86_64-kdump-320m/{folder}/{n}")) for n in names.split("+")]
     with open_dumps(paths) as reader:
         assert dmesg_text(reader) == corpus_bytes(KDUMP_REF)
+
+
+_DERIVED_612 = ["c-d0.kdump", "c-d1.kdump", "c-d31.kdump", "l-d31.kdump", "E-d31.elf", "F-c-d31.flat",
+                "split2-c-d31.1+split2-c-d31.2"]
+
+
+@pytest.mark.parametrize("names", _DERIVED_612)
+def test_the_612_set_gives_makedumpfile_179s_log(names: str) -> None:
+    """The 6.12 kernel's dumps hold the log makedumpfile 1.7.9 printed, caller ids included."""
+    paths = [str(need_corpus_file(f"x86_64-kdump-320m-6.12/derived/{n}")) for n in names.split("+")]
+    with open_dumps(paths) as reader:
+        assert dmesg_text(reader, caller=True) == corpus_bytes("x86_64-kdump-320m-6.12/derived/dmesg.txt")

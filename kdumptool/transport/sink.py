@@ -18,7 +18,6 @@ import contextlib
 import errno
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -212,12 +211,11 @@ def open_output(
         return
     check_output_path(path, inputs, force=force)
     directory = os.path.dirname(os.path.abspath(path))
+    tmp = ""
+    fd = -1
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".kdumptool-tmp",
-                                   dir=directory)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
-    try:
+        tmp = _temp_name(path, directory)
+        fd = _create_temp(tmp, path, directory)
         if flattened:
             with os.fdopen(os.dup(fd), "wb", buffering=1 << 20) as stream, \
                     _flattened_sink(stream, compress=compress, limit=limit, name=path) as fsink:
@@ -264,12 +262,9 @@ def open_outputs(paths: list[str], *, inputs: list[str], force: bool = False) ->
     try:
         for path in paths:
             directory = os.path.dirname(os.path.abspath(path))
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                           suffix=".kdumptool-tmp", dir=directory)
-            except OSError as exc:
-                raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
-            temps.append((fd, tmp, path))
+            tmp = _temp_name(path, directory)
+            temps.append((-1, tmp, path))  # named before it exists: an interrupt still removes it
+            temps[-1] = (_create_temp(tmp, path, directory), tmp, path)
         sinks = [FileSink(fd, tmp) for fd, tmp, _ in temps]
         yield list(sinks)
         for sink in sinks:
@@ -292,6 +287,25 @@ def open_outputs(paths: list[str], *, inputs: list[str], force: bool = False) ->
             where = exc.filename or ", ".join(paths)
             raise OutputError(f"{where}: {exc.strerror or exc}", errno=exc.errno) from None
         raise
+
+
+def _temp_name(path: str, directory: str) -> str:
+    """A fresh name for the temporary file of ``path``, chosen before the file is created, so
+    that an interrupt arriving while it is being created still finds it to remove (with
+    :func:`tempfile.mkstemp` the name is only known once the call returns)."""
+    return os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.kdumptool-tmp")
+
+
+def _create_temp(tmp: str, path: str, directory: str) -> int:
+    """Create ``tmp`` exclusively (mode 0600) and return its descriptor.
+
+    :raises OutputError: it cannot be created
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create a file in {directory}: {exc.strerror}") from None
 
 
 def _discard(fd: int, tmp: str) -> None:

@@ -252,7 +252,8 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--splitblock-size", type=click.IntRange(min=1), default=None, metavar="KIB",
                      help="With --split: cut the PFNs into blocks of KIB KiB (default 1048576, 1 GiB)."),
         click.option("--threads", "--num-threads", "threads", type=click.IntRange(1, 1024), default=None,
-                     help="Compression threads (default: all cores)."),
+                     help="Worker processes, each reading, filtering and compressing its own "
+                     "chunks of the PFN range (default: all cores); the output is the same for any N."),
         click.option("--dask", metavar="ADDRESS", default=None,
                      help="With --split: write each part as a task on the Dask cluster of this "
                      "scheduler (tcp://host:8786; workers see IN and the OUTs at the same paths)."),

@@ -10,7 +10,7 @@ release the GIL while compressing, ISA-L's zlib does not; zstd uses its own batc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
@@ -82,17 +82,19 @@ class Selection:
         """Windows for metadata-only passes (large: bitmaps cost a byte per page)."""
         return self.reader.ram_windows(METADATA_WINDOW)
 
-    def batches(self, span: tuple[int, int] | None = None) -> Iterator[tuple[PageBatch, np.ndarray]]:
+    def batches(self, span: tuple[int, int] | None = None,
+                windows: Iterable[tuple[int, int]] | None = None) -> Iterator[tuple[PageBatch, np.ndarray]]:
         """``(batch, keep)`` for every window that keeps pages: its data, read only from its
         first to its last kept page (at -d 31 most windows of a large machine are free pages:
         never read), and which of the batch's pages are kept. Each window counts on
         :attr:`progress` once the caller is done with it.
 
         :param span: only the pages of PFNs ``[lo, hi)`` (one part of a split set)
+        :param windows: these data windows only (a chunk of them: :mod:`kdumptool.parallel`)
         """
         reader = self.reader
         lo, hi = span if span is not None else (0, reader.max_pfn)
-        for start, count in reader.data_windows():
+        for start, count in reader.data_windows() if windows is None else windows:
             if start >= hi or start + count <= lo:
                 continue
             _, present = reader.bitmaps(start, count)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -52,7 +53,8 @@ from kdumptool.formats.kdump import (
     kdump_structs,
 )
 from kdumptool.metadata import OutputMeta
-from kdumptool.pipeline import CompressPool, Selection, zero_rows
+from kdumptool.parallel import ChunkRunner, chunked_windows, default_workers
+from kdumptool.pipeline import Selection, zero_rows
 from kdumptool.transport.sink import ByteSink, LimitedSink
 
 
@@ -98,15 +100,175 @@ def _fit_prefix(limited: LimitedSink, n: int, stored: np.ndarray, sizes: np.ndar
 
 
 @dataclass
-class _Window:
-    """A window of kept pages on its way to the output."""
+class _Encoding:
+    """What every window of a write needs to encode its pages (forked workers inherit it)."""
+
+    selection: Selection
+    codec: Codec | None
+    page_size: int
+    dtype: np.dtype
+    share_zero: bool  # level 1: zero pages point at the one stored zero page
+    zero_desc: np.ndarray  # that page's descriptor (absolute offset)
+    zero_chunk: bytes  # a zero page as stored when each is stored (the codec's form, or raw)
+    part: tuple[int, int] | None
+
+
+@dataclass
+class _Encoded:
+    """One window's kept pages, encoded: descriptors whose offsets count from the window's
+    first stored byte, and the bytes to store."""
 
     n: int  # kept pages (descriptors)
     have: np.ndarray  # bool per kept page: the source has its data
     slots: np.ndarray  # indexes (among the kept) of the pages with data
-    zero: np.ndarray  # bool per page with data: all zero (stored as the shared zero page)
-    todo: list[bytes]  # the pages with data that are not zero, raw
-    packed: Callable[[], list[bytes]]  # waits for their compressed forms
+    zero: np.ndarray  # bool per slot: points at the shared zero page
+    stored: np.ndarray  # indexes (among the kept) of the pages stored in ``chunks``
+    chunks: list[bytes]
+    sizes: np.ndarray
+    descs: np.ndarray
+
+
+def _encode_window(enc: _Encoding, batch: PageBatch, keep: np.ndarray) -> _Encoded:
+    """Zero pages found at once; every other kept page compressed, stored compressed only
+    when that is smaller than a page."""
+    bs, codec = enc.page_size, enc.codec
+    idx = np.flatnonzero(keep)
+    have = batch.present[idx]
+    rows = np.cumsum(batch.present)[idx[have]] - 1  # rows of batch.data (no copy of the pages)
+    data = batch.data
+    zero = zero_rows(data)[rows]  # never compressed: shared, or stored as one known chunk
+    todo = [data[r].tobytes() for r in rows[~zero].tolist()]
+    chunks = todo
+    if codec is not None:
+        chunks = [c if len(c) < bs else r
+                  for r, c in zip(todo, codec.compress_many(todo, 1), strict=True)]
+    slots = np.flatnonzero(have)
+    descs = np.zeros(idx.size, dtype=enc.dtype)  # all-zero descriptor = lost page
+    if enc.share_zero:
+        descs[slots[zero]] = enc.zero_desc
+        stored = slots[~zero]
+    else:  # each zero page stored, as makedumpfile does, from the one chunk computed once
+        if zero.any():
+            nonzero = iter(chunks)
+            chunks = [enc.zero_chunk if z else next(nonzero) for z in zero.tolist()]
+        zero = np.zeros(len(slots), dtype=bool)
+        stored = slots
+    sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    if chunks:
+        descs["offset"][stored] = np.cumsum(sizes) - sizes
+        descs["size"][stored] = sizes
+        descs["flags"][stored] = np.where(sizes < bs, codec.flag if codec else 0, 0)
+    return _Encoded(idx.size, have, slots, zero, stored, chunks, sizes, descs)
+
+
+class _Count:
+    """Stands in for the progress line in a chunk: counts what the chunk advanced."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+
+@dataclass
+class _ChunkResult:
+    descs: np.ndarray  # offsets of the stored pages count from the chunk's first byte
+    stored: np.ndarray  # bool per descriptor: its page is stored in the chunk
+    counts: dict[str, int]
+    advanced: int  # pages for the progress line
+
+
+def _encode_chunk(enc: _Encoding, windows: list[tuple[int, int]],
+                  write: Callable[[bytes], None]) -> _ChunkResult:
+    """Encode the kept pages of ``windows``; their bytes go to ``write`` in PFN order."""
+    selection = enc.selection
+    saved, selection.progress = selection.progress, _Count()
+    descs: list[np.ndarray] = []
+    stored: list[np.ndarray] = []
+    counts = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0}
+    pos = 0
+    try:
+        for batch, keep in selection.batches(enc.part, windows):
+            e = _encode_window(enc, batch, keep)
+            mask = np.zeros(e.n, dtype=bool)
+            if e.chunks:
+                e.descs["offset"][e.stored] += pos
+                blob = b"".join(e.chunks)
+                write(blob)
+                pos += len(blob)
+                mask[e.stored] = True
+            descs.append(e.descs)
+            stored.append(mask)
+            counts["pages"] += int(e.have.sum())
+            counts["lost"] += int((~e.have).sum())
+            counts["zero"] += int(e.zero.sum())
+            counts["compressed"] += int((e.sizes < enc.page_size).sum())
+        advanced = selection.progress.done  # type: ignore[union-attr]
+    finally:
+        selection.progress = saved
+    if not descs:
+        return _ChunkResult(np.zeros(0, enc.dtype), np.zeros(0, bool), counts, advanced)
+    return _ChunkResult(np.concatenate(descs), np.concatenate(stored), counts, advanced)
+
+
+def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
+                 workers: int | None) -> tuple[dict[str, int], int]:
+    """Pass 2 in chunks of windows on ``workers`` processes (:mod:`kdumptool.parallel`):
+    each chunk's data placed after the previous one's, its descriptors fixed up here."""
+    reader = enc.selection.reader
+    chunks = chunked_windows(reader.data_windows(), reader.window_pages, enc.part)
+    runner = ChunkRunner(partial(_encode_chunk, enc), chunks, workers or default_workers(), sink,
+                         data_pos, getattr(sink, "tmpdir", None))
+    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
+    rank = 0
+    progress = enc.selection.progress
+    for result, offset, _ in runner.results():
+        descs = result.descs
+        descs["offset"][result.stored] += offset
+        sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
+        rank += len(descs)
+        for key, value in result.counts.items():
+            stats[key] += value
+        if progress is not None:
+            progress.advance(result.advanced)
+    return stats, rank
+
+
+def _write_pages_limited(enc: _Encoding, limited: LimitedSink, desc_off: int, data_pos: int,
+                         own: int) -> tuple[dict[str, int], int]:
+    """Pass 2 under a size limit, in one process: pages stored in PFN order while they fit."""
+    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
+    rank = 0
+    for batch, keep in enc.selection.batches(enc.part):
+        e = _encode_window(enc, batch, keep)
+        n, chunks, stored, sizes, descs, have = e.n, e.chunks, e.stored, e.sizes, e.descs, e.have
+        fit = _fit_prefix(limited, n, stored, sizes, data_pos, desc_off + rank * PAGE_DESC_SIZE)
+        if fit < n:  # the limit is reached: store the pages before ``fit`` only
+            stats["cut"] = 1
+            keep_chunk = stored < fit
+            chunks = [c for c, k in zip(chunks, keep_chunk.tolist(), strict=True) if k]
+            stored, sizes = stored[keep_chunk], sizes[keep_chunk]
+            descs[fit:] = 0
+            stats["lost"] += n - fit + int((~have[:fit]).sum())
+            stats["zero"] += int((e.slots[e.zero] < fit).sum())
+            stats["pages"] += int(have[:fit].sum())
+            n = fit
+        else:
+            stats["zero"] += int(e.zero.sum())
+            stats["lost"] += int((~have).sum())
+            stats["pages"] += int(have.sum())
+        if chunks:
+            descs["offset"][stored] += data_pos
+            stats["compressed"] += int((sizes < enc.page_size).sum())
+            limited.pwrite(data_pos, b"".join(chunks))
+            data_pos += int(sizes.sum())
+        limited.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
+        rank += e.n
+        if stats["cut"]:
+            stats["lost"] += own - rank  # the pages after this window: all-zero descriptors
+            break
+    return stats, rank
 
 
 def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
@@ -156,7 +318,6 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     dtype = s.page_desc_dtype
     data_pos = desc_off + ndesc * PAGE_DESC_SIZE
     zero_desc = np.zeros(1, dtype=dtype)
-    stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
     share_zero = bool(meta.dump_level & 1)  # as makedumpfile: one stored zero page at level 1
     if limited is not None and own:  # the table's extent: holes read as lost pages
         sink.pwrite(desc_off + own * PAGE_DESC_SIZE - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
@@ -164,84 +325,14 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
         zero_desc["offset"], zero_desc["size"] = data_pos, bs
         sink.pwrite(data_pos, bytes(bs))
         data_pos += bs
-    rank = 0
     zero_chunk = bytes(bs)
     if codec is not None and len(packed_zero := codec.compress(zero_chunk)) < bs:
         zero_chunk = packed_zero
-
-    def prepare(batch: PageBatch, keep: np.ndarray) -> _Window:
-        """Metadata and zero pages of a window, its other pages handed to the pool."""
-        idx = np.flatnonzero(keep)
-        # rows of batch.data for the kept pages that have data (no copy of the pages)
-        have = batch.present[idx]
-        rows = np.cumsum(batch.present)[idx[have]] - 1
-        data = batch.data
-        zero = zero_rows(data)[rows]  # never compressed: shared, or stored as one known chunk
-        todo = [data[r].tobytes() for r in rows[~zero].tolist()]
-        return _Window(idx.size, have, np.flatnonzero(have), zero, todo, pool.submit(todo))
-
-    def finish(w: _Window) -> None:
-        """Write a window's data and descriptors (in PFN order, after the previous window)."""
-        nonlocal data_pos, rank
-        descs = np.zeros(w.n, dtype=dtype)  # all-zero descriptor = lost page
-        slots, have = w.slots, w.have
-        # a page is stored compressed only when that is smaller than a page
-        chunks = [c if codec is not None and len(c) < bs else r
-                  for r, c in zip(w.todo, w.packed(), strict=True)]
-        if share_zero:  # level 1: zero pages point at the one stored zero page
-            zero = w.zero
-            descs[slots[zero]] = zero_desc
-            stored = slots[~zero]
-        else:  # each zero page stored, as makedumpfile does, from the one chunk computed once
-            zero = np.zeros(len(slots), dtype=bool)
-            if w.zero.any():
-                nonzero = iter(chunks)
-                chunks = [zero_chunk if z else next(nonzero) for z in w.zero.tolist()]
-            stored = slots
-        sizes = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-        n = w.n
-        if limited is not None:
-            fit = _fit_prefix(limited, n, stored, sizes, data_pos, desc_off + rank * PAGE_DESC_SIZE)
-            if fit < n:  # the limit is reached: store the pages before ``fit`` only
-                stats["cut"] = 1
-                keep_chunk = stored < fit
-                chunks = [c for c, k in zip(chunks, keep_chunk.tolist(), strict=True) if k]
-                stored, sizes = stored[keep_chunk], sizes[keep_chunk]
-                descs[fit:] = 0
-                stats["lost"] += n - fit + int((~have[:fit]).sum())
-                stats["zero"] += int((slots[zero] < fit).sum())
-                stats["pages"] += int(have[:fit].sum())
-                n = fit
-        if not stats["cut"]:
-            stats["zero"] += int(zero.sum())
-            stats["lost"] += int((~have).sum())
-            stats["pages"] += int(have.sum())
-        if chunks:
-            descs["offset"][stored] = data_pos + np.cumsum(sizes) - sizes
-            descs["size"][stored] = sizes
-            compressed = sizes < bs
-            descs["flags"][stored] = np.where(compressed, codec.flag if codec else 0, 0)
-            stats["compressed"] += int(compressed.sum())
-            sink.pwrite(data_pos, b"".join(chunks))
-            data_pos += int(sizes.sum())
-        sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs[:n].tobytes())
-        rank += w.n
-        if stats["cut"]:
-            stats["lost"] += own - rank  # the pages after this window: all-zero descriptors
-
-    # one window in flight: the pool compresses it while the next one is read
-    with CompressPool(codec, threads) as pool:
-        pending: _Window | None = None
-        for batch, keep in selection.batches(part):
-            ready = prepare(batch, keep)
-            if pending is not None:
-                finish(pending)
-                if stats["cut"]:
-                    pending = None
-                    break
-            pending = ready
-        if pending is not None:
-            finish(pending)
+    enc = _Encoding(selection, codec, bs, dtype, share_zero, zero_desc, zero_chunk, part)
+    if limited is not None:
+        stats, rank = _write_pages_limited(enc, limited, desc_off, data_pos, own)
+    else:
+        stats, rank = _write_pages(enc, sink, desc_off, data_pos, threads)
     assert rank == own or stats["cut"], "the selection changed between the two passes"
     erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_pos, bool(stats["cut"]))
     if limited is not None:

@@ -37,12 +37,18 @@ class ByteSink(Protocol):
 
 
 class FileSink:
-    """Positional writes into a regular file descriptor (``path``: the file's name, when
-    another process is to write it, e.g. a split part written by a cluster worker)."""
+    """Positional writes into a regular file descriptor.
+
+    :param fd: the file
+    :param path: the file's name, when another process is to write it (e.g. a split part
+        written by a cluster worker); its directory takes the temporary files of local
+        workers (:mod:`kdumptool.parallel`), on the same file system
+    """
 
     def __init__(self, fd: int, path: str | None = None) -> None:
         self.fd = fd
         self.path = path
+        self.tmpdir = os.path.dirname(os.path.abspath(path)) if path else None
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -222,7 +228,7 @@ def open_output(
                 yield fsink
             os.fsync(fd)
         else:
-            sink = FileSink(fd)
+            sink = FileSink(fd, tmp)
             yield LimitedSink(sink, limit, flattened=False, name=path) if limit is not None else sink
             sink.finish()
         os.fchmod(fd, 0o644 & ~_umask())

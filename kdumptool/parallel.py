@@ -1,0 +1,266 @@
+"""Chunks of a dump's PFN range processed on every core, joined in PFN order.
+
+A writer cuts the pages it will write into *chunks*: runs of whole data windows whose
+bounds are multiples of :data:`CHUNK_WINDOWS` windows. The cut depends on the dump only,
+never on the number of workers, and each chunk's bytes depend on its pages only, so the
+joined output is byte-identical for any number of workers.
+
+With several workers, each chunk is a task of a pool of *forked* processes (the reader,
+the selection and its exclusion bits are inherited, not sent): the worker reads, selects,
+decodes and encodes the chunk's pages, appends the bytes it produces to its own
+unlinked temporary file, and returns where they are and a small result (descriptors,
+counts). The parent takes the results in chunk order and moves each chunk's bytes into
+the output with ``os.copy_file_range`` (a copy inside the kernel; other sinks get them
+through ``pwrite``), then frees that part of the temporary file. Processes, not threads:
+the per-page Python work and some codecs hold the GIL. At most ``2 x workers`` chunks
+are in flight, so memory and temporary space stay bounded as the dump grows.
+
+With one worker (or one chunk) everything runs in the calling process and the bytes go
+straight to the output, through the same per-chunk function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Generic, TypeVar
+
+from kdumptool.errors import KdumpToolError, OutputError
+
+__all__ = ["CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
+
+#: Data windows per chunk (4 MiB windows: 128 MiB of pages per chunk).
+CHUNK_WINDOWS = 32
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: The job of the pool being run: ``(function, tasks)``, set before the workers are forked.
+_JOB: tuple[Callable[..., Any], list[Any]] | None = None
+_SLOT: dict[str, Any] = {}  # in a worker: its temporary file and where it ends
+
+
+def default_workers() -> int:
+    """Workers when none are asked for: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
+                    span: tuple[int, int] | None = None) -> list[list[tuple[int, int]]]:
+    """Group data windows into chunks whose bounds are multiples of
+    ``CHUNK_WINDOWS * window_pages`` PFNs (windows outside ``span`` are left out).
+
+    :param windows: ``(start, count)`` in PFN order
+    :param window_pages: the reader's window size
+    :param span: only windows that overlap PFNs ``[lo, hi)``
+    """
+    step = CHUNK_WINDOWS * window_pages
+    chunks: list[list[tuple[int, int]]] = []
+    current = -1
+    for start, count in windows:
+        if span is not None and (start >= span[1] or start + count <= span[0]):
+            continue
+        if start // step != current:
+            current = start // step
+            chunks.append([])
+        chunks[-1].append((start, count))
+    return chunks
+
+
+class _Failure:
+    """An exception raised in a worker, carried back without pickling its class's
+    ``__init__`` arguments (ours take keyword-only ones)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.cls = type(exc)
+        self.args = exc.args
+        self.state = dict(getattr(exc, "__dict__", {}))
+        self.text = str(exc)
+
+    def rebuild(self) -> BaseException:
+        try:
+            exc = self.cls.__new__(self.cls)
+            exc.args = self.args
+            exc.__dict__.update(self.state)
+            str(exc)  # the rebuilt error must still print
+        except Exception:  # a class that cannot be rebuilt: keep its message
+            return KdumpToolError(self.text)
+        return exc
+
+
+def _init_worker(slots: Any) -> None:
+    slot, fd = slots.get()
+    _SLOT.update(slot=slot, fd=fd, end=0)
+
+
+def _run_task(index: int) -> tuple[int, int, list[int], Any]:
+    """In a worker: task ``index`` of the job, its bytes appended to the worker's file; the
+    length of each write is returned, so that the parent repeats the same writes."""
+    assert _JOB is not None
+    fn, tasks = _JOB
+    fd, start = _SLOT["fd"], _SLOT["end"]
+    pos = start
+    lengths: list[int] = []
+
+    def write(data: bytes | memoryview) -> None:
+        nonlocal pos
+        lengths.append(len(data))
+        view = memoryview(data)
+        while len(view):
+            n = os.pwrite(fd, view, pos)
+            view = view[n:]
+            pos += n
+
+    try:
+        result = fn(tasks[index], write)
+    except BaseException as exc:  # noqa: BLE001 - carried to the parent, raised there
+        return _SLOT["slot"], start, [], _Failure(exc)
+    _SLOT["end"] = pos
+    return _SLOT["slot"], start, lengths, result
+
+
+def _punch_hole() -> Callable[[int, int, int], None]:
+    """``fallocate(PUNCH_HOLE | KEEP_SIZE)`` where libc has it: frees temporary space that
+    has been copied out; a no-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError, TypeError):
+        return lambda fd, off, length: None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+    def punch(fd: int, off: int, length: int) -> None:
+        fallocate(fd, 3, off, length)  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+
+    return punch
+
+
+class ChunkRunner(Generic[T, R]):
+    """Run ``fn(task, write)`` for each task, in parallel; lay the tasks' bytes out one
+    after the other in ``sink`` from offset ``base``, in task order.
+
+    ``fn`` writes the task's bytes with ``write`` (in order) and returns a small, picklable
+    result. :meth:`results` gives, for each task in order, ``(result, offset, nbytes)`` once
+    its bytes are in the sink at ``offset``.
+
+    :param fn: the per-task function (inherited by the forked workers, never pickled)
+    :param tasks: the tasks (inherited too)
+    :param workers: processes; 1 runs every task here, writing straight into ``sink``
+    :param sink: has ``pwrite(offset, data)``; a plain file's ``fd`` is copied into in the kernel
+    :param base: where the first task's bytes go
+    :param tmpdir: where the workers' temporary files go (the output's directory keeps
+        ``copy_file_range`` on one file system)
+    """
+
+    def __init__(self, fn: Callable[[T, Callable[[bytes | memoryview], None]], R], tasks: list[T],
+                 workers: int, sink: Any, base: int, tmpdir: str | None = None) -> None:
+        self.fn = fn
+        self.tasks = tasks
+        self.workers = max(1, min(workers, len(tasks)))
+        self.sink = sink
+        self.pos = base
+        self.tmpdir = tmpdir
+
+    def results(self) -> Iterator[tuple[R, int, int]]:
+        """See the class doc."""
+        if self.workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            yield from self._serial()
+        else:
+            yield from self._parallel()
+
+    def _serial(self) -> Iterator[tuple[R, int, int]]:
+        for task in self.tasks:
+            start = self.pos
+
+            def write(data: bytes | memoryview) -> None:
+                self.sink.pwrite(self.pos, data)
+                self.pos += len(data)
+
+            result = self.fn(task, write)
+            yield result, start, self.pos - start
+
+    def _temp_files(self) -> list[int]:
+        fds: list[int] = []
+        try:
+            for _ in range(self.workers):
+                fd, path = tempfile.mkstemp(prefix="kdumptool-chunk-", dir=self.tmpdir)
+                os.unlink(path)
+                fds.append(fd)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise OutputError(f"{self.tmpdir or tempfile.gettempdir()}: cannot make a temporary "
+                              f"file for the workers: {exc.strerror}") from None
+        return fds
+
+    def _parallel(self) -> Iterator[tuple[R, int, int]]:
+        global _JOB
+        ctx = multiprocessing.get_context("fork")
+        fds = self._temp_files()
+        slots = ctx.SimpleQueue()
+        for slot, fd in enumerate(fds):
+            slots.put((slot, fd))
+        punch = _punch_hole()
+        _JOB = (self.fn, self.tasks)
+        try:
+            with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(slots,)) as pool:
+                pending: deque[Future[tuple[int, int, list[int], Any]]] = deque()
+                nxt = 0
+                while nxt < len(self.tasks) or pending:
+                    while nxt < len(self.tasks) and len(pending) < 2 * self.workers:
+                        pending.append(pool.submit(_run_task, nxt))
+                        nxt += 1
+                    slot, start, lengths, result = pending.popleft().result()
+                    if isinstance(result, _Failure):
+                        for f in pending:
+                            f.cancel()
+                        raise result.rebuild()
+                    nbytes = sum(lengths)
+                    _copy(fds[slot], start, lengths, self.sink, self.pos)
+                    punch(fds[slot], start, nbytes)
+                    self.pos += nbytes
+                    yield result, self.pos - nbytes, nbytes
+        finally:
+            _JOB = None
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _copy(src: int, start: int, lengths: list[int], sink: Any, offset: int) -> None:
+    """The bytes a worker wrote (``lengths``, from ``start`` of file ``src``) into ``sink`` at
+    ``offset``: inside the kernel for a plain file, else as the same writes that one process
+    makes (a flattened stream records each write)."""
+    nbytes = sum(lengths)
+    fd = getattr(sink, "fd", None)
+    if fd is not None and hasattr(os, "copy_file_range"):
+        done = 0
+        try:
+            while done < nbytes:
+                n = os.copy_file_range(src, fd, nbytes - done, start + done, offset + done)
+                if n == 0:
+                    break
+                done += n
+        except OSError:  # not between these file systems: copy through memory
+            pass
+        if done == nbytes:
+            return
+    for length in lengths:
+        piece = os.pread(src, length, start)
+        if len(piece) != length:
+            raise OutputError(f"a worker's temporary file ends early ({len(piece)} of {length} bytes)")
+        sink.pwrite(offset, piece)
+        start += length
+        offset += length

@@ -1,0 +1,139 @@
+"""Chunks of the PFN range on worker processes (kdumptool.parallel): the output is
+byte-identical for any number of workers, and a worker's error is the serial run's error."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import builders as B
+import pytest
+from ours import kdumptool
+
+from corpus import need_corpus_file
+from kdumptool.codecs import CODECS
+from kdumptool.formats.kdump_writer import write_kdump
+from kdumptool.metadata import output_metadata
+from kdumptool.open import open_bytes
+from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner, chunked_windows
+from kdumptool.pipeline import Selection
+from kdumptool.transport.sink import BytesSink
+
+STEP = CHUNK_WINDOWS * 1024  # PFNs per chunk for 4 KiB pages
+
+
+def _sparse_pages() -> dict[int, B.PageValue]:
+    """Pages in five chunks, with zero, lost and noisy (incompressible) pages among them."""
+    runs = [(c * STEP + 3, c * STEP + 40) for c in (0, 1, 2, 4, 6)]
+    return B.make_pages(runs, zero=[STEP + 5, 4 * STEP + 7], noisy=[2 * STEP + 9, 6 * STEP + 30],
+                        lost=[4 * STEP + 11])
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_chunks_depend_on_the_dump_only() -> None:
+    windows = [(w * 1024, 1024) for w in range(200)]
+    chunks = chunked_windows(iter(windows), 1024)
+    assert [c[0][0] for c in chunks] == [0, STEP, 2 * STEP, 3 * STEP, 4 * STEP, 5 * STEP, 6 * STEP]
+    assert sum(len(c) for c in chunks) == 200
+    part = chunked_windows(iter(windows), 1024, (STEP + 1, 2 * STEP + 1))
+    assert [w for c in part for w in c] == windows[32:65]
+
+
+@pytest.mark.parametrize("args", [["-l", "-d", "1"], ["-c", "-d", "0"], ["-p", "-d", "0"],
+                                  ["-z", "-d", "1"], ["-F", "-l", "-d", "0"]])
+def test_synthetic_output_is_the_same_for_any_number_of_workers(tmp_path: Path, args: list[str]) -> None:
+    src = tmp_path / "in.kdump"
+    src.write_bytes(B.build_kdump(_sparse_pages(), codec="zlib", dump_level=0,
+                                  vmcoreinfo=B.vmcoreinfo_text(), incomplete_after=4 * STEP + 10))
+    digests = set()
+    for workers in (1, 2, 3):
+        out = tmp_path / f"out-{workers}"
+        proc = kdumptool("convert", *args, "--threads", str(workers), src, out, "-q",
+                         env={"KDUMPTOOL_ZLIB": "zlib"})
+        assert proc.returncode == 0, proc.stderr
+        digests.add(_digest(out))
+    assert len(digests) == 1
+
+
+def test_library_writer_in_memory_matches_across_workers() -> None:
+    image = B.build_kdump(_sparse_pages(), codec="raw", dump_level=0, vmcoreinfo=B.vmcoreinfo_text(),
+                          incomplete_after=4 * STEP + 10)
+    outs = []
+    for workers in (1, 2):
+        with open_bytes(image) as reader:
+            sink = BytesSink()
+            stats = write_kdump(Selection(reader, 1), sink, output_metadata(reader, dump_level=1),
+                                CODECS["lzo"], threads=workers)
+            outs.append((sink.getvalue(), stats))
+    assert outs[0] == outs[1]
+    assert outs[0][1]["lost"] == 1 and outs[0][1]["zero"] == 2
+
+
+def test_a_corrupt_page_in_a_later_chunk_is_the_same_error_with_workers(tmp_path: Path) -> None:
+    """A damaged descriptor in the fifth chunk: the worker's CorruptPageError reaches the
+    command line as the serial run gives it (one line, exit 4)."""
+    pages = _sparse_pages()
+    bad = 6 * STEP + 20
+    src = tmp_path / "bad.kdump"
+    src.write_bytes(B.build_kdump(pages, codec="zlib", dump_level=0, vmcoreinfo=B.vmcoreinfo_text(),
+                                  incomplete_after=4 * STEP + 10,
+                                  desc_overrides={bad: {"size": 5000}}))
+    results = []
+    for workers in (1, 2):
+        proc = kdumptool("convert", "-l", "--threads", str(workers), src, tmp_path / f"o{workers}")
+        results.append((proc.returncode, proc.stderr.decode().strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert results[0][0] == 4 and "invalid size" in results[0][1], results[0]
+
+
+class _Recording(BytesSink):
+    """A sink that records each write (offset, length), as a flattened stream would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[int, int]] = []
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        self.writes.append((offset, len(data)))
+        super().pwrite(offset, data)
+
+
+def _task(task: int, write):  # type: ignore[no-untyped-def]
+    for i in range(task % 3 + 1):
+        write(bytes([task]) * (task + i + 1))
+    return task * 10
+
+
+def test_runner_keeps_task_order_and_the_same_writes() -> None:
+    """Three workers give the results in task order, and the sink sees the very writes
+    (offsets and lengths) that one process makes: a flattened stream comes out the same."""
+    tasks = list(range(9))
+    runs = []
+    for workers in (1, 3):
+        sink = _Recording()
+        got = list(ChunkRunner(_task, tasks, workers, sink, 100).results())
+        runs.append((got, sink.writes, sink.getvalue()))
+    assert runs[0] == runs[1]
+    got, writes, data = runs[0]
+    assert [r for r, _, _ in got] == [t * 10 for t in tasks]
+    assert [o for o, _ in writes] == sorted(o for o, _ in writes) and writes[0][0] == 100
+    assert data[100:].startswith(b"\x00" + b"\x01\x01" + b"\x01\x01\x01")
+
+
+@pytest.mark.parametrize("args", [["-l", "-d", "1"], ["-c", "-d", "31"]])
+def test_real_dump_is_the_same_for_one_and_two_workers(tmp_path: Path, args: list[str]) -> None:
+    vmcore = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
+    digests = set()
+    for workers in (1, 2):
+        out = tmp_path / f"out-{workers}"
+        proc = kdumptool("convert", *args, "--threads", str(workers), vmcore, out, "-q",
+                         env={"KDUMPTOOL_ZLIB": "zlib"})
+        assert proc.returncode == 0, proc.stderr
+        digests.add(_digest(out))
+    assert len(digests) == 1
+    if args == ["-c", "-d", "31"]:  # the standard zlib: makedumpfile's own bytes
+        ref = need_corpus_file("x86_64-kdump-320m/derived/c-d31.kdump")
+        assert digests == {_digest(Path(ref))}

@@ -191,15 +191,17 @@ def test_crash_reads_release_of_our_outputs(tmp_path: Path, vmcore: Path) -> Non
     assert run_crash_osrelease(elf) == RELEASE
 
 
-def test_isal_zlib_pages_read_back_in_drgn_and_makedumpfile(tmp_path: Path, vmcore: Path,
-                                                            vmcore_pages: dict[int, str]) -> None:
-    """-c with ISA-L (``KDUMPTOOL_ZLIB=isal``, when ``isal`` is installed) writes standard zlib streams."""
-    from kdumptool.codecs import _has_isal
+@pytest.mark.parametrize("impl", ["libdeflate", "zlib-ng", "isal"])
+def test_other_deflates_pages_read_back_in_peers(tmp_path: Path, vmcore: Path,
+                                                vmcore_pages: dict[int, str], impl: str) -> None:
+    """-c with libdeflate (the default), zlib-ng or ISA-L writes standard zlib streams that
+    drgn, libkdumpfile, makedumpfile and crash read."""
+    from kdumptool.codecs import _installed
 
-    if not _has_isal():
-        pytest.skip("isal is not installed")
-    ours, plain = tmp_path / "isal.kdump", tmp_path / "zlib.kdump"
-    convert("-c", "-d", "31", vmcore, ours, env={"KDUMPTOOL_ZLIB": "isal"})
+    if not _installed(impl):
+        pytest.skip(f"{impl} is not installed")
+    ours, plain = tmp_path / f"{impl}.kdump", tmp_path / "zlib.kdump"
+    convert("-c", "-d", "31", vmcore, ours, env={"KDUMPTOOL_ZLIB": impl})
     convert("-c", "-d", "31", vmcore, plain, env={"KDUMPTOOL_ZLIB": "zlib"})
     assert ours.read_bytes() != plain.read_bytes()  # really another compressor
     digests = our_digests(ours)
@@ -211,3 +213,5 @@ def test_isal_zlib_pages_read_back_in_drgn_and_makedumpfile(tmp_path: Path, vmco
     proc = run_makedumpfile(["--dump-dmesg", ours, txt])
     assert proc.returncode == 0, proc.stderr
     assert txt.read_bytes() == corpus_bytes(f"{KDUMP}/derived/dmesg.txt")
+    require_tool("crash")
+    assert run_crash_osrelease(ours) == RELEASE

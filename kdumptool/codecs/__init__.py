@@ -7,7 +7,7 @@ and the stream it stores per page (see SPEC.md, "Page compression"):
 =======  ======  ===========================================================
 name     flag    stream stored per page
 =======  ======  ===========================================================
-zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (same bytes)
+zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (libdeflate when installed)
 lzo      0x02    raw LZO1X-1 block, makedumpfile ``-l``
 snappy   0x04    raw snappy block, makedumpfile ``-p``
 zstd     0x20    zstd frame, makedumpfile ``-z`` level 1
@@ -96,18 +96,40 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 
 # --- zlib -------------------------------------------------------------------
 
-def _zlib_compressor() -> Callable[[bytes], bytes]:
-    """The standard library's zlib at level 1 (makedumpfile's ``compress2(..., Z_BEST_SPEED)``):
-    the same page gives the same bytes on every thread and in every run, byte-identical to
-    makedumpfile's ``-c``.
+#: What ``-c`` may compress with (``KDUMPTOOL_ZLIB``), fastest default first. Every one of
+#: them writes standard zlib streams; they differ in speed, size and which bytes they choose.
+ZLIB_IMPLEMENTATIONS = ("libdeflate", "zlib-ng", "zlib", "isal")
 
-    ``KDUMPTOOL_ZLIB=isal`` selects ISA-L's deflate instead (about 2x less CPU, a slightly larger
-    output), whose bytes are *not* reproducible: its level-1/2 assembly body
-    (``igzip_icf_body_h1_gr_bt.asm``, ``.write_first_byte``; ISA-L 2.32) hashes the third input
-    position from a register that still holds the address of the compressor's state, so where a
-    page's first positions land in the hash table depends on the calling thread's stack address.
-    The streams are valid zlib either way; see ``tests/test_codecs.py``."""
-    if zlib_implementation() == "isal":
+_MODULES = {"libdeflate": "deflate", "zlib-ng": "zlib_ng.zlib_ng", "isal": "isal.isal_zlib",
+            "zlib": "zlib"}
+
+
+def _zlib_compressor() -> Callable[[bytes], bytes]:
+    """The level-1 deflate of :func:`zlib_implementation`. Each gives the same bytes for the
+    same page on every thread, in every process and run (``bench/deflate_eval.py`` checks
+    pages aimed at every hash slot), except ISA-L:
+
+    * ``libdeflate`` (the ``deflate`` package), the default: about 2x less CPU than the
+      standard zlib for a size within 2% of it on kernel pages;
+    * ``zlib-ng``: about 4x less CPU, about 19% larger (its level 1 is a quick single-hash
+      matcher);
+    * ``zlib``, the standard library: makedumpfile's ``compress2(..., Z_BEST_SPEED)``, so
+      ``-c`` output byte-identical to makedumpfile's;
+    * ``isal``: fast, but its bytes are *not* reproducible: its level-1/2 assembly body
+      (``igzip_icf_body_h1_gr_bt.asm``, ``.write_first_byte``; ISA-L 2.32) hashes the third input
+      position from a register that still holds the address of the compressor's state, so where
+      a page's first positions land in the hash table depends on the calling thread's stack.
+    """
+    impl = zlib_implementation()
+    if impl == "libdeflate":
+        import deflate
+
+        return lambda page: bytes(deflate.zlib_compress(page, 1))
+    if impl == "zlib-ng":
+        from zlib_ng import zlib_ng
+
+        return lambda page: zlib_ng.compress(page, 1)
+    if impl == "isal":
         from isal import isal_zlib
 
         return lambda page: isal_zlib.compress(page, 1)
@@ -125,25 +147,49 @@ def _zlib_compress(page: bytes) -> bytes:
 
 
 def zlib_implementation() -> str:
-    """``"zlib"`` (the default) or ``"isal"`` (``KDUMPTOOL_ZLIB=isal``, when installed): what
-    ``-c`` compresses with in this process."""
-    return "isal" if os.environ.get("KDUMPTOOL_ZLIB", "").lower() == "isal" and _has_isal() else "zlib"
+    """What ``-c`` compresses with in this process: ``KDUMPTOOL_ZLIB`` (one of
+    :data:`ZLIB_IMPLEMENTATIONS`) when it is installed, else ``libdeflate`` when installed,
+    else ``zlib``."""
+    asked = os.environ.get("KDUMPTOOL_ZLIB", "").lower()
+    if asked in _MODULES and _installed(asked):
+        return asked
+    return "libdeflate" if _installed("libdeflate") else "zlib"
 
 
-def _has_isal() -> bool:
+def _installed(impl: str) -> bool:
     try:
-        import isal.isal_zlib  # noqa: F401
+        __import__(_MODULES[impl])
     except ImportError:
         return False
     return True
 
 
-def _zlib_decompress(data: bytes, page_size: int) -> bytes:
+def _zlib_decompress_std(data: bytes, page_size: int) -> bytes:
     d = zlib.decompressobj()
     out = d.decompress(data, page_size + 1)
     if not d.eof:
         raise ValueError("zlib stream does not end within one page")
     return out
+
+
+def _zlib_decompressor() -> Callable[[bytes, int], bytes]:
+    """libdeflate's zlib decoder when installed (about 2.5x faster than the standard zlib on
+    pages; it checks the Adler-32 and refuses output longer than a page), else zlib's."""
+    try:
+        import deflate
+    except ImportError:
+        return _zlib_decompress_std
+    return lambda data, page_size: bytes(deflate.zlib_decompress(data, page_size))
+
+
+_zlib_dec: Callable[[bytes, int], bytes] | None = None
+
+
+def _zlib_decompress(data: bytes, page_size: int) -> bytes:
+    global _zlib_dec
+    if _zlib_dec is None:
+        _zlib_dec = _zlib_decompressor()
+    return _zlib_dec(data, page_size)
 
 
 # --- lzo --------------------------------------------------------------------

@@ -401,16 +401,35 @@ def check_uts_in_memory(reader: DumpReader, report: Report) -> None:
 
 # --- pages (--deep) -----------------------------------------------------------------------
 
+def _decode_chunk(reader: DumpReader, windows: list[tuple[int, int]],
+                  write: object) -> tuple[int, dict[int, str]]:
+    """Pages with data, and the pages that do not decode, of a chunk of windows."""
+    read = 0
+    corrupt: dict[int, str] = {}
+    for start, count in windows:
+        batch = reader.read_batch(start, count)
+        read += int(batch.present.sum())
+        corrupt.update(batch.corrupt)
+    return read, corrupt
+
+
 def validate_pages(reader: DumpReader, report: Report) -> None:
     """Decode every page; report pages that do not decode to exactly one page."""
+    from functools import partial
+
+    from kdumptool.parallel import ChunkRunner, chunked_windows, default_workers
+
     corrupt: list[int] = []
     first_msg = None
     read = 0
-    for batch in reader.iter_batches():
-        read += int(batch.present.sum())
-        if batch.corrupt:
-            corrupt.extend(batch.corrupt)
-            first_msg = first_msg or next(iter(batch.corrupt.values()))
+    chunks = chunked_windows(reader.data_windows(), reader.window_pages)
+    # the chunks decode on every core; they write nothing
+    runner = ChunkRunner(partial(_decode_chunk, reader), chunks, default_workers(), None, 0)
+    for (present, bad), _, _ in runner.results():
+        read += present
+        if bad:
+            corrupt.extend(bad)
+            first_msg = first_msg or next(iter(bad.values()))
     report.facts["pages_decoded"] = read
     known = {p for f in report.findings if f.code == "bad-descriptors" for a, b in f.lost
              for p in range(a, b)}

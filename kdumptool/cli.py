@@ -467,7 +467,7 @@ def _write(level: int, *, paths: tuple[str, ...], elf: bool, flat: bool, codec_z
             if elf:
                 from kdumptool.formats.elf_writer import write_elf
 
-                stats = write_elf(selection, sink, meta)
+                stats = write_elf(selection, sink, meta, threads=threads)
             else:
                 from kdumptool.formats.kdump_writer import write_kdump
 

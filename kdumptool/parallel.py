@@ -6,7 +6,8 @@ never on the number of workers, and each chunk's bytes depend on its pages only,
 joined output is byte-identical for any number of workers.
 
 With several workers, each chunk is a task of a pool of *forked* processes (the reader,
-the selection and its exclusion bits are inherited, not sent): the worker reads, selects,
+the selection and its exclusion bits are inherited; a task is a short list of windows,
+pickled): the worker reads, selects,
 decodes and encodes the chunk's pages, appends the bytes it produces to its own
 unlinked temporary file, and returns where they are and a small result (descriptors,
 counts). The parent takes the results in chunk order and moves each chunk's bytes into
@@ -28,7 +29,7 @@ import multiprocessing
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -42,9 +43,10 @@ CHUNK_WINDOWS = 32
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: The job of the pool being run: ``(function, tasks)``, set before the workers are forked.
-_JOB: tuple[Callable[..., Any], list[Any]] | None = None
+#: The function of the pool being run, set before the workers are forked (never pickled).
+_JOB: Callable[..., Any] | None = None
 _SLOT: dict[str, Any] = {}  # in a worker: its temporary file and where it ends
+_END = object()
 
 
 def default_workers() -> int:
@@ -103,11 +105,11 @@ def _init_worker(slots: Any) -> None:
     _SLOT.update(slot=slot, fd=fd, end=0)
 
 
-def _run_task(index: int) -> tuple[int, int, list[int], Any]:
-    """In a worker: task ``index`` of the job, its bytes appended to the worker's file; the
+def _run_task(task: Any) -> tuple[int, int, list[int], Any]:
+    """In a worker: one task of the job, its bytes appended to the worker's file; the
     length of each write is returned, so that the parent repeats the same writes."""
     assert _JOB is not None
-    fn, tasks = _JOB
+    fn = _JOB
     fd, start = _SLOT["fd"], _SLOT["end"]
     pos = start
     lengths: list[int] = []
@@ -122,7 +124,7 @@ def _run_task(index: int) -> tuple[int, int, list[int], Any]:
             pos += n
 
     try:
-        result = fn(tasks[index], write)
+        result = fn(task, write)
     except BaseException as exc:  # noqa: BLE001 - carried to the parent, raised there
         return _SLOT["slot"], start, [], _Failure(exc)
     _SLOT["end"] = pos
@@ -155,7 +157,7 @@ class ChunkRunner(Generic[T, R]):
     its bytes are in the sink at ``offset``.
 
     :param fn: the per-task function (inherited by the forked workers, never pickled)
-    :param tasks: the tasks (inherited too)
+    :param tasks: the tasks (small: each is pickled to its worker), taken as they are needed
     :param workers: processes; 1 runs every task here, writing straight into ``sink``
     :param sink: has ``pwrite(offset, data)``; a plain file's ``fd`` is copied into in the kernel
     :param base: where the first task's bytes go
@@ -163,11 +165,13 @@ class ChunkRunner(Generic[T, R]):
         ``copy_file_range`` on one file system)
     """
 
-    def __init__(self, fn: Callable[[T, Callable[[bytes | memoryview], None]], R], tasks: list[T],
+    def __init__(self, fn: Callable[[T, Callable[[bytes | memoryview], None]], R], tasks: Iterable[T],
                  workers: int, sink: Any, base: int, tmpdir: str | None = None) -> None:
         self.fn = fn
         self.tasks = tasks
-        self.workers = max(1, min(workers, len(tasks)))
+        if isinstance(tasks, list):
+            workers = min(workers, len(tasks))
+        self.workers = max(1, workers)
         self.sink = sink
         self.pos = base
         self.tmpdir = tmpdir
@@ -212,16 +216,22 @@ class ChunkRunner(Generic[T, R]):
         for slot, fd in enumerate(fds):
             slots.put((slot, fd))
         punch = _punch_hole()
-        _JOB = (self.fn, self.tasks)
+        _JOB = self.fn
+        tasks = iter(self.tasks)
+        more = True
         try:
             with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(slots,)) as pool:
                 pending: deque[Future[tuple[int, int, list[int], Any]]] = deque()
-                nxt = 0
-                while nxt < len(self.tasks) or pending:
-                    while nxt < len(self.tasks) and len(pending) < 2 * self.workers:
-                        pending.append(pool.submit(_run_task, nxt))
-                        nxt += 1
+                while True:
+                    while more and len(pending) < 2 * self.workers:
+                        task = next(tasks, _END)
+                        if task is _END:
+                            more = False
+                        else:
+                            pending.append(pool.submit(_run_task, task))
+                    if not pending:
+                        break
                     slot, start, lengths, result = pending.popleft().result()
                     if isinstance(result, _Failure):
                         for f in pending:

@@ -25,9 +25,11 @@ as in an ELF dump makedumpfile cut at its ``-L`` limit.
 from __future__ import annotations
 
 import bisect
+import os
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Self
 
 import construct as cs
@@ -52,6 +54,7 @@ from kdumptool.formats.elf import (
 )
 from kdumptool.formats.kdump_writer import notes_for_output
 from kdumptool.metadata import ERASEINFO_NOTE, OutputMeta
+from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner, chunked_windows, default_workers
 from kdumptool.pipeline import Selection, zero_rows
 from kdumptool.schema import numpy_dtype
 from kdumptool.transport.sink import ByteSink, LimitedSink
@@ -204,8 +207,43 @@ def _keep_mask(selection: Selection, start: int, count: int) -> tuple[np.ndarray
     return keep, have
 
 
+def _chunk_masks(selection: Selection, windows: list[tuple[int, int]],
+                 write: object) -> list[tuple[int, int, bytes, bytes]]:
+    """:func:`_keep_mask` of each window of a chunk, packed (2 bits a page)."""
+    out = []
+    for w, c in windows:
+        keep, have = _keep_mask(selection, w, c)
+        out.append((w, c, np.packbits(keep).tobytes(), np.packbits(have).tobytes()))
+    return out
+
+
+class _MaskCache:
+    """The ``(keep, have)`` masks of every data window, found on every core before the
+    planning (they need the pages' data when zero pages are excluded): 2 bits a page."""
+
+    def __init__(self, selection: Selection, workers: int | None = None) -> None:
+        self.selection = selection
+        self.masks: dict[int, tuple[int, bytes, bytes]] = {}
+        reader = selection.reader
+        if not selection.exclude_zero and reader.strict and not reader.info.incomplete:
+            return  # metadata alone: nothing to read
+        chunks = chunked_windows(reader.data_windows(reader.window_pages), reader.window_pages)
+        runner = ChunkRunner(partial(_chunk_masks, selection), chunks, workers or default_workers(),
+                             None, 0)
+        for result, _, _ in runner.results():
+            for w, c, keep, have in result:
+                self.masks[w] = (c, keep, have)
+
+    def get(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        hit = self.masks.get(start)
+        if hit is None or hit[0] != count:
+            return _keep_mask(self.selection, start, count)
+        bits = [np.unpackbits(np.frombuffer(b, np.uint8), count=count).astype(bool) for b in hit[1:]]
+        return bits[0], bits[1]
+
+
 def plan_segments(selection: Selection, regions: RegionColumns | Iterable[Region],
-                  page_size: int) -> SegmentPlan:
+                  page_size: int, workers: int | None = None) -> SegmentPlan:
     """makedumpfile's segment rule applied to each region (see the module docstring).
 
     Regions that do not overlap (every kdump file, and most ELF files) are planned a window at
@@ -215,15 +253,17 @@ def plan_segments(selection: Selection, regions: RegionColumns | Iterable[Region
     """
     cols = regions if isinstance(regions, RegionColumns) else RegionColumns.of(regions)
     order = np.argsort(cols.start, kind="stable")
+    masks = _MaskCache(selection, workers)
     if not (cols.start[order][1:] >= cols.end[order][:-1]).all():  # overlapping regions
-        return plan_each_region(selection, cols.regions(), page_size)
+        return plan_each_region(selection, cols.regions(), page_size, masks)
     # the rule looks at one region at a time: plan them sorted, then put the segments back in
     # the source's order of regions (a no-op when they came sorted)
-    plan, region_of = _plan_in_order(selection, cols.take(order), page_size)
+    plan, region_of = _plan_in_order(selection, cols.take(order), page_size, masks)
     return plan.take(np.argsort(order[region_of], kind="stable"))
 
 
-def plan_each_region(selection: Selection, regions: list[Region], page_size: int) -> SegmentPlan:
+def plan_each_region(selection: Selection, regions: list[Region], page_size: int,
+                     masks: _MaskCache | None = None) -> SegmentPlan:
     """The segment rule, one region after the other.
 
     One addition: a gap that holds a page the source has no data for always splits the
@@ -250,7 +290,8 @@ def plan_each_region(selection: Selection, regions: list[Region], page_size: int
             missing += start - pos  # skipped pages have no data
             pos = end
             if cached is None or cached[0] != wstart:
-                cached = (wstart, *_keep_mask(selection, wstart, wcount))
+                cached = (wstart, *(masks.get(wstart, wcount) if masks is not None
+                                    else _keep_mask(selection, wstart, wcount)))
             keep, have = cached[1][start - wstart:end - wstart], cached[2][start - wstart:end - wstart]
             missing_before = missing + np.cumsum(~have) - (~have)  # exclusive prefix counts
             idx = np.flatnonzero(keep)
@@ -274,8 +315,8 @@ def plan_each_region(selection: Selection, regions: list[Region], page_size: int
     return SegmentPlan.of(segments)
 
 
-def _plan_in_order(selection: Selection, regions: RegionColumns,
-                   page_size: int) -> tuple[SegmentPlan, np.ndarray]:
+def _plan_in_order(selection: Selection, regions: RegionColumns, page_size: int,
+                   masks: _MaskCache | None = None) -> tuple[SegmentPlan, np.ndarray]:
     """The segment rule for regions in address order, without overlaps: one pass over the data
     windows, each window's kept pages tested against the rule for all regions at once.
     Returns the segments and the region of each.
@@ -298,7 +339,7 @@ def _plan_in_order(selection: Selection, regions: RegionColumns,
         first = int(np.searchsorted(ends, w, side="right"))  # the first region ending after w
         if first == n or starts[first] >= w + c:
             continue  # no region here: as for a page between windows, nothing is read
-        keep, have = _keep_mask(selection, w, c)
+        keep, have = masks.get(w, c) if masks is not None else _keep_mask(selection, w, c)
         nodata_w = nodata_to + (w - done_to)  # the pages since the last window have no data
         cum = nodata_w + np.concatenate(([0], np.cumsum(~have)))  # cum[i] = N(w + i)
         r_end = int(np.searchsorted(starts, w + c, side="left"))
@@ -420,8 +461,57 @@ def distinct_file_pages(plan: SegmentPlan) -> int:
     return int(np.maximum(0, b - np.maximum(a, reach)).sum())
 
 
-def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[str, int]:
+def _group_data(reader: DumpReader, first: int, rows: np.ndarray, ps: int) -> tuple[int, int, memoryview]:
+    """The file data of one group of :func:`_read_groups`: ``(pages with data, lost pages,
+    bytes)``; pages between the rows are skipped, pages without data are zeros."""
+    count = len(rows)
+    batch = reader.read_batch(first, int(rows.max()) + 1)
+    present = batch.present[rows]
+    if batch.present.all() and count == batch.count and (np.diff(rows) == 1).all():
+        out = batch.data  # rows are the whole batch, in order
+    else:
+        out = np.zeros((count, ps), dtype=np.uint8)
+        slot = np.cumsum(batch.present) - 1  # row of data of each present page
+        out[present] = batch.data[slot[rows[present]]]
+    return int(present.sum()), int(batch.lost[rows].sum()), np.ascontiguousarray(out).reshape(-1).data
+
+
+def _write_groups(reader: DumpReader, fd: int, ps: int, groups: list[_Group],
+                  write: object) -> tuple[int, int]:
+    """Write groups of pages straight to their offsets in the output file (a worker's task)."""
+    pages = lost = 0
+    for first, rows, pos in groups:
+        n, m, out = _group_data(reader, first, rows, ps)
+        pages += n
+        lost += m
+        view = out.cast("B")
+        while len(view):
+            k = os.pwrite(fd, view, pos)
+            view, pos = view[k:], pos + k
+    return pages, lost
+
+
+_Group = tuple[int, np.ndarray, int]
+
+
+def _batched(items: Iterator[_Group], n: int) -> Iterator[list[_Group]]:
+    batch: list[_Group] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta,
+              *, threads: int | None = None) -> dict[str, int]:
     """Write the selected pages of a dump as an ELF core file.
+
+    The pages are read for the planning (zero pages) and written on ``threads`` worker
+    processes (default: all cores; :mod:`kdumptool.parallel`): into a plain file each worker
+    writes its pages at their final offsets.
 
     :return: counts: ``segments``, ``pages`` written with data (a page in two PT_LOADs
         counts twice), ``in_file`` pages of the file counted once per PFN, ``copies`` pages
@@ -438,7 +528,7 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     if meta.eraseinfo:  # the record of erased data: one note, as write_elf_eraseinfo adds it
         notes.append(Note(ERASEINFO_NOTE, 0, meta.eraseinfo))
     note_blob = build_notes(notes, meta.endian)
-    segments = plan_segments(selection, source_regions(reader), ps)
+    segments = plan_segments(selection, source_regions(reader), ps, threads)
     phnum = 1 + len(segments)
     ehsize, phsize, shsize = s.Ehdr.sizeof(), s.Phdr.sizeof(), s.Shdr.sizeof()
     use_xnum = phnum >= PN_XNUM
@@ -463,25 +553,27 @@ def write_elf(selection: Selection, sink: ByteSink, meta: OutputMeta) -> dict[st
     stats = {"segments": len(segments), "pages": 0, "in_file": distinct_file_pages(segments),
              "copies": file_pages, "lost": 0, "cut": 0}
     window = reader.window_pages
+    groups = _read_groups(segments, offsets, window, ps)
+    fd = getattr(sink, "fd", None)
+    if limited is None and fd is not None:  # a plain file: workers write at the final offsets
+        tasks = _batched(groups, CHUNK_WINDOWS)
+        runner = ChunkRunner(partial(_write_groups, reader, fd, ps), tasks, threads or default_workers(),
+                             None, 0)
+        for (pages, lost), _, _ in runner.results():
+            stats["pages"] += pages
+            stats["lost"] += lost
     done = 0
-    for first, rows, pos in _read_groups(segments, offsets, window, ps):
+    for first, rows, pos in groups if fd is None or limited is not None else ():
         count = len(rows)
         if limited is not None and not limited.fits(pos, count * ps):
             count = limited.fit(count, lambda j, pos=pos, lim=limited: lim.cost(pos, j * ps))
             rows = rows[:count]
             stats["cut"] = 1
         if count:
-            batch = reader.read_batch(first, int(rows.max()) + 1)
-            present = batch.present[rows]
-            if batch.present.all() and count == batch.count and (np.diff(rows) == 1).all():
-                out = batch.data  # rows are the whole batch, in order
-            else:  # pages between the rows are skipped; pages without data are zeros
-                out = np.zeros((count, ps), dtype=np.uint8)
-                slot = np.cumsum(batch.present) - 1  # row of data of each present page
-                out[present] = batch.data[slot[rows[present]]]
-            stats["pages"] += int(present.sum())
-            stats["lost"] += int(batch.lost[rows].sum())
-            sink.pwrite(pos, np.ascontiguousarray(out).reshape(-1).data)  # no copy to bytes
+            pages, lost, out = _group_data(reader, first, rows, ps)
+            stats["pages"] += pages
+            stats["lost"] += lost
+            sink.pwrite(pos, out)
         done += count
         if stats["cut"]:
             stats["lost"] += file_pages - done  # described by the program headers, not in the file

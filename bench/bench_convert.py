@@ -1,11 +1,17 @@
 """Benchmark: kdumptool against makedumpfile on the same inputs, side by side, in one run.
 
-For each input and case (kdump with -c, -l, -p, -z at -d 1 and -d 31; ELF at -d 1 and -d 31)
-both tools run ``--runs`` times, each in its own process; per run: wall time, CPU time
-(user + system, from ``wait4``), peak RSS, output size. Medians are reported with the
-throughput (input MiB per wall second) and the kdumptool / makedumpfile ratios; both outputs
-of a case are checked once to hold the same pages. Start-up (``--help``, ``info``) is
-measured too. Several inputs make the scaling table (time and peak RSS per input size).
+For each input and case (kdump with -c, -l, -p, -z at -d 1 and -d 31, -c with each deflate
+of ``KDUMPTOOL_ZLIB``; ELF at -d 1 and -d 31; refiltering a ``-c -d 0`` dump of the input,
+made by makedumpfile, to -l -d 31, -l -d 0 and -c -d 31) both tools run ``--runs`` times,
+each in its own process; per run: wall time, CPU time of the process and its workers
+(user + system, from ``wait4``), peak RSS (of the largest process: the parent or one
+worker), output size. kdumptool also runs with one worker (``--threads 1``): once per case
+to check that the bytes are the same, ``--runs`` times for the cases of :data:`SCALING`;
+and ``fsck --deep`` of the ``-c -d 0`` dump is timed against makedumpfile's rewrite of it.
+Medians are reported with the throughput (input MiB per wall second) and the
+kdumptool / makedumpfile ratios; both outputs of a case are checked once to hold the same
+pages. Start-up (``--help``, ``info``) is measured too. Several inputs make the scaling
+table (time and peak RSS per input size).
 Usage::
 
     python bench/bench_convert.py [INPUT ...] [--runs N] [--out bench/RESULTS-run.md]
@@ -34,18 +40,27 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 TIME = "/usr/bin/time"  # GNU time (Debian package "time")
 
-CASES = [  # (label, options: the same for both tools)
+CASES = [  # (label, options: the same for both tools[, source: "input" or "c-d0"[, KDUMPTOOL_ZLIB]])
+    ("kdump -c -d 0", ["-c", "-d", "0"]),
     ("kdump -c -d 1", ["-c", "-d", "1"]),
+    ("kdump -c -d 1, zlib", ["-c", "-d", "1"], "input", "zlib"),
+    ("kdump -c -d 1, zlib-ng", ["-c", "-d", "1"], "input", "zlib-ng"),
     ("kdump -l -d 1", ["-l", "-d", "1"]),
     ("kdump -p -d 1", ["-p", "-d", "1"]),
     ("kdump -z -d 1", ["-z", "-d", "1"]),
     ("ELF -E -d 1", ["-E", "-d", "1"]),
     ("kdump -c -d 31", ["-c", "-d", "31"]),
+    ("kdump -c -d 31, zlib", ["-c", "-d", "31"], "input", "zlib"),
     ("kdump -l -d 31", ["-l", "-d", "31"]),
     ("kdump -p -d 31", ["-p", "-d", "31"]),
     ("kdump -z -d 31", ["-z", "-d", "31"]),
     ("ELF -E -d 31", ["-E", "-d", "31"]),
+    ("refilter c-d0 -> -l -d 31", ["-l", "-d", "31"], "c-d0"),
+    ("refilter c-d0 -> -l -d 0", ["-l", "-d", "0"], "c-d0"),
+    ("refilter c-d0 -> -c -d 31", ["-c", "-d", "31"], "c-d0"),
 ]
+#: Cases also run with one worker (``--threads 1``), medians, for the scaling table.
+SCALING = ("kdump -c -d 0", "kdump -c -d 1", "kdump -l -d 1", "refilter c-d0 -> -l -d 0")
 
 
 @dataclass
@@ -122,22 +137,48 @@ def fmt_ratio(a: float, b: float | None) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
-                cases: list[tuple[str, list[str]]]) -> list[dict[str, object]]:
+                cases: list[tuple]) -> list[dict[str, object]]:
     kdt = [sys.executable, "-m", "kdumptool"]
     size_mib = src.stat().st_size / (1 << 20)
     rows: list[dict[str, object]] = []
-    for label, opts in cases:
-        o, m = tmp / "ours", tmp / "theirs"
-        ours = median_of([run([*kdt, "convert", "-q", "--force", *opts, str(src), str(o)])
+    cd0 = tmp / "c-d0.kdump"  # the refilter input, made by makedumpfile (or by us without it)
+    for label, opts, *where in cases:
+        inp = src
+        if where and where[0] == "c-d0":
+            if not cd0.exists():
+                subprocess.run([mdf, "-c", "-d", "0", str(src), str(cd0)] if mdf else
+                               [*kdt, "convert", "-q", "-c", "-d", "0", str(src), str(cd0)],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            inp = cd0
+        o, m, one = tmp / "ours", tmp / "theirs", tmp / "ours-1"
+        kdt = [sys.executable, "-m", "kdumptool"]
+        if len(where) > 1:  # another deflate for -c
+            kdt = ["env", f"KDUMPTOOL_ZLIB={where[1]}", *kdt]
+        ours = median_of([run([*kdt, "convert", "-q", "--force", *opts, str(inp), str(o)])
                           for _ in range(runs)])
         row: dict[str, object] = {"case": label, "ours": ours, "ours_out": o.stat().st_size if ours.ok else 0}
+        # one worker: the same bytes (and, for the scaling cases, the time)
+        single = [run([*kdt, "convert", "-q", "--force", "--threads", "1", *opts, str(inp), str(one)])
+                  for _ in range(runs if label in SCALING else 1)]
+        row["one"] = median_of(single)
+        row["identical"] = ours.ok and _digest(o) == _digest(one)
         theirs = None
         if mdf:
             tries = []
             for _ in range(runs):
                 m.unlink(missing_ok=True)
-                r = run([mdf, *opts, str(src), str(m)])
+                r = run([mdf, *opts, str(inp), str(m)])
                 tries.append(r)
                 if not r.ok:
                     break  # this build lacks the codec (Debian: no -p, -z)
@@ -149,7 +190,12 @@ def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
         row["mib_s"] = size_mib / ours.wall
         rows.append(row)
         print(format_row(row), flush=True)
-    for p in (tmp / "ours", tmp / "theirs"):
+    if cd0.exists():  # fsck --deep of the -c -d 0 dump (makedumpfile has no such check)
+        row = {"case": "fsck --deep c-d0", "fsck": median_of([run([*kdt, "fsck", "--deep", str(cd0)])
+                                                              for _ in range(runs)])}
+        rows.append(row)
+        print(f"fsck --deep: {row['fsck'].wall:.2f} s", flush=True)  # type: ignore[attr-defined]
+    for p in (tmp / "ours", tmp / "theirs", tmp / "ours-1", cd0):
         p.unlink(missing_ok=True)
     return rows
 
@@ -166,11 +212,39 @@ def format_row(row: dict[str, object]) -> str:
                   str(row["same"])]
     else:
         cells += ["n/a"] * 4 + ["n/a", "n/a", "n/a"]
+    one: Run = row["one"]  # type: ignore[assignment]
+    cells += [f"{one.wall:.2f} s", "yes" if row["identical"] else "NO"]
     return "| " + " | ".join(cells) + " |"
 
 
-HEAD = ("| case | kdumptool wall | CPU | MiB/s | peak RSS | output | makedumpfile wall | CPU | peak RSS "
-        "| output | wall ratio | RSS ratio | same pages |\n" + "|---" * 13 + "|\n")
+HEAD = ("| case | kdumptool wall | CPU | MiB/s | peak RSS/worker | output | makedumpfile wall | CPU "
+        "| peak RSS | output | wall ratio | RSS ratio | same pages | kdumptool 1 worker | same bytes "
+        "1 and 2 workers |\n" + "|---" * 15 + "|\n")
+
+
+def format_extra(rows: list[dict[str, object]]) -> str:
+    """fsck --deep against makedumpfile's rewrite of the same dump as -l -d 0, and the
+    scaling from one worker to all."""
+    by = {str(r["case"]): r for r in rows}
+    out = ""
+    fsck, ref = by.get("fsck --deep c-d0"), by.get("refilter c-d0 -> -l -d 0")
+    if fsck is not None:
+        f: Run = fsck["fsck"]  # type: ignore[assignment]
+        theirs = ref.get("theirs") if ref else None
+        out += (f"\n`fsck --deep` of the -c -d 0 dump: {f.wall:.2f} s wall, {f.cpu:.2f} s CPU, "
+                f"{f.rss_mib:.0f} MiB peak RSS per worker"
+                + (f"; makedumpfile rewrites that dump as -l -d 0 in {theirs.wall:.2f} s: ratio "  # type: ignore[union-attr]
+                   f"**{f.wall / theirs.wall:.2f}**" if theirs else "") + ".\n")  # type: ignore[union-attr]
+    lines = []
+    for label in SCALING:
+        r = by.get(label)
+        if r is not None:
+            one, all_ = r["one"], r["ours"]
+            lines.append(f"| {label} | {one.wall:.2f} s | {all_.wall:.2f} s | "  # type: ignore[union-attr]
+                         f"**{one.wall / all_.wall:.2f}** |\n")  # type: ignore[union-attr]
+    if lines:
+        out += ("\n| case | 1 worker | all cores | speed-up |\n|---|---|---|---|\n" + "".join(lines))
+    return out
 
 
 def startup(src: Path, runs: int) -> str:
@@ -208,12 +282,13 @@ def main() -> None:
             results[src] = bench_input(src, args.runs, Path(tmp), mdf, cases)
         parts.append(f"\n## {src.name} ({src.stat().st_size >> 20} MiB; {src.parent.name})\n\n"
                      f"Start-up: {startup(src, args.runs)}.\n\n" + HEAD
-                     + "".join(format_row(r) + "\n" for r in results[src]))
+                     + "".join(format_row(r) + "\n" for r in results[src] if "ours" in r)
+                     + format_extra(results[src]))
     if len(args.inputs) > 1:
         parts.append("\n## Scaling (kdumptool wall / peak RSS per input)\n\n| case | "
                      + " | ".join(f"{s.stat().st_size >> 20} MiB" for s in args.inputs) + " |\n"
                      + "|---" * (len(args.inputs) + 1) + "|\n")
-        for i, (label, _) in enumerate(cases):
+        for i, (label, *_) in enumerate(cases):
             cells = []
             for src in args.inputs:
                 r: Run = results[src][i]["ours"]  # type: ignore[assignment]

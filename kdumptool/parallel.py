@@ -7,14 +7,14 @@ joined output is byte-identical for any number of workers.
 
 With several workers, each chunk is a task of a pool of *forked* processes (the reader,
 the selection and its exclusion bits are inherited; a task is a short list of windows,
-pickled): the worker reads, selects,
-decodes and encodes the chunk's pages, appends the bytes it produces to its own
-unlinked temporary file, and returns where they are and a small result (descriptors,
-counts). The parent takes the results in chunk order and moves each chunk's bytes into
-the output with ``os.copy_file_range`` (a copy inside the kernel; other sinks get them
-through ``pwrite``), then frees that part of the temporary file. Processes, not threads:
-the per-page Python work and some codecs hold the GIL. At most ``2 x workers`` chunks
-are in flight, so memory and temporary space stay bounded as the dump grows.
+pickled): the worker reads, selects, decodes and encodes the chunk's pages, writes the
+bytes it produces to a temporary file of its own in the output's directory, and returns
+the file's name and a small result (descriptors, counts). The parent takes the results in
+chunk order, moves each chunk's bytes into the output with ``os.copy_file_range`` (a copy
+inside the kernel; other sinks get them through ``pwrite``, as the same writes one process
+would make) and removes the file. Processes, not threads: the per-page Python work and some
+codecs hold the GIL. At most ``2 x workers`` chunks are in flight, so memory and temporary
+space stay bounded as the dump grows.
 
 With one worker (or one chunk) everything runs in the calling process and the bytes go
 straight to the output, through the same per-chunk function.
@@ -23,8 +23,6 @@ straight to the output, through the same per-chunk function.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import tempfile
@@ -45,7 +43,6 @@ R = TypeVar("R")
 
 #: The function of the pool being run, set before the workers are forked (never pickled).
 _JOB: Callable[..., Any] | None = None
-_SLOT: dict[str, Any] = {}  # in a worker: its temporary file and where it ends
 _END = object()
 
 
@@ -100,52 +97,38 @@ class _Failure:
         return exc
 
 
-def _init_worker(slots: Any) -> None:
-    slot, fd = slots.get()
-    _SLOT.update(slot=slot, fd=fd, end=0)
-
-
-def _run_task(task: Any) -> tuple[int, int, list[int], Any]:
-    """In a worker: one task of the job, its bytes appended to the worker's file; the
-    length of each write is returned, so that the parent repeats the same writes."""
+def _run_task(task: Any, tmpdir: str | None) -> tuple[str | None, list[int], Any]:
+    """In a worker: one task of the job, its bytes written to a temporary file of its own in
+    ``tmpdir``; returns that file's name (the parent copies it out and removes it) and the
+    length of each write, so that the parent repeats the same writes."""
     assert _JOB is not None
-    fn = _JOB
-    fd, start = _SLOT["fd"], _SLOT["end"]
-    pos = start
     lengths: list[int] = []
+    fd, path = -1, None
 
     def write(data: bytes | memoryview) -> None:
-        nonlocal pos
+        nonlocal fd, path
         lengths.append(len(data))
         view = memoryview(data)
-        while len(view):
-            n = os.pwrite(fd, view, pos)
-            view = view[n:]
-            pos += n
+        try:
+            if fd < 0:
+                fd, path = tempfile.mkstemp(prefix=".kdumptool-chunk-", dir=tmpdir)
+            while len(view):
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError as exc:
+            raise OutputError(f"{tmpdir or tempfile.gettempdir()}: cannot write a worker's temporary "
+                              f"file: {exc.strerror or exc}", errno=exc.errno) from None
 
     try:
-        result = fn(task, write)
+        result = _JOB(task, write)
     except BaseException as exc:  # noqa: BLE001 - carried to the parent, raised there
-        return _SLOT["slot"], start, [], _Failure(exc)
-    _SLOT["end"] = pos
-    return _SLOT["slot"], start, lengths, result
-
-
-def _punch_hole() -> Callable[[int, int, int], None]:
-    """``fallocate(PUNCH_HOLE | KEEP_SIZE)`` where libc has it: frees temporary space that
-    has been copied out; a no-op elsewhere."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fallocate = libc.fallocate
-    except (OSError, AttributeError, TypeError):
-        return lambda fd, off, length: None
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-    def punch(fd: int, off: int, length: int) -> None:
-        fallocate(fd, 3, off, length)  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
-
-    return punch
+        if path is not None:
+            os.unlink(path)
+        return None, [], _Failure(exc)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return path, lengths, result
 
 
 class ChunkRunner(Generic[T, R]):
@@ -194,59 +177,57 @@ class ChunkRunner(Generic[T, R]):
             result = self.fn(task, write)
             yield result, start, self.pos - start
 
-    def _temp_files(self) -> list[int]:
-        fds: list[int] = []
-        try:
-            for _ in range(self.workers):
-                fd, path = tempfile.mkstemp(prefix="kdumptool-chunk-", dir=self.tmpdir)
-                os.unlink(path)
-                fds.append(fd)
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            raise OutputError(f"{self.tmpdir or tempfile.gettempdir()}: cannot make a temporary "
-                              f"file for the workers: {exc.strerror}") from None
-        return fds
-
     def _parallel(self) -> Iterator[tuple[R, int, int]]:
         global _JOB
-        ctx = multiprocessing.get_context("fork")
-        fds = self._temp_files()
-        slots = ctx.SimpleQueue()
-        for slot, fd in enumerate(fds):
-            slots.put((slot, fd))
-        punch = _punch_hole()
         _JOB = self.fn
         tasks = iter(self.tasks)
         more = True
+        pending: deque[Future[tuple[str | None, list[int], Any]]] = deque()
         try:
-            with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(slots,)) as pool:
-                pending: deque[Future[tuple[int, int, list[int], Any]]] = deque()
+            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 while True:
                     while more and len(pending) < 2 * self.workers:
                         task = next(tasks, _END)
                         if task is _END:
                             more = False
                         else:
-                            pending.append(pool.submit(_run_task, task))
+                            pending.append(pool.submit(_run_task, task, self.tmpdir))
                     if not pending:
                         break
-                    slot, start, lengths, result = pending.popleft().result()
-                    if isinstance(result, _Failure):
-                        for f in pending:
+                    try:
+                        path, lengths, result = pending.popleft().result()
+                        if isinstance(result, _Failure):
+                            raise result.rebuild()
+                        nbytes = sum(lengths)
+                        if path is not None:
+                            _take(path, lengths, self.sink, self.pos)
+                        self.pos += nbytes
+                        yield result, self.pos - nbytes, nbytes
+                    except BaseException:
+                        for f in pending:  # not started: never run
                             f.cancel()
-                        raise result.rebuild()
-                    nbytes = sum(lengths)
-                    _copy(fds[slot], start, lengths, self.sink, self.pos)
-                    punch(fds[slot], start, nbytes)
-                    self.pos += nbytes
-                    yield result, self.pos - nbytes, nbytes
+                        raise
         finally:
             _JOB = None
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            for f in pending:  # after an error: the chunks still running leave files
+                if not f.cancel():
+                    with contextlib.suppress(BaseException):
+                        path = f.result()[0]
+                        if path is not None:
+                            os.unlink(path)
+
+
+def _take(path: str, lengths: list[int], sink: Any, offset: int) -> None:
+    """Move a worker's chunk file into ``sink`` at ``offset``, then remove it."""
+    try:
+        src = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"{path}: a worker's temporary file cannot be read: {exc.strerror}") from None
+    try:
+        os.unlink(path)
+        _copy(src, 0, lengths, sink, offset)
+    finally:
+        os.close(src)
 
 
 def _copy(src: int, start: int, lengths: list[int], sink: Any, offset: int) -> None:

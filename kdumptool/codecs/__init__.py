@@ -23,6 +23,7 @@ less than exactly one page is corrupt.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -70,6 +71,11 @@ class Codec:
             return self._compress_many(pages, threads)
         return [self._compress(p) for p in pages]
 
+    def decode_unchecked(self, data: bytes, page_size: int) -> bytes:
+        """The library's decoder alone: its own exceptions, no length check (bulk decoding
+        checks the length itself and falls back to :meth:`decompress` on any error)."""
+        return self._decompress(data, page_size)
+
     def decompress(self, data: bytes, page_size: int) -> bytes:
         """Decode one stored page; raise :class:`PageDecodeError` unless it is exactly a page."""
         try:
@@ -86,6 +92,9 @@ class Codec:
 
 
 def _import(module: str, package: str, codec: str) -> ModuleType:
+    found = sys.modules.get(module)  # once imported: no import machinery per page
+    if found is not None:
+        return found
     try:
         return __import__(module)
     except ImportError:
@@ -99,10 +108,6 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 #: What ``-c`` may compress with (``KDUMPTOOL_ZLIB``), fastest default first. Every one of
 #: them writes standard zlib streams; they differ in speed, size and which bytes they choose.
 ZLIB_IMPLEMENTATIONS = ("libdeflate", "zlib-ng", "zlib", "isal")
-
-_MODULES = {"libdeflate": "deflate", "zlib-ng": "zlib_ng.zlib_ng", "isal": "isal.isal_zlib",
-            "zlib": "zlib"}
-
 
 def _zlib_compressor() -> Callable[[bytes], bytes]:
     """The level-1 deflate of :func:`zlib_implementation`. Each gives the same bytes for the
@@ -151,14 +156,19 @@ def zlib_implementation() -> str:
     :data:`ZLIB_IMPLEMENTATIONS`) when it is installed, else ``libdeflate`` when installed,
     else ``zlib``."""
     asked = os.environ.get("KDUMPTOOL_ZLIB", "").lower()
-    if asked in _MODULES and _installed(asked):
+    if asked in ZLIB_IMPLEMENTATIONS and _installed(asked):
         return asked
     return "libdeflate" if _installed("libdeflate") else "zlib"
 
 
 def _installed(impl: str) -> bool:
-    try:
-        __import__(_MODULES[impl])
+    try:  # literal names only (no dynamic import: tests/test_broken_input.py)
+        if impl == "libdeflate":
+            import deflate  # noqa: F401
+        elif impl == "zlib-ng":
+            from zlib_ng import zlib_ng  # noqa: F401
+        elif impl == "isal":
+            from isal import isal_zlib  # noqa: F401
     except ImportError:
         return False
     return True
@@ -283,17 +293,23 @@ CODECS: dict[str, Codec] = {
 CODEC_FLAG_MASK = 0x01 | 0x02 | 0x04 | 0x20
 
 
+_BY_FLAGS: dict[int, Codec | None] = {}
+
+
 def codec_for_flags(flags: int) -> Codec | None:
     """Return the codec a ``page_desc.flags`` value names, or None for a raw page.
 
     :raises ValueError: if more than one codec bit is set
     """
     bits = flags & CODEC_FLAG_MASK
+    if bits in _BY_FLAGS:
+        return _BY_FLAGS[bits]
     if bits == 0:
         return None
     found = [c for c in CODECS.values() if c.flag == bits]
     if not found:
         raise ValueError(f"page flags {flags:#x} name more than one codec")
+    _BY_FLAGS[bits] = found[0]
     return found[0]
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdumptool.codecs import CODEC_FLAG_MASK, CODECS, PageDecodeError, codec_for_flags
+from kdumptool.codecs import CODEC_FLAG_MASK, CODECS
 from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname, pfn_range_text
 from kdumptool.errors import (
     CorruptDumpError,
@@ -63,6 +63,7 @@ from kdumptool.formats.kdump_layout import (  # re-exported: the names of this f
     kdump_structs,
     probe,
 )
+from kdumptool.formats.kdump_pages import decode_all, decode_each, window_bytes
 from kdumptool.schema import strip_c_string
 from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
@@ -484,23 +485,11 @@ class KdumpReader(DumpReader):
         ok = ~is_lost & ~bad
         lost[idx[is_lost]] = True
         data = np.empty((int(ok.sum()), ps), dtype=np.uint8)
-        row = 0
-        cache: dict[tuple[int, int, int], bytes] = {}  # pages stored once (the zero page)
-        blob, base = self._window_bytes(offs[ok], sizes[ok])
-        for j, (off, size, fl) in enumerate(zip(offs.tolist(), sizes.tolist(), flags.tolist(), strict=True)):
-            if not ok[j]:
-                continue
-            pfn = start + int(idx[j])
-            page = cache.get((off, size, fl))  # the flags too: the same bytes decode otherwise
-            if page is None:
-                raw = blob[off - base:off - base + size] if blob is not None and off >= base else None
-                page = self._decode(pfn, off, size, fl, corrupt, raw)
-                if page is None:
-                    ok[j] = False
-                    continue
-                cache[(off, size, fl)] = page
-            data[row] = np.frombuffer(page, np.uint8)
-            row += 1
+        blob, base = window_bytes(self.source, self.block_size, offs[ok], sizes[ok])
+        if blob is not None and decode_all(blob, base, offs[ok], sizes[ok], flags[ok], data, ps):
+            row = len(data)  # every page decoded at once: nothing is damaged
+        else:
+            row = decode_each(self, start, idx, (offs, sizes, flags), ok, (blob, base), data, corrupt)
         data = data[:row]
         present = np.zeros(count, dtype=bool)
         present[idx[ok]] = True
@@ -509,48 +498,3 @@ class KdumpReader(DumpReader):
     def info_incomplete_ok(self) -> bool:
         """Lost pages are expected in a dump whose header says it is incomplete."""
         return bool(self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE)
-
-    #: Largest span of page data read at once for a window (the pages of a window are
-    #: usually stored one after the other).
-    SPAN_LIMIT = 64 << 20
-
-    def _window_bytes(self, offs: np.ndarray, sizes: np.ndarray) -> tuple[memoryview | None, int]:
-        """The stored bytes of a window's pages in one read, when they lie close together
-        (at most twice their size apart, the shared zero page aside) and are all in the file;
-        else ``(None, 0)``: each page is read on its own."""
-        if len(offs) < 2:
-            return None, 0
-        lo = int(offs.min())
-        rest = offs[offs > lo]
-        # the shared zero page sits before every other page: leave it out of the span
-        if rest.size and int(rest.min()) - lo > 2 * self.block_size:
-            lo = int(rest.min())
-        hi = int((offs + sizes).max())
-        need = int(sizes[offs >= lo].sum())
-        if hi - lo > min(self.SPAN_LIMIT, 2 * need + self.block_size):
-            return None, 0
-        raw = self.source.pread(lo, hi - lo)
-        if len(raw) != hi - lo:
-            return None, 0
-        return memoryview(raw), lo
-
-    def _decode(self, pfn: int, off: int, size: int, flags: int,
-                corrupt: dict[int, str], raw: bytes | memoryview | None = None) -> bytes | None:
-        if raw is None or len(raw) != size:
-            raw = self.source.pread(off, size)
-        codec = codec_for_flags(flags)
-        if len(raw) != size or (codec is None and size != self.block_size):
-            msg = f"short read of page data ({len(raw)} of {size} bytes)"
-            if self.strict:
-                raise CorruptPageError(msg, pfn=pfn, path=self.path, offset=off)
-            corrupt[pfn] = msg
-            return None
-        if codec is None:
-            return raw
-        try:
-            return codec.decompress(bytes(raw), self.block_size)
-        except PageDecodeError as exc:
-            if self.strict:
-                raise CorruptPageError(str(exc), pfn=pfn, path=self.path, offset=off) from None
-            corrupt[pfn] = str(exc)
-            return None

@@ -209,7 +209,9 @@ def _encode_chunk(enc: _Encoding, windows: list[tuple[int, int]],
         selection.progress = saved
     if not descs:
         return _ChunkResult(np.zeros(0, enc.dtype), np.zeros(0, bool), counts, advanced)
-    return _ChunkResult(np.concatenate(descs), np.concatenate(stored), counts, advanced)
+    # (concatenate makes the byte order native: the file's order is put back)
+    return _ChunkResult(np.concatenate(descs).astype(enc.dtype, copy=False), np.concatenate(stored),
+                        counts, advanced)
 
 
 def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,

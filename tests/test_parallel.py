@@ -57,6 +57,7 @@ def test_synthetic_output_is_the_same_for_any_number_of_workers(tmp_path: Path, 
         assert proc.returncode == 0, proc.stderr
         digests.add(_digest(out))
     assert len(digests) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # chunk files removed
 
 
 @pytest.mark.parametrize("endian", ["<", ">"])
@@ -93,6 +94,7 @@ def test_a_corrupt_page_in_a_later_chunk_is_the_same_error_with_workers(tmp_path
         results.append((proc.returncode, proc.stderr.decode().strip().splitlines()[-1]))
     assert results[0] == results[1]
     assert results[0][0] == 4 and "invalid size" in results[0][1], results[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.kdump"]  # no chunk file left
 
 
 class _Recording(BytesSink):

@@ -21,7 +21,11 @@ from kdumptool.errors import KdumpToolError
 from kdumptool.filters.levels import DL_EXCLUDE_ZERO, MAX_DUMP_LEVEL, MEM_MAP_LEVELS
 from kdumptool.progress import Progress
 
-__all__ = ["MAX_DUMP_LEVEL", "CompressPool", "Selection", "zero_rows"]
+__all__ = ["MAX_DUMP_LEVEL", "READ_GAP", "CompressPool", "Selection", "zero_rows"]
+
+#: Excluded pages between two kept runs of a window from which the runs are read apart
+#: (256 KiB of 4 KiB pages: at -d 31, most of a window's bytes are free pages).
+READ_GAP = 64
 
 def zero_rows(data: np.ndarray) -> np.ndarray:
     """Bool per row of ``data`` (pages): True where the page is all zero bytes."""
@@ -84,9 +88,10 @@ class Selection:
 
     def batches(self, span: tuple[int, int] | None = None,
                 windows: Iterable[tuple[int, int]] | None = None) -> Iterator[tuple[PageBatch, np.ndarray]]:
-        """``(batch, keep)`` for every window that keeps pages: its data, read only from its
-        first to its last kept page (at -d 31 most windows of a large machine are free pages:
-        never read), and which of the batch's pages are kept. Each window counts on
+        """``(batch, keep)`` for every run of kept pages of every window: its data, read only
+        from its first to its last kept page (at -d 31 most windows of a large machine are free
+        pages: never read; kept runs more than :data:`READ_GAP` pages apart are separate
+        batches), and which of the batch's pages are kept. Each window counts on
         :attr:`progress` once the caller is done with it.
 
         :param span: only the pages of PFNs ``[lo, hi)`` (one part of a split set)
@@ -106,9 +111,11 @@ class Selection:
             if self.exclusion is not None:
                 keep = present & ~self.exclusion.excluded(start, count)
             idx = np.flatnonzero(keep)
-            if idx.size:
-                first, last = int(idx[0]), int(idx[-1]) + 1
-                yield reader.read_batch(start + first, last - first), keep[first:last]
+            if idx.size:  # runs of kept pages far apart are read apart
+                cut = np.flatnonzero(np.diff(idx) > READ_GAP) + 1
+                for a, b in zip([0, *cut.tolist()], [*cut.tolist(), idx.size], strict=True):
+                    first, last = int(idx[a]), int(idx[b - 1]) + 1
+                    yield reader.read_batch(start + first, last - first), keep[first:last]
             if self.progress is not None:
                 self.progress.advance(int(present.sum()))
 

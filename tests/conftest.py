@@ -1,10 +1,11 @@
 """Test-session settings.
 
 ``KDUMPTOOL_ZLIB=zlib``: ``-c`` compresses with the standard library in every test (and in
-the command lines the tests run), which is the default too; pinned so that a developer's
-``KDUMPTOOL_ZLIB=isal`` cannot leak in: ISA-L's output, while a valid zlib stream, is not
-reproducible (see ``test_codecs.py``), and many tests compare two outputs byte for byte.
-``test_interop.py`` tests ISA-L explicitly, ``test_codecs.py`` the default.
+the command lines the tests run), so that outputs are makedumpfile's bytes where tests compare
+them with its files, and a developer's ``KDUMPTOOL_ZLIB=isal`` cannot leak in: ISA-L's output,
+while a valid zlib stream, is not reproducible (see ``test_codecs.py``). ``test_interop.py``
+tests the other deflates explicitly, ``test_codecs.py`` and ``test_deflate.py`` the default
+(libdeflate).
 
 Hypothesis: no per-example deadline and no "too slow" health check anywhere (both count
 wall-clock time, which a machine busy with other jobs stretches); a test's own ``@settings``

@@ -161,7 +161,8 @@ class ChunkRunner(Generic[T, R]):
 
     def results(self) -> Iterator[tuple[R, int, int]]:
         """See the class doc."""
-        if self.workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if (self.workers == 1 or "fork" not in multiprocessing.get_all_start_methods()
+                or multiprocessing.current_process().daemon):  # a daemon may not have children
             yield from self._serial()
         else:
             yield from self._parallel()

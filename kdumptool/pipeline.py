@@ -58,6 +58,9 @@ class Selection:
         self.exclusion = None
         self.warnings: list[str] = []
         self.progress: Progress | None = None  # set by the command line on a terminal
+        #: a codec flag: :meth:`batches` leaves the pages stored with it undecoded (a kdump
+        #: source only; the kdump writer copies them when it writes with that codec)
+        self.keep_stored = 0
         already = 0 if reclassify else (reader.info.dump_level or 0)
         from kdumptool.filters.exclusion import PageClassExclusion
 
@@ -115,7 +118,12 @@ class Selection:
                 cut = np.flatnonzero(np.diff(idx) > READ_GAP) + 1
                 for a, b in zip([0, *cut.tolist()], [*cut.tolist(), idx.size], strict=True):
                     first, last = int(idx[a]), int(idx[b - 1]) + 1
-                    yield reader.read_batch(start + first, last - first), keep[first:last]
+                    if self.keep_stored:
+                        batch = reader.read_batch(start + first, last - first,  # type: ignore[call-arg]
+                                                  keep_stored=self.keep_stored)
+                    else:
+                        batch = reader.read_batch(start + first, last - first)
+                    yield batch, keep[first:last]
             if self.progress is not None:
                 self.progress.advance(int(present.sum()))
 

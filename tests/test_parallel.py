@@ -145,3 +145,53 @@ def test_real_dump_is_the_same_for_one_and_two_workers(tmp_path: Path, args: lis
     ref = {"-c": "c-d31.kdump", "-E": "E-d31.elf"}.get(args[0])  # makedumpfile's own bytes
     if ref is not None:
         assert digests == {_digest(Path(need_corpus_file(f"x86_64-kdump-320m/derived/{ref}")))}
+
+
+def _streams(path: Path) -> dict[int, tuple[int, bytes]]:
+    """pfn -> (flags, stored bytes) of every page of a kdump file."""
+    import numpy as np
+
+    from kdumptool.open import open_dump
+
+    out = {}
+    with open_dump(str(path)) as r:
+        for s, c in r.data_windows():
+            idx = np.flatnonzero(r.bitmaps(s, c)[1])
+            if idx.size:
+                d = r._descs(r.rank(s), idx.size)
+                for j, pfn in enumerate((s + idx).tolist()):
+                    out[pfn] = (int(d["flags"][j]), r.source.pread(int(d["offset"][j]), int(d["size"][j])))
+    return out
+
+
+def test_refiltering_c_to_c_copies_the_stored_pages(tmp_path: Path) -> None:
+    """Pages already stored with the output's codec are copied, not decoded and compressed
+    again: with another deflate (zlib-ng) every long stream of the source is in the output as
+    it was; short ones (zero pages) are decoded, to find the zero pages; the pages read the
+    same, and the output is the same for one worker and two."""
+    import random
+
+    rnd = random.Random(5)
+    pages: dict[int, B.PageValue] = {}
+    for c in (0, 2, 5):
+        for pfn in range(c * STEP, c * STEP + 30):
+            pages[pfn] = bytes(rnd.choice(b"abcd") for _ in range(4096))  # ~1.5 KiB compressed
+        pages[c * STEP + 30] = B.ZERO
+    src = tmp_path / "in.kdump"
+    src.write_bytes(B.build_kdump(pages, codec="zlib", dump_level=0, vmcoreinfo=B.vmcoreinfo_text()))
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        proc = kdumptool("convert", "-c", "-d", "1", "--threads", str(workers), src, out, "-q",
+                         env={"KDUMPTOOL_ZLIB": "zlib-ng"})
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    before, after = _streams(src), _streams(tmp_path / "out1")
+    long = [p for p, (f, raw) in before.items() if f == 1 and len(raw) > 128]
+    assert len(long) == 90
+    assert all(after[p] == before[p] for p in long)
+    zeros = [p for p in before if pages[p] is B.ZERO]
+    assert len({after[p][1] for p in zeros}) == 1 and len(after[zeros[0]][1]) == 4096  # shared zero page
+    with open_bytes(src.read_bytes()) as a, open_bytes(outs[0]) as b:
+        assert read_all_pages(a) == read_all_pages(b)

@@ -431,7 +431,13 @@ class KdumpReader(DumpReader):
         return out
 
     # --- data ----------------------------------------------------------------
-    def read_batch(self, start: int, count: int) -> PageBatch:
+    def read_batch(self, start: int, count: int, *, keep_stored: int = 0) -> PageBatch:
+        """See :meth:`DumpReader.read_batch`.
+
+        :param keep_stored: a codec flag: pages stored with that codec (longer than a short
+            stream, shorter than a page) are not decoded; their streams are in the batch's
+            ``stored`` (a writer with the same codec copies them as they are)
+        """
         ps = self.block_size
         ram, present = self.bitmaps(start, count)
         idx = np.flatnonzero(present)
@@ -486,14 +492,17 @@ class KdumpReader(DumpReader):
         lost[idx[is_lost]] = True
         data = np.empty((int(ok.sum()), ps), dtype=np.uint8)
         blob, base = window_bytes(self.source, self.block_size, offs[ok], sizes[ok])
-        if blob is not None and decode_all(blob, base, offs[ok], sizes[ok], flags[ok], data, ps):
+        stored: dict[int, bytes] = {}
+        if blob is not None and decode_all(blob, base, offs[ok], sizes[ok], flags[ok], data, ps,
+                                           keep_stored, stored):
             row = len(data)  # every page decoded at once: nothing is damaged
-        else:
+        else:  # (what the bulk pass kept undecoded is decoded now)
+            stored.clear()
             row = decode_each(self, start, idx, (offs, sizes, flags), ok, (blob, base), data, corrupt)
         data = data[:row]
         present = np.zeros(count, dtype=bool)
         present[idx[ok]] = True
-        return PageBatch(start, count, ram, present, data, lost, corrupt)
+        return PageBatch(start, count, ram, present, data, lost, corrupt, stored)
 
     def info_incomplete_ok(self) -> bool:
         """Lost pages are expected in a dump whose header says it is incomplete."""

@@ -55,9 +55,13 @@ def window_bytes(source: ByteSource, block_size: int, offs: np.ndarray,
 
 
 def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray, flags: np.ndarray,
-               data: np.ndarray, page_size: int) -> bool:
+               data: np.ndarray, page_size: int, keep: int = 0,
+               stored: dict[int, bytes] | None = None) -> bool:
     """Decode every page of a window from ``blob`` (file offset ``base``) into the rows of
-    ``data``; False at the first page that is not right.
+    ``data``; False at the first page that is not right. Pages whose flags are ``keep``,
+    longer than :data:`SHORT_STREAM` and shorter than a page, are not decoded: their streams
+    go to ``stored`` by row (a zero page always has a short stream, so these are not zero
+    pages; the rows of ``data`` are left as they are).
 
     :raises CodecUnavailableError: a codec's package is missing (not the page's fault)
     """
@@ -79,13 +83,16 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
                     return False
                 data[row] = np.frombuffer(blob[a:b], np.uint8)
                 continue
-            stored = bytes(blob[a:b])
-            key = (stored, f) if b - a <= SHORT_STREAM else (a, b, f)
+            raw = bytes(blob[a:b])
+            if f == keep and stored is not None and SHORT_STREAM < b - a < page_size:
+                stored[row] = raw
+                continue
+            key = (raw, f) if b - a <= SHORT_STREAM else (a, b, f)
             seen = done.get(key)
             if seen is not None:
                 data[row] = data[seen]
                 continue
-            page = codec.decode_unchecked(stored, page_size)
+            page = codec.decode_unchecked(raw, page_size)
             if len(page) != page_size:
                 return False
             data[row] = np.frombuffer(page, np.uint8)

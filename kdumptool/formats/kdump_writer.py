@@ -50,6 +50,7 @@ from kdumptool.formats.kdump import (
     PAGE_DESC_SIZE,
     UTS_FIELDS,
     UTS_LEN,
+    KdumpReader,
     kdump_structs,
 )
 from kdumptool.metadata import OutputMeta
@@ -137,11 +138,18 @@ def _encode_window(enc: _Encoding, batch: PageBatch, keep: np.ndarray) -> _Encod
     rows = np.cumsum(batch.present)[idx[have]] - 1  # rows of batch.data (no copy of the pages)
     data = batch.data
     zero = zero_rows(data)[rows]  # never compressed: shared, or stored as one known chunk
-    todo = [data[r].tobytes() for r in rows[~zero].tolist()]
+    kept = batch.stored  # rows left undecoded: already in this codec, copied as they are
+    if kept:
+        zero &= ~np.isin(rows, np.fromiter(kept, dtype=np.int64, count=len(kept)))
+    todo_rows = rows[~zero].tolist()
+    todo = [data[r].tobytes() for r in todo_rows if r not in kept]
     chunks = todo
     if codec is not None:
         chunks = [c if len(c) < bs else r
                   for r, c in zip(todo, codec.compress_many(todo, 1), strict=True)]
+    if kept:
+        fresh = iter(chunks)
+        chunks = [kept[r] if r in kept else next(fresh) for r in todo_rows]
     slots = np.flatnonzero(have)
     descs = np.zeros(idx.size, dtype=enc.dtype)  # all-zero descriptor = lost page
     if enc.share_zero:
@@ -331,10 +339,17 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     if codec is not None and len(packed_zero := codec.compress(zero_chunk)) < bs:
         zero_chunk = packed_zero
     enc = _Encoding(selection, codec, bs, dtype, share_zero, zero_desc, zero_chunk, part)
-    if limited is not None:
-        stats, rank = _write_pages_limited(enc, limited, desc_off, data_pos, own)
-    else:
-        stats, rank = _write_pages(enc, sink, desc_off, data_pos, threads)
+    # pages the source stores with this very codec are copied as they are (not decoded, not
+    # compressed again): refiltering -c to -c re-encodes nothing
+    selection.keep_stored = codec.flag if codec is not None and isinstance(selection.reader,
+                                                                             KdumpReader) else 0
+    try:
+        if limited is not None:
+            stats, rank = _write_pages_limited(enc, limited, desc_off, data_pos, own)
+        else:
+            stats, rank = _write_pages(enc, sink, desc_off, data_pos, threads)
+    finally:
+        selection.keep_stored = 0
     assert rank == own or stats["cut"], "the selection changed between the two passes"
     erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_pos, bool(stats["cut"]))
     if limited is not None:

@@ -120,8 +120,8 @@ class PageBatch:
     data: np.ndarray  # uint8[present.sum(), page_size]
     lost: np.ndarray  # bool[count]
     corrupt: dict[int, str] = field(default_factory=dict)
-    #: rows of ``data`` left undecoded on request (``read_batch(..., keep_stored=flag)`` of a
-    #: kdump reader): row -> the page's stored stream, compressed with that codec
+    #: on request (``read_batch(..., keep_stored=flag)`` of a kdump reader): row of ``data`` ->
+    #: the page's stored stream, compressed with that codec (the row holds the decoded page)
     stored: dict[int, bytes] = field(default_factory=dict)
 
     def pfns(self) -> np.ndarray:

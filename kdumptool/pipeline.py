@@ -58,8 +58,8 @@ class Selection:
         self.exclusion = None
         self.warnings: list[str] = []
         self.progress: Progress | None = None  # set by the command line on a terminal
-        #: a codec flag: :meth:`batches` leaves the pages stored with it undecoded (a kdump
-        #: source only; the kdump writer copies them when it writes with that codec)
+        #: a codec flag: :meth:`batches` also gives the stored streams of the pages stored
+        #: with it (a kdump source only; the kdump writer copies them, writing that codec)
         self.keep_stored = 0
         already = 0 if reclassify else (reader.info.dump_level or 0)
         from kdumptool.filters.exclusion import PageClassExclusion

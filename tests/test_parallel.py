@@ -195,3 +195,34 @@ def test_refiltering_c_to_c_copies_the_stored_pages(tmp_path: Path) -> None:
     assert len({after[p][1] for p in zeros}) == 1 and len(after[zeros[0]][1]) == 4096  # shared zero page
     with open_bytes(src.read_bytes()) as a, open_bytes(outs[0]) as b:
         assert read_all_pages(a) == read_all_pages(b)
+
+
+def test_a_damaged_page_of_the_same_codec_is_not_copied(tmp_path: Path) -> None:
+    """A stored stream is copied only once it decodes to a page: a damaged one stops a strict
+    convert -c with the reader's error (exit 4), as when pages are compressed again."""
+    import random
+
+    rnd = random.Random(7)
+    pages = {pfn: bytes(rnd.choice(b"abcd") for _ in range(4096)) for pfn in range(40)}
+    src = tmp_path / "in.kdump"
+    image = bytearray(B.build_kdump(pages, codec="zlib", dump_level=0, vmcoreinfo=B.vmcoreinfo_text()))
+    where = _streams_at(bytes(image))[17]
+    image[where + 40] ^= 0xFF  # inside the deflate data of pfn 17
+    src.write_bytes(bytes(image))
+    proc = kdumptool("convert", "-c", "-d", "0", src, tmp_path / "out", "-q")
+    assert proc.returncode == 4, proc.stderr
+    assert b"pfn 0x11" in proc.stderr
+
+
+def _streams_at(image: bytes) -> dict[int, int]:
+    """pfn -> file offset of its stored data."""
+    import numpy as np
+
+    out = {}
+    with open_bytes(image) as r:
+        for s, c in r.data_windows():
+            idx = np.flatnonzero(r.bitmaps(s, c)[1])
+            if idx.size:
+                d = r._descs(r.rank(s), idx.size)
+                out.update(zip((s + idx).tolist(), d["offset"].tolist(), strict=True))
+    return out

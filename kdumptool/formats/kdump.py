@@ -63,7 +63,7 @@ from kdumptool.formats.kdump_layout import (  # re-exported: the names of this f
     kdump_structs,
     probe,
 )
-from kdumptool.formats.kdump_pages import decode_all, decode_each, window_bytes
+from kdumptool.formats.kdump_pages import decode_all, decode_each, decode_one, window_bytes
 from kdumptool.schema import strip_c_string
 from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
@@ -434,9 +434,9 @@ class KdumpReader(DumpReader):
     def read_batch(self, start: int, count: int, *, keep_stored: int = 0) -> PageBatch:
         """See :meth:`DumpReader.read_batch`.
 
-        :param keep_stored: a codec flag: pages stored with that codec (longer than a short
-            stream, shorter than a page) are not decoded; their streams are in the batch's
-            ``stored`` (a writer with the same codec copies them as they are)
+        :param keep_stored: a codec flag: the streams of the pages stored with that codec
+            are also in the batch's ``stored`` (a writer with the same codec copies them as
+            they are); they are decoded all the same, so damage is found as always
         """
         ps = self.block_size
         ram, present = self.bitmaps(start, count)
@@ -503,6 +503,11 @@ class KdumpReader(DumpReader):
         present = np.zeros(count, dtype=bool)
         present[idx[ok]] = True
         return PageBatch(start, count, ram, present, data, lost, corrupt, stored)
+
+    def _decode(self, pfn: int, off: int, size: int, flags: int, corrupt: dict[int, str],
+                raw: bytes | memoryview | None = None) -> bytes | memoryview | None:
+        """One page's data, decoded (:func:`~kdumptool.formats.kdump_pages.decode_one`)."""
+        return decode_one(self, pfn, (off, size, flags), corrupt, raw)
 
     def info_incomplete_ok(self) -> bool:
         """Lost pages are expected in a dump whose header says it is incomplete."""

@@ -58,10 +58,9 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
                data: np.ndarray, page_size: int, keep: int = 0,
                stored: dict[int, bytes] | None = None) -> bool:
     """Decode every page of a window from ``blob`` (file offset ``base``) into the rows of
-    ``data``; False at the first page that is not right. Pages whose flags are ``keep``,
-    longer than :data:`SHORT_STREAM` and shorter than a page, are not decoded: their streams
-    go to ``stored`` by row (a zero page always has a short stream, so these are not zero
-    pages; the rows of ``data`` are left as they are).
+    ``data``; False at the first page that is not right. The streams of the pages whose
+    flags are ``keep`` go to ``stored`` by row, once they decoded to exactly one page (a
+    writer with that codec copies them instead of compressing the page again).
 
     :raises CodecUnavailableError: a codec's package is missing (not the page's fault)
     """
@@ -84,9 +83,8 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
                 data[row] = np.frombuffer(blob[a:b], np.uint8)
                 continue
             raw = bytes(blob[a:b])
-            if f == keep and stored is not None and SHORT_STREAM < b - a < page_size:
-                stored[row] = raw
-                continue
+            if f == keep and stored is not None and b - a < page_size:
+                stored[row] = raw  # (a stream of a whole page is stored raw when written)
             key = (raw, f) if b - a <= SHORT_STREAM else (a, b, f)
             seen = done.get(key)
             if seen is not None:

@@ -138,9 +138,7 @@ def _encode_window(enc: _Encoding, batch: PageBatch, keep: np.ndarray) -> _Encod
     rows = np.cumsum(batch.present)[idx[have]] - 1  # rows of batch.data (no copy of the pages)
     data = batch.data
     zero = zero_rows(data)[rows]  # never compressed: shared, or stored as one known chunk
-    kept = batch.stored  # rows left undecoded: already in this codec, copied as they are
-    if kept:
-        zero &= ~np.isin(rows, np.fromiter(kept, dtype=np.int64, count=len(kept)))
+    kept = batch.stored  # rows already stored with this codec: their streams are copied
     todo_rows = rows[~zero].tolist()
     todo = [data[r].tobytes() for r in todo_rows if r not in kept]
     chunks = todo

@@ -221,9 +221,10 @@ def _encode_chunk(enc: _Encoding, windows: list[tuple[int, int]],
 
 
 def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
-                 workers: int | None) -> tuple[dict[str, int], int]:
+                 workers: int | None) -> tuple[dict[str, int], int, int]:
     """Pass 2 in chunks of windows on ``workers`` processes (:mod:`kdumptool.parallel`):
-    each chunk's data placed after the previous one's, its descriptors fixed up here."""
+    each chunk's data placed after the previous one's, its descriptors fixed up here.
+    Returns the counts, the number of descriptors and the end of the page data."""
     reader = enc.selection.reader
     chunks = chunked_windows(reader.data_windows(), reader.window_pages, enc.part)
     runner = ChunkRunner(partial(_encode_chunk, enc), chunks, workers or default_workers(), sink,
@@ -231,7 +232,9 @@ def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
     rank = 0
     progress = enc.selection.progress
-    for result, offset, _ in runner.results():
+    end = data_pos
+    for result, offset, length in runner.results():
+        end = offset + length
         descs = result.descs
         descs["offset"][result.stored] += offset
         sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
@@ -240,12 +243,13 @@ def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
             stats[key] += value
         if progress is not None:
             progress.advance(result.advanced)
-    return stats, rank
+    return stats, rank, end
 
 
 def _write_pages_limited(enc: _Encoding, limited: LimitedSink, desc_off: int, data_pos: int,
-                         own: int) -> tuple[dict[str, int], int]:
-    """Pass 2 under a size limit, in one process: pages stored in PFN order while they fit."""
+                         own: int) -> tuple[dict[str, int], int, int]:
+    """Pass 2 under a size limit, in one process: pages stored in PFN order while they fit.
+    Returns the counts, the number of descriptors and the end of the page data."""
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
     rank = 0
     for batch, keep in enc.selection.batches(enc.part):
@@ -276,7 +280,7 @@ def _write_pages_limited(enc: _Encoding, limited: LimitedSink, desc_off: int, da
         if stats["cut"]:
             stats["lost"] += own - rank  # the pages after this window: all-zero descriptors
             break
-    return stats, rank
+    return stats, rank, data_pos
 
 
 def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
@@ -343,13 +347,13 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
                                                                              KdumpReader) else 0
     try:
         if limited is not None:
-            stats, rank = _write_pages_limited(enc, limited, desc_off, data_pos, own)
+            stats, rank, data_end = _write_pages_limited(enc, limited, desc_off, data_pos, own)
         else:
-            stats, rank = _write_pages(enc, sink, desc_off, data_pos, threads)
+            stats, rank, data_end = _write_pages(enc, sink, desc_off, data_pos, threads)
     finally:
         selection.keep_stored = 0
     assert rank == own or stats["cut"], "the selection changed between the two passes"
-    erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_pos, bool(stats["cut"]))
+    erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_end, bool(stats["cut"]))
     if limited is not None:
         limited.release()
 

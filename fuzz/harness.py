@@ -1729,7 +1729,7 @@ def shrink_with_writer(path: Path, fmt: str, *, first: int = 12, extra: int = 6,
 def _working_set(reader: DumpReader) -> list[int]:
     """The PFNs that ``dmesg`` and ``vtop`` (a few kernel addresses) read from ``reader``."""
     from kdumptool.dmesg import dmesg_text
-    from kdumptool.filters.exclusion import translator_for
+    from kdumptool.vtop import translator_for
 
     touched: set[int] = set()
     inner = reader.read_batch

@@ -773,8 +773,7 @@ def vtop(dump: str, address: str, vmcoreinfo_file: str | None) -> None:
 
     ADDRESS is hexadecimal, with or without 0x (as VMCOREINFO prints addresses).
     """
-    from kdumptool.filters.exclusion import translator_for
-    from kdumptool.vtop import parse_address
+    from kdumptool.vtop import parse_address, translator_for
 
     vaddr = parse_address(address)
     with _open([dump], strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:

@@ -53,6 +53,13 @@ class Note:
     offset: int = 0  # file offset of the note header, for error messages
 
 
+#: ``__NEW_UTS_LEN + 1`` (Linux ``include/uapi/linux/utsname.h``): the size of each field of
+#: ``struct new_utsname``, NUL included.
+UTS_LEN = 65
+#: The fields of ``struct new_utsname``, in order.
+UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+
+
 @dataclass(frozen=True)
 class Utsname:
     """``struct new_utsname``: six 65-byte strings."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from kdumptool.dump import DumpInfo, DumpReader, PageBatch
+from kdumptool.dump import UTS_LEN, DumpInfo, DumpReader, PageBatch
 from kdumptool.formats.notes import XEN_ELFNOTE_DUMPCORE_XEN_VERSION
 from kdumptool.formats.xen_core import parse_xen_version, xen_version_string
 from kdumptool.ikconfig import ConfigScanner, KernelConfig
@@ -44,7 +44,6 @@ from kdumptool.metadata import read_init_uts_ns
 from kdumptool.vmcoreinfo import known_broken_build_id
 
 BANNER = b"Linux version "
-UTS_LEN = 65
 _RELEASE = re.compile(rb"[0-9][0-9A-Za-z._+~-]{0,63}")
 MACHINES = (b"x86_64", b"aarch64", b"i686", b"i586", b"i386", b"ppc64le", b"ppc64", b"s390x",
             b"riscv64", b"armv7l", b"loongarch64", b"mips64")

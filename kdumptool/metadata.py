@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kdumptool.dump import DumpReader, Note, Utsname
+from kdumptool.dump import UTS_FIELDS, UTS_LEN, DumpReader, Note, Utsname
 from kdumptool.errors import KdumpToolError
-from kdumptool.formats.kdump import UTS_FIELDS, UTS_LEN
 from kdumptool.schema import strip_c_string
 from kdumptool.vmcoreinfo import VmcoreInfo
 from kdumptool.vtop.kernel_image import kernel_image_to_phys

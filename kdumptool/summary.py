@@ -10,9 +10,9 @@ import numpy as np
 
 from kdumptool.dump import DumpReader, pfn_range_text
 from kdumptool.errors import printable
-from kdumptool.formats.elf import NT_PRSTATUS, ElfReader
+from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.kdump import KdumpReader
-from kdumptool.formats.notes import describe_cpus, note_kind
+from kdumptool.formats.notes import NT_PRSTATUS, describe_cpus, note_kind
 from kdumptool.identify import identify
 from kdumptool.metadata import source_eraseinfo
 

@@ -26,10 +26,9 @@ from kdumptool.dmesg import (
     log_layout,
 )
 from kdumptool.errors import KdumpToolError
-from kdumptool.filters.exclusion import translator_for
 from kdumptool.open import open_dumps
 from kdumptool.vmcoreinfo import VmcoreInfo
-from kdumptool.vtop import read_virtual
+from kdumptool.vtop import read_virtual, translator_for
 
 KDUMP_REF = "x86_64-kdump-320m/derived/dmesg.txt"
 KDUMP_DUMPS = [

@@ -19,12 +19,12 @@ from samples import dump_entry, need_sample, sample_manifest, sample_path
 from test_filter import bitmap2, kept_by_selection
 
 from kdumptool.dmesg import dmesg_text
-from kdumptool.filters.exclusion import translator_for
 from kdumptool.kernel.session import open_kernel
 from kdumptool.open import open_dumps
 from kdumptool.pipeline import Selection
 from kdumptool.report import exclusion_report
 from kdumptool.vmcoreinfo import VmcoreInfo
+from kdumptool.vtop import translator_for
 
 SET = "aarch64-kdump-384m"
 #: every dump of the set: the kdump vmcore, makedumpfile's two -d 31 outputs, QEMU's ELF

@@ -165,8 +165,8 @@ def test_no_old_log_text_is_left(scrubbed_612: dict[str, Any]) -> None:
     texts = [t.encode() for t in texts if len(t) >= 24]
     assert len(texts) > 300
     with open_dumps([str(src)]) as reader:
-        from kdumptool.filters.exclusion import translator_for
         from kdumptool.kernel.session import open_kernel
+        from kdumptool.vtop import translator_for
 
         with open_kernel(str(src)) as kernel:
             xlat = translator_for(kernel.reader)

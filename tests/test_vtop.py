@@ -9,8 +9,8 @@ from ours import kdumptool
 from peers import require_tool
 
 from corpus import need_corpus_file
-from kdumptool.filters.exclusion import translator_for
 from kdumptool.open import open_dumps
+from kdumptool.vtop import translator_for
 from kdumptool.vtop.walker import TranslationError, Walker
 from kdumptool.vtop.x86_64 import FIVE_LEVEL, FOUR_LEVEL, decoder
 

@@ -20,27 +20,7 @@ from kdumptool.dump import DumpReader
 from kdumptool.errors import KdumpToolError, OutputError, PageNotPresentError
 from kdumptool.filters.mem_map import MemMapError, find_mem_map
 from kdumptool.filters.page_classes import CLASS_NAMES, KEEP, PageClassifier
-from kdumptool.vtop.aarch64 import Aarch64Translator
-from kdumptool.vtop.x86_64 import X86_64Translator
-
-
-def translator_for(reader: DumpReader) -> X86_64Translator | Aarch64Translator:
-    """The kernel address translator for the dump's architecture.
-
-    :raises KdumpToolError: no VMCOREINFO, or an architecture not supported yet
-    """
-    info = reader.info
-    if info.vmcoreinfo is None:
-        raise KdumpToolError(f"{info.path}: the dump has no VMCOREINFO, which address "
-                             "translation needs (supply it with -i FILE)")
-    if info.machine == "x86_64":
-        return X86_64Translator(info.vmcoreinfo, reader.read, phys_base=info.phys_base,
-                                frame_map=reader.frame_map)
-    if info.machine == "aarch64" and info.endian == "<":
-        return Aarch64Translator(info.vmcoreinfo, reader.read)
-    raise KdumpToolError(f"{info.path}: address translation supports x86_64 and little-endian "
-                         f"aarch64 dumps so far (this one is {info.machine or 'unknown'})")
-
+from kdumptool.vtop import translator_for
 
 #: Excluded-page bits kept in memory up to this size (32 MiB: a 1 TiB machine of 4 KiB
 #: pages); a larger machine's bits go to a temporary file, so memory stays flat (the role
@@ -165,4 +145,4 @@ class PageClassExclusion:
         return self.classifier.warnings
 
 
-__all__ = ["PageClassExclusion", "MemMapError", "translator_for"]
+__all__ = ["PageClassExclusion", "MemMapError"]

@@ -24,9 +24,9 @@ import numpy as np
 
 from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
+from kdumptool.formats.notes import MAX_NOTES, count_cpus, nhdr_struct, parse_notes, vmcoreinfo_from_notes
 from kdumptool.schema import ints, numpy_dtype, parse_at
 from kdumptool.transport.source import ByteSource, read_exact, read_into
-from kdumptool.vmcoreinfo import VmcoreInfo
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -34,8 +34,6 @@ ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_CORE = 4
 PT_LOAD, PT_NOTE = 1, 4
 PN_XNUM = 0xFFFF
-NT_PRSTATUS = 1
-NT_TASKSTRUCT = 4
 #: e_flags bit makedumpfile sets on an incomplete ELF dump (``DUMP_ELF_INCOMPLETE``).
 DUMP_ELF_INCOMPLETE = 0x1
 
@@ -50,8 +48,6 @@ MACHINE_CODES = {name: code for code, name in MACHINES.items() if code not in (2
 MAX_PHNUM = 1 << 24
 #: Highest PFN an ELF dump may describe (64 TiB of 4 KiB pages; real machines are smaller).
 MAX_PFN = 1 << 34
-#: Upper bound for a PT_NOTE segment we load into memory.
-MAX_NOTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -101,8 +97,7 @@ def elf_structs(elf_class: int, endian: str) -> ElfStructs:
         "sh_offset" / addr, "sh_size" / addr, "sh_link" / i.u32, "sh_info" / i.u32,
         "sh_addralign" / addr, "sh_entsize" / addr,
     )
-    nhdr = cs.Struct("n_namesz" / i.u32, "n_descsz" / i.u32, "n_type" / i.u32)
-    return ElfStructs(ehdr, phdr, shdr, nhdr)
+    return ElfStructs(ehdr, phdr, shdr, nhdr_struct(endian))
 
 
 def probe(head: bytes) -> bool:
@@ -111,66 +106,6 @@ def probe(head: bytes) -> bool:
         return False
     endian = "<" if head[5] == ELFDATA2LSB else ">"
     return int.from_bytes(head[16:18], "little" if endian == "<" else "big") == ET_CORE
-
-
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def parse_notes(blob: bytes, endian: str, *, base: int = 0, path: str | None = None,
-                strict: bool = True) -> list[Note]:
-    """Split a note segment into notes (names and descriptors 4-byte padded).
-
-    :param base: file offset of ``blob`` (for error messages)
-    :raises CorruptDumpError: (strict) a note runs past the segment
-    """
-    nhdr = elf_structs(ELFCLASS64, endian).Nhdr  # Nhdr is the same in ELF32 and ELF64
-    notes = []
-    pos = 0
-    while pos + 12 <= len(blob):
-        h = nhdr.parse(blob[pos:pos + 12])
-        if h.n_namesz == 0 and h.n_descsz == 0 and h.n_type == 0:
-            break  # zero padding at the end of the segment
-        name_end = pos + 12 + h.n_namesz
-        desc_start = pos + 12 + _align4(h.n_namesz)
-        desc_end = desc_start + h.n_descsz
-        if desc_end > len(blob):
-            if strict:
-                raise CorruptDumpError(
-                    "ELF note runs past the end of its segment", path=path, offset=base + pos,
-                    expected=f"<= {len(blob) - pos} bytes", got=f"{desc_end - pos} bytes",
-                )
-            break
-        name = blob[pos + 12:name_end].rstrip(b"\0")
-        notes.append(Note(name, h.n_type, blob[desc_start:desc_end], base + pos))
-        pos = desc_start + _align4(h.n_descsz)
-    return notes
-
-
-def build_notes(notes: list[Note], endian: str) -> bytes:
-    """Serialise notes the way the kernel and makedumpfile do (NUL-terminated, 4-byte padded)."""
-    nhdr = elf_structs(ELFCLASS64, endian).Nhdr
-    out = bytearray()
-    for note in notes:
-        name = note.name + b"\0"
-        out += nhdr.build({"n_namesz": len(name), "n_descsz": len(note.desc), "n_type": note.type})
-        out += name.ljust(_align4(len(name)), b"\0")
-        out += note.desc.ljust(_align4(len(note.desc)), b"\0")
-    return bytes(out)
-
-
-def vmcoreinfo_from_notes(notes: list[Note]) -> VmcoreInfo | None:
-    """The VMCOREINFO note's text, parsed, if there is one."""
-    for note in notes:
-        if note.name == b"VMCOREINFO":
-            return VmcoreInfo.parse(note.desc)
-    return None
-
-
-def count_cpus(notes: list[Note]) -> int | None:
-    """Number of ``CORE``/``NT_PRSTATUS`` notes (one per CPU), None if there are none."""
-    n = sum(1 for note in notes if note.name == b"CORE" and note.type == NT_PRSTATUS)
-    return n or None
 
 
 @dataclass(frozen=True)

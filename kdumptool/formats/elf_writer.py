@@ -49,10 +49,10 @@ from kdumptool.formats.elf import (
     PT_LOAD,
     PT_NOTE,
     ElfReader,
-    build_notes,
     elf_structs,
 )
 from kdumptool.formats.kdump_writer import notes_for_output
+from kdumptool.formats.notes import build_notes
 from kdumptool.metadata import ERASEINFO_NOTE, OutputMeta
 from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner, chunked_windows, default_workers
 from kdumptool.pipeline import Selection, zero_rows

@@ -38,7 +38,6 @@ from kdumptool.errors import (
     TruncatedDumpError,
     UnknownFormatError,
 )
-from kdumptool.formats.elf import MAX_NOTES, parse_notes, vmcoreinfo_from_notes
 from kdumptool.formats.kdump_layout import (  # re-exported: the names of this format
     DISKDUMP_SIGNATURE,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -64,6 +63,7 @@ from kdumptool.formats.kdump_layout import (  # re-exported: the names of this f
     probe,
 )
 from kdumptool.formats.kdump_pages import decode_all, decode_each, decode_one, window_bytes
+from kdumptool.formats.notes import MAX_NOTES, parse_notes, vmcoreinfo_from_notes
 from kdumptool.schema import strip_c_string
 from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo

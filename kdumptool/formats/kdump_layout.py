@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import construct as cs
 import numpy as np
 
+from kdumptool.dump import UTS_FIELDS, UTS_LEN
 from kdumptool.errors import CorruptDumpError
 from kdumptool.schema import ints, numpy_dtype, parse_at, strip_c_string
 
@@ -33,8 +34,6 @@ DUMP_DH_EXCLUDED_VMEMMAP = 0x10
 DUMP_DH_COMPRESSED_ZSTD = 0x20
 KNOWN_STATUS = 0x3F
 
-UTS_LEN = 65
-UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 #: machines whose dumps use the 32-bit header layouts
 MACHINES_32 = {"i386", "i486", "i586", "i686", "x86", "arm", "armv7l", "armv6l", "ppc", "mips",
                "s390", "sparc"}

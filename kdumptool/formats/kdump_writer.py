@@ -40,19 +40,17 @@ from functools import partial
 import numpy as np
 
 from kdumptool.codecs import Codec
-from kdumptool.dump import Note, PageBatch
-from kdumptool.formats.elf import build_notes
+from kdumptool.dump import UTS_FIELDS, UTS_LEN, Note, PageBatch
 from kdumptool.formats.kdump import (
     DUMP_DH_COMPRESSED_INCOMPLETE,
     KDUMP_HEADER_VERSION,
     KDUMP_SIGNATURE,
     MACHINES_32_PACKED,
     PAGE_DESC_SIZE,
-    UTS_FIELDS,
-    UTS_LEN,
     KdumpReader,
     kdump_structs,
 )
+from kdumptool.formats.notes import build_notes
 from kdumptool.metadata import OutputMeta
 from kdumptool.parallel import ChunkRunner, chunked_windows, default_workers
 from kdumptool.pipeline import Selection, zero_rows

@@ -28,7 +28,9 @@ from typing import Any
 import construct as cs
 
 from kdumptool.dump import Note
+from kdumptool.errors import CorruptDumpError
 from kdumptool.schema import ints
+from kdumptool.vmcoreinfo import VmcoreInfo
 
 # --- note names and types --------------------------------------------------------------------
 
@@ -114,6 +116,83 @@ NOTE_KINDS: dict[bytes, dict[int, str]] = {
     b".note.Xen": XEN_TYPES,
     b"VMCOREINFO_XEN": {0: "VMCOREINFO_XEN"},
 }
+
+
+# --- the note area: ``Elf{32,64}_Nhdr`` records ------------------------------------------------
+
+#: Upper bound for a note area loaded into memory (a PT_NOTE segment, a kdump note blob).
+MAX_NOTES = 64 << 20
+
+
+@functools.cache
+def nhdr_struct(endian: str) -> cs.Struct:
+    """``Elf32_Nhdr`` / ``Elf64_Nhdr`` (the same three 32-bit words in both classes)."""
+    i = ints(endian)
+    return cs.Struct("n_namesz" / i.u32, "n_descsz" / i.u32, "n_type" / i.u32)
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse_notes(blob: bytes, endian: str, *, base: int = 0, path: str | None = None,
+                strict: bool = True) -> list[Note]:
+    """Split a note segment into notes (names and descriptors 4-byte padded).
+
+    :param base: file offset of ``blob`` (for error messages)
+    :raises CorruptDumpError: (strict) a note runs past the segment
+    """
+    nhdr = nhdr_struct(endian)
+    notes = []
+    pos = 0
+    while pos + 12 <= len(blob):
+        h = nhdr.parse(blob[pos:pos + 12])
+        if h.n_namesz == 0 and h.n_descsz == 0 and h.n_type == 0:
+            break  # zero padding at the end of the segment
+        name_end = pos + 12 + h.n_namesz
+        desc_start = pos + 12 + _align4(h.n_namesz)
+        desc_end = desc_start + h.n_descsz
+        if desc_end > len(blob):
+            if strict:
+                raise CorruptDumpError(
+                    "ELF note runs past the end of its segment", path=path, offset=base + pos,
+                    expected=f"<= {len(blob) - pos} bytes", got=f"{desc_end - pos} bytes",
+                )
+            break
+        name = blob[pos + 12:name_end].rstrip(b"\0")
+        notes.append(Note(name, h.n_type, blob[desc_start:desc_end], base + pos))
+        pos = desc_start + _align4(h.n_descsz)
+    return notes
+
+
+def build_notes(notes: list[Note], endian: str) -> bytes:
+    """Serialise notes the way the kernel and makedumpfile do (NUL-terminated, 4-byte padded)."""
+    nhdr = nhdr_struct(endian)
+    out = bytearray()
+    for note in notes:
+        name = note.name + b"\0"
+        out += nhdr.build({"n_namesz": len(name), "n_descsz": len(note.desc), "n_type": note.type})
+        out += name.ljust(_align4(len(name)), b"\0")
+        out += note.desc.ljust(_align4(len(note.desc)), b"\0")
+    return bytes(out)
+
+
+def vmcoreinfo_from_notes(notes: list[Note]) -> VmcoreInfo | None:
+    """The VMCOREINFO note's text, parsed, if there is one."""
+    for note in notes:
+        if note.name == b"VMCOREINFO":
+            return VmcoreInfo.parse(note.desc)
+    return None
+
+
+def count_cpus(notes: list[Note]) -> int | None:
+    """Number of ``CORE``/``NT_PRSTATUS`` notes (one per CPU), None if there are none."""
+    n = sum(1 for note in notes if note.name == b"CORE" and note.type == NT_PRSTATUS)
+    return n or None
+
+
+
+# --- note kinds ----------------------------------------------------------------------------------
 
 
 def note_kind(name: bytes, type: int) -> str:

@@ -49,7 +49,7 @@ from kdumptool.errors import (
     UnknownFormatError,
 )
 from kdumptool.formats import libvirt_save, qemu_vmstate
-from kdumptool.formats.elf import parse_notes, vmcoreinfo_from_notes
+from kdumptool.formats.notes import parse_notes, vmcoreinfo_from_notes
 from kdumptool.schema import ints, parse_at
 from kdumptool.transport.source import ByteSource, read_exact
 

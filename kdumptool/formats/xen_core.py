@@ -40,7 +40,6 @@ from kdumptool.formats.elf import (
     ET_CORE,
     MACHINES,
     elf_structs,
-    parse_notes,
 )
 from kdumptool.formats.notes import (
     XC_CORE_MAGIC,
@@ -49,6 +48,7 @@ from kdumptool.formats.notes import (
     XEN_ELFNOTE_DUMPCORE_HEADER,
     XEN_ELFNOTE_DUMPCORE_NONE,
     XEN_ELFNOTE_DUMPCORE_XEN_VERSION,
+    parse_notes,
     xen_dumpcore_header_struct,
 )
 from kdumptool.formats.pfn_index import MAX_PFN, PfnIndexReader, last_wins

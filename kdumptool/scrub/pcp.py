@@ -34,8 +34,8 @@ COSTLY_ORDER = 3
 
 def page_to_pfn(kernel: Kernel) -> Callable[[int], int | None]:
     """``f(address of a struct page) -> its PFN`` (None outside every mem_map range)."""
-    from kdumptool.filters.exclusion import translator_for
     from kdumptool.filters.mem_map import find_mem_map
+    from kdumptool.vtop import translator_for
 
     xlat = translator_for(kernel.reader)
     ranges = sorted(find_mem_map(kernel.vmcoreinfo, kernel.reader.max_pfn, kernel.mem.read,

@@ -57,7 +57,7 @@ class ErasePlan:
     """
 
     def __init__(self, reader: DumpReader, targets: list[EraseTarget]) -> None:
-        from kdumptool.filters.exclusion import translator_for
+        from kdumptool.vtop import translator_for
 
         self.page_size = reader.page_size
         self.notes: list[str] = []

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kdumptool.errors import CorruptDumpError, KdumpToolError
+from kdumptool.errors import DmesgError, KdumpToolError
 from kdumptool.vmcoreinfo import VmcoreInfo
 
 #: ``read(reader, vaddr, size) -> bytes``, the signature of :func:`kdumptool.vtop.read_virtual`.
@@ -52,16 +52,6 @@ PID_CHARS_DEFAULT = 8
 _CALLER_CPU = 0x80000000
 #: Largest printk ring accepted (CONFIG_LOG_BUF_SHIFT is at most 25; log_buf_len= up to 2 GiB).
 MAX_RING_BITS = 31
-
-
-class DmesgError(CorruptDumpError):
-    """The log structures in the dump are inconsistent (makedumpfile: "The printk log_buf
-    is most likely corrupted").  ``partial`` holds the records printed before the problem,
-    as makedumpfile leaves them in its output file."""
-
-    def __init__(self, message: str, *, path: str | None = None, partial: bytes = b"") -> None:
-        super().__init__(message, path=path)
-        self.partial = partial
 
 
 @dataclass

@@ -18,6 +18,8 @@ Exit codes used by the command line come from the class (``exit_code``):
 
 from __future__ import annotations
 
+import errno as _errno
+
 
 class KdumpToolError(Exception):
     """Base class of every error kdumptool raises on purpose."""
@@ -199,3 +201,70 @@ class BtfLookupError(BtfError, KernelDataMissingError, KeyError):
     data, not corruption."""
 
     exit_code = 1
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+class LimitReached(OutputError):
+    """The output would exceed its size limit (``-L``): like a full disk, it makes the next
+    dump level of a ``-d`` list worth trying."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno=_errno.EFBIG)
+
+
+# --- VMCOREINFO, address translation and page classes --------------------------------------------
+
+
+class VmcoreInfoKeyError(KdumpToolError, KeyError):
+    """A VMCOREINFO key that an operation needs is missing."""
+
+    def __str__(self) -> str:
+        return f"VMCOREINFO has no {self.args[0]}"
+
+
+class AddressError(KdumpToolError, ValueError):
+    """An address that cannot be translated by this method."""
+
+
+class TranslationError(KdumpToolError):
+    """A virtual address does not translate; names the level, index and entry."""
+
+    def __init__(self, vaddr: int, level: str, index: int, entry: int, table: int, why: str) -> None:
+        super().__init__(f"cannot translate {vaddr:#x}: {level}[{index}] = {entry:#x} "
+                         f"(table at {table:#x}) {why}")
+        self.vaddr, self.level, self.index, self.entry, self.table = vaddr, level, index, entry, table
+
+
+class NonCanonicalAddressError(KdumpToolError, ValueError):
+    """An address the paging form cannot hold at all (x86_64: bits above the top level's
+    not a copy of its highest bit): no page table is consulted."""
+
+    def __init__(self, vaddr: int, form: str, va_bits: int) -> None:
+        top = va_bits - 1
+        super().__init__(f"{vaddr:#x} is not a canonical address: with {form} paging, bits "
+                         f"63-{top} must all equal bit {top}")
+        self.vaddr = vaddr
+
+
+class PagingError(KdumpToolError, ValueError):
+    """VMCOREINFO describes a paging setup aarch64 does not have."""
+
+
+class MemMapError(KdumpToolError):
+    """mem_map cannot be found or read."""
+
+
+class PageClassError(KdumpToolError):
+    """The dump's kernel cannot be classified with the rules kdumptool has."""
+
+
+class DmesgError(CorruptDumpError):
+    """The log structures in the dump are inconsistent (makedumpfile: "The printk log_buf
+    is most likely corrupted").  ``partial`` holds the records printed before the problem,
+    as makedumpfile leaves them in its output file."""
+
+    def __init__(self, message: str, *, path: str | None = None, partial: bytes = b"") -> None:
+        super().__init__(message, path=path)
+        self.partial = partial

@@ -16,15 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kdumptool.errors import KdumpToolError
-
-
-class VmcoreInfoKeyError(KdumpToolError, KeyError):
-    """A VMCOREINFO key that an operation needs is missing."""
-
-    def __str__(self) -> str:
-        return f"VMCOREINFO has no {self.args[0]}"
-
+from kdumptool.errors import KdumpToolError, VmcoreInfoKeyError
 
 #: VMCOREINFO text larger than this is refused (the kernel reserves one page).
 MAX_VMCOREINFO = 1 << 20

@@ -18,14 +18,13 @@ from peers import require_tool, run_makedumpfile
 
 from corpus import corpus_bytes, need_corpus_file
 from kdumptool.dmesg import (
-    DmesgError,
     LogRecord,
     dmesg_records,
     dmesg_text,
     format_record,
     log_layout,
 )
-from kdumptool.errors import KdumpToolError
+from kdumptool.errors import DmesgError, KdumpToolError
 from kdumptool.open import open_dumps
 from kdumptool.vmcoreinfo import VmcoreInfo
 from kdumptool.vtop import read_virtual, translator_for

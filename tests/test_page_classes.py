@@ -145,7 +145,7 @@ def test_linux_2_6_pg_buddy() -> None:
 
 
 def test_free_pages_without_a_buddy_rule_are_refused() -> None:
-    from kdumptool.filters.page_classes import PageClassError
+    from kdumptool.errors import PageClassError
 
     v = vmci(drop=("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)",))
     with pytest.raises(PageClassError):

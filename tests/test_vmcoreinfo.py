@@ -9,9 +9,10 @@ from ours import kdumptool, our_digests
 from peers import drgn_open_ok, require_tool
 
 from corpus import corpus_text, need_corpus_file
+from kdumptool.errors import VmcoreInfoKeyError
 from kdumptool.open import open_dumps
 from kdumptool.scan import scan_vmcoreinfo
-from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
+from kdumptool.vmcoreinfo import VmcoreInfo
 
 NOVMCI = "x86_64-qemu-256m-novmcoreinfo/qemu-elf.vmcore"
 

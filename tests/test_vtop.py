@@ -9,9 +9,10 @@ from ours import kdumptool
 from peers import require_tool
 
 from corpus import need_corpus_file
+from kdumptool.errors import TranslationError
 from kdumptool.open import open_dumps
 from kdumptool.vtop import translator_for
-from kdumptool.vtop.walker import TranslationError, Walker
+from kdumptool.vtop.walker import Walker
 from kdumptool.vtop.x86_64 import FIVE_LEVEL, FOUR_LEVEL, decoder
 
 P, PSE = 0x1, 0x80
@@ -100,7 +101,7 @@ def test_sme_mask_is_not_part_of_the_address() -> None:
 def test_non_canonical_addresses_are_refused_before_any_table(form, va: int, good: bool) -> None:
     """A non-canonical x86_64 address is not "not present": the walk never starts (the
     index bits of VA ^ bit 50 would otherwise find VA's page)."""
-    from kdumptool.vtop.walker import NonCanonicalAddressError
+    from kdumptool.errors import NonCanonicalAddressError
 
     assert form.canonical(va) is good
     if not good:

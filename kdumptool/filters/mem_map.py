@@ -25,16 +25,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kdumptool.errors import KdumpToolError
+from kdumptool.errors import KdumpToolError, MemMapError
 from kdumptool.vmcoreinfo import VmcoreInfo
 
 SECTION_MARKED_PRESENT = 1 << 0
 SECTION_MAP_LAST_BIT = 1 << 5  # makedumpfile uses the 4.13+ value for every kernel
 SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & ((1 << 64) - 1)
-
-
-class MemMapError(KdumpToolError):
-    """mem_map cannot be found or read."""
 
 
 @dataclass(frozen=True)

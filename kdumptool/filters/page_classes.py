@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumptool.errors import KdumpToolError
+from kdumptool.errors import PageClassError
 from kdumptool.filters.levels import (
     DL_EXCLUDE_CACHE,
     DL_EXCLUDE_CACHE_PRI,
@@ -53,10 +53,6 @@ PAGE_MAPPING_ANON = 1
 KEEP, CACHE, CACHE_PRIVATE, USER, FREE, HWPOISON, OFFLINE = range(7)
 CLASS_NAMES = {CACHE: "cache", CACHE_PRIVATE: "cache_private", USER: "user", FREE: "free",
                HWPOISON: "hwpoison", OFFLINE: "offline"}
-
-
-class PageClassError(KdumpToolError):
-    """The dump's kernel cannot be classified with the rules kdumptool has."""
 
 
 def _test_bit(flags: np.ndarray, nr: int) -> np.ndarray:

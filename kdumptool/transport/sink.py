@@ -15,13 +15,12 @@ stop writing pages there (see SPEC.md "Transport compression and the size limit"
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from kdumptool.errors import OutputError
+from kdumptool.errors import LimitReached, OutputError
 from kdumptool.transport.compressed import CompressingWriter, compress_bound
 from kdumptool.transport.flattened import HEADER_SIZE, FlattenedSink
 
@@ -59,14 +58,6 @@ class FileSink:
 
     def finish(self) -> None:
         os.fsync(self.fd)
-
-
-class LimitReached(OutputError):
-    """The output would exceed its size limit (``-L``): like a full disk, it makes the next
-    dump level of a ``-d`` list worth trying."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, errno=errno.EFBIG)
 
 
 _RECORD = 16  # a flattened record header

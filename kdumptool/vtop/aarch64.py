@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kdumptool.errors import KdumpToolError
+from kdumptool.errors import PagingError
 from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
 from kdumptool.vtop.walker import Level, PagingForm, PteDecoder, Walker
 
 MASK64 = (1 << 64) - 1
-
-
-class PagingError(KdumpToolError, ValueError):
-    """VMCOREINFO describes a paging setup aarch64 does not have."""
 
 
 def paging_form(page_shift: int, va_bits: int) -> PagingForm:

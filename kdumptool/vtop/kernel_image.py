@@ -15,12 +15,8 @@ this is enough to read ``struct new_utsname`` from a dump.
 
 from __future__ import annotations
 
-from kdumptool.errors import KdumpToolError
+from kdumptool.errors import AddressError
 from kdumptool.vmcoreinfo import VmcoreInfo, VmcoreInfoKeyError
-
-
-class AddressError(KdumpToolError, ValueError):
-    """An address that cannot be translated by this method."""
 
 START_KERNEL_MAP_X86_64 = 0xFFFFFFFF80000000
 MASK64 = (1 << 64) - 1

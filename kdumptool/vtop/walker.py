@@ -19,27 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kdumptool.errors import KdumpToolError
-
-
-class TranslationError(KdumpToolError):
-    """A virtual address does not translate; names the level, index and entry."""
-
-    def __init__(self, vaddr: int, level: str, index: int, entry: int, table: int, why: str) -> None:
-        super().__init__(f"cannot translate {vaddr:#x}: {level}[{index}] = {entry:#x} "
-                         f"(table at {table:#x}) {why}")
-        self.vaddr, self.level, self.index, self.entry, self.table = vaddr, level, index, entry, table
-
-
-class NonCanonicalAddressError(KdumpToolError, ValueError):
-    """An address the paging form cannot hold at all (x86_64: bits above the top level's
-    not a copy of its highest bit): no page table is consulted."""
-
-    def __init__(self, vaddr: int, form: PagingForm) -> None:
-        top = form.va_bits - 1
-        super().__init__(f"{vaddr:#x} is not a canonical address: with {form.name} paging, bits "
-                         f"63-{top} must all equal bit {top}")
-        self.vaddr = vaddr
+from kdumptool.errors import KdumpToolError, NonCanonicalAddressError, TranslationError
 
 
 @dataclass(frozen=True)
@@ -140,7 +120,7 @@ class Walker:
         :raises TranslationError: an entry is not present (or a table cannot be read)
         """
         if not self.form.canonical(vaddr):
-            raise NonCanonicalAddressError(vaddr, self.form)
+            raise NonCanonicalAddressError(vaddr, self.form.name, self.form.va_bits)
         table = self.root
         steps: list[Step] = []
         for depth, lvl in enumerate(self.form.levels):

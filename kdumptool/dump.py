@@ -169,10 +169,12 @@ class DumpReader:
     # --- derived -------------------------------------------------------------
     @property
     def page_size(self) -> int:
+        """The dump's page size in bytes (``info.page_size``)."""
         return self.info.page_size
 
     @property
     def max_pfn(self) -> int:
+        """One past the highest PFN the dump describes (``info.max_pfn``)."""
         return self.info.max_pfn
 
     @property
@@ -271,6 +273,7 @@ class DumpReader:
         return bytes(out[skip:skip + size])
 
     def close(self) -> None:
+        """Close the byte source (a reader over several files closes them all)."""
         self.source.close()
 
     def __enter__(self) -> DumpReader:

@@ -54,6 +54,9 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, paddr: int, text: str) -> KernelConfig:
+        """A configuration from the text of ``.config`` found at ``paddr`` (``CONFIG_X=value``
+        lines; ``# CONFIG_X is not set`` lines are not options).
+        """
         opts = {m.group(1): m.group(2).strip('"') for m in _OPTION.finditer(text)}
         return cls(paddr, text, opts)
 
@@ -65,6 +68,7 @@ class KernelConfig:
 
     @property
     def machine(self) -> str | None:
+        """The architecture the options select (``uname -m`` spelling), None if none does."""
         for name, value, machine in ARCH_OPTIONS:
             if self.options.get(name) == value:
                 return machine
@@ -75,6 +79,7 @@ class KernelConfig:
         return None
 
     def key_options(self) -> dict[str, str]:
+        """The options ``info`` shows (:data:`KEY_OPTIONS`) that the configuration sets."""
         return {k: self.options[k] for k in KEY_OPTIONS if k in self.options}
 
 

@@ -60,6 +60,9 @@ class Progress:
             self.delay = DELAY
 
     def advance(self, pages: int) -> None:
+        """Count ``pages`` more as done; redraw at most every :data:`INTERVAL` seconds, and only
+        once :attr:`delay` has passed.
+        """
         self.done += pages
         now = self.clock()
         if now - self.start >= self.delay and now - self._last_draw >= INTERVAL:

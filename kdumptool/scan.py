@@ -22,6 +22,8 @@ MAGIC = b"OSRELEASE="
 
 @dataclass(frozen=True)
 class Found:
+    """A VMCOREINFO note found in memory: its text and the physical address of the note."""
+
     paddr: int
     vmcoreinfo: VmcoreInfo
 

@@ -41,6 +41,7 @@ class VmcoreInfo:
         return cls(raw, lines)
 
     def get(self, key: str) -> str | None:
+        """The value of ``key`` as text, None if absent."""
         return self.lines.get(key)
 
     def require(self, key: str) -> str:
@@ -58,37 +59,67 @@ class VmcoreInfo:
             raise KdumpToolError(f"VMCOREINFO {key}={text!r} is not a number") from None
 
     def symbol(self, name: str) -> int:
+        """``SYMBOL(name)``: a kernel virtual address (hexadecimal in the text).
+
+        :raises VmcoreInfoKeyError: the key is absent
+        :raises KdumpToolError: the value is not a number
+        """
         return self._int(f"SYMBOL({name})", 16)
 
     def number(self, name: str) -> int:
         """``NUMBER(name)``: decimal, or hex with a ``0x`` prefix (arm64 prints
-        ``kimage_voffset``, ``PHYS_OFFSET`` and ``TCR_EL1_T1SZ`` with ``0x%llx``)."""
+        ``kimage_voffset``, ``PHYS_OFFSET`` and ``TCR_EL1_T1SZ`` with ``0x%llx``).
+
+        :raises VmcoreInfoKeyError: the key is absent
+        :raises KdumpToolError: the value is not a number
+        """
         key = f"NUMBER({name})"
         text = self.require(key)
         return self._int(key, 16 if text.lower().startswith(("0x", "-0x")) else 10)
 
     def size(self, name: str) -> int:
+        """``SIZE(name)``: ``sizeof`` of a kernel type, in bytes.
+
+        :raises VmcoreInfoKeyError: the key is absent
+        :raises KdumpToolError: the value is not a number
+        """
         return self._int(f"SIZE({name})", 10)
 
     def offset(self, name: str) -> int:
+        """``OFFSET(type.member)``: ``offsetof`` of a member, in bytes.
+
+        :raises VmcoreInfoKeyError: the key is absent
+        :raises KdumpToolError: the value is not a number
+        """
         return self._int(f"OFFSET({name})", 10)
 
     def length(self, name: str) -> int:
+        """``LENGTH(name)``: the number of elements of a kernel array.
+
+        :raises VmcoreInfoKeyError: the key is absent
+        :raises KdumpToolError: the value is not a number
+        """
         return self._int(f"LENGTH({name})", 10)
 
     def has(self, key: str) -> bool:
+        """True if the text has a line for ``key`` (e.g. ``"SYMBOL(init_uts_ns)"``)."""
         return key in self.lines
 
     @property
     def osrelease(self) -> str | None:
+        """``OSRELEASE``: the kernel release (``uname -r``), None if absent."""
         return self.lines.get("OSRELEASE")
 
     @property
     def page_size(self) -> int | None:
+        """``PAGESIZE`` in bytes, None if absent or not a number."""
         return _decimal(self.lines.get("PAGESIZE"))
 
     @property
     def kernel_offset(self) -> int | None:
+        """``KERNELOFFSET`` (the KASLR offset of the kernel image, hexadecimal in the text),
+        None if absent or not a number.
+        """
         value = self.lines.get("KERNELOFFSET")
         try:
             return int(value, 16) if value else None
@@ -97,10 +128,12 @@ class VmcoreInfo:
 
     @property
     def crash_time(self) -> int | None:
+        """``CRASHTIME`` (seconds since the epoch, Linux 3.11+), None if absent or not a number."""
         return _decimal(self.lines.get("CRASHTIME"))
 
     @property
     def build_id(self) -> str | None:
+        """``BUILD-ID`` (hexadecimal text, Linux 5.9+), None if absent."""
         return self.lines.get("BUILD-ID")
 
 

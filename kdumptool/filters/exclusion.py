@@ -47,6 +47,7 @@ class BitStore:
                                   f"excluded-page bits ({nbytes} bytes): {exc.strerror}") from None
 
     def read(self, b0: int, b1: int) -> np.ndarray:
+        """The bytes ``[b0, b1)`` of the bitmap (zeros where never written)."""
         if self._mem is not None:
             return self._mem[b0:b1]
         assert self._file is not None
@@ -54,6 +55,10 @@ class BitStore:
         return np.frombuffer(raw.ljust(b1 - b0, b"\0"), dtype=np.uint8)
 
     def or_bytes(self, b0: int, packed: np.ndarray) -> None:
+        """OR ``packed`` into the bitmap from byte ``b0`` on.
+
+        :raises OutputError: the temporary file cannot be written
+        """
         if self._mem is not None:
             self._mem[b0:b0 + len(packed)] |= packed
         elif packed.any():
@@ -66,6 +71,7 @@ class BitStore:
                                   f"({self.nbytes} bytes) in a temporary file: {exc.strerror}") from None
 
     def close(self) -> None:
+        """Delete the temporary file, if there is one."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -142,6 +148,9 @@ class PageClassExclusion:
 
     @property
     def warnings(self) -> list[str]:
+        """What the classifier reported and kept going (makedumpfile prints the same), e.g. an
+        invalid free page order.
+        """
         return self.classifier.warnings
 
 

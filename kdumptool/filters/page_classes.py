@@ -80,6 +80,12 @@ class PageLayout:
 
     @classmethod
     def from_vmcoreinfo(cls, v: VmcoreInfo) -> PageLayout:
+        """The ``struct page`` layout VMCOREINFO describes (``SIZE(page)``, ``OFFSET(page.*)``; the
+        ``folio`` offsets of Linux 6.3+ for the compound order and destructor).
+
+        :raises VmcoreInfoKeyError: ``SIZE(page)``, ``OFFSET(page.flags)`` or
+            ``OFFSET(page.mapping)`` is missing
+        """
         def off(name: str) -> int | None:
             return v.offset(f"page.{name}") if v.has(f"OFFSET(page.{name})") else None
 

@@ -391,6 +391,7 @@ class ElfReader(DumpReader):
         return declared & ~available
 
     def ram_ranges(self) -> list[tuple[int, int]]:
+        """``[start, end)`` PFN ranges of the PT_LOADs' memory (``p_memsz``), sorted."""
         return sorted((int(a), int(b)) for a, b in zip(self._seg_start, self._seg_mend, strict=True) if b > a)
 
     def count_pages(self) -> tuple[int, int]:
@@ -435,6 +436,9 @@ class ElfReader(DumpReader):
         return np.sort(cand[self._seg_mend[cand] > start])
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM (inside a PT_LOAD's ``p_memsz``) and present (inside its ``p_filesz``) bits of
+        the window.
+        """
         end = start + count
         ks = self._overlapping(start, end)
         return (_covered(count, self._seg_start[ks] - start, self._seg_mend[ks] - start),
@@ -452,6 +456,11 @@ class ElfReader(DumpReader):
         return owner
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The pages of the window, read from their PT_LOADs (the first segment holding a page
+        wins); memory beyond ``p_filesz`` is zero, data past the end of the file is lost.
+
+        :raises TruncatedDumpError: (strict) the file ends inside a segment's data
+        """
         ps = self.page_size
         ram, _ = self.bitmaps(start, count)
         owner = self._owner(start, count)

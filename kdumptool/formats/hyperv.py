@@ -515,6 +515,9 @@ class HyperVReader(DumpReader):
     # Hyper-V saves every RAM page, so every RAM page is declared present (the kdump "2nd
     # bitmap"); one whose data is missing or cut off is *lost* (read_batch, lost_pages).
     def count_pages(self) -> tuple[int, int]:
+        """``(RAM pages, pages with data)``: every page of a memory block is saved, so both are
+        the blocks' page count.
+        """
         ram = int(self.runs[:, 1].sum()) if len(self.runs) else 0
         return ram, ram
 
@@ -529,6 +532,7 @@ class HyperVReader(DumpReader):
             yield np.flatnonzero(loc["ram"] & ~loc["present"]) + start
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """Windows overlapping the memory blocks' GPA runs, in order."""
         window = window or self.window_pages
         pos = 0
         for first, pages, _ in self.runs.tolist():
@@ -563,6 +567,7 @@ class HyperVReader(DumpReader):
         return {"ram": ram, "present": present, "raw": raw, "bi": bic, "slot": slot, "page_off": page_off}
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM and present bits of the window: the pages of the memory blocks' GPA runs."""
         ram = self._locate(start, count)["ram"]
         return ram, ram.copy()
 
@@ -579,6 +584,11 @@ class HyperVReader(DumpReader):
         return result
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The pages of the window: raw 1 MiB blocks read in runs, compressed blocks decoded
+        (and cached); a page whose block is missing, cut off or corrupt is lost.
+
+        :raises CorruptPageError: (strict) a compressed block does not decode
+        """
         loc = self._locate(start, count)
         ram, present = loc["ram"], loc["present"].copy()
         corrupt: dict[int, str] = {}

@@ -60,6 +60,7 @@ class PfnIndexReader(DumpReader):
         return int(lo), int(hi)
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM (indexed) and present (indexed with a file offset) bits of the window."""
         ram = np.zeros(count, dtype=bool)
         present = np.zeros(count, dtype=bool)
         lo, hi = self._span(start, count)
@@ -69,6 +70,7 @@ class PfnIndexReader(DumpReader):
         return ram, present
 
     def count_pages(self) -> tuple[int, int]:
+        """``(indexed pages, indexed pages with data in the file)``."""
         return int(len(self._pfn)), int((self._off >= 0).sum())
 
     def lost_pages(self) -> int:
@@ -94,6 +96,9 @@ class PfnIndexReader(DumpReader):
             yield start, min(window, self.max_pfn - start)
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The indexed pages of the window, read at their file offsets; a page past the end of
+        the file is lost.
+        """
         ps = self.page_size
         ram, _ = self.bitmaps(start, count)
         lo, hi = self._span(start, count)

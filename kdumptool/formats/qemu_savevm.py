@@ -323,6 +323,7 @@ class QemuSavevmReader(DumpReader):
 
     @property
     def page_size_(self) -> int:
+        """The target page size (``configuration/target-page-bits``, 4 KiB by default)."""
         return 1 << self.page_bits
 
     def _walk_guarded(self, pos: int) -> None:
@@ -812,6 +813,7 @@ class QemuSavevmReader(DumpReader):
     # --- page access -------------------------------------------------------------------------
 
     def count_pages(self) -> tuple[int, int]:
+        """``(pages of the mapped RAM runs, pages with a record in the stream)``."""
         return sum(b - a for a, b in self._runs), len(self._pfn)
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
@@ -830,6 +832,9 @@ class QemuSavevmReader(DumpReader):
             pos = max(pos, start)
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM (the main block's guest-physical runs) and present (a record of the page was
+        found) bits of the window.
+        """
         ram = np.zeros(count, dtype=bool)
         for a, b in self._runs:
             lo, hi = max(a - start, 0), min(b - start, count)
@@ -841,6 +846,11 @@ class QemuSavevmReader(DumpReader):
         return ram, present
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The pages of the window from their latest record: raw pages read in clusters, zero
+        pages filled, compressed pages inflated; XBZRLE and undecodable pages are corrupt.
+
+        :raises CorruptPageError: (strict) a compressed page does not inflate to one page
+        """
         ps = self.page_size
         ram, present = self.bitmaps(start, count)
         lo, hi = (int(x) for x in np.searchsorted(self._pfn, [start, start + count]))

@@ -201,6 +201,10 @@ def _get(data: bytes, layout: dict[str, tuple[int, int, int]], name: str,
 
 @dataclass(frozen=True)
 class Segment:
+    """One x86 segment register of the CPU state (``SegmentCache``: selector, base, limit,
+    flags).
+    """
+
     selector: int
     base: int
     limit: int

@@ -89,6 +89,9 @@ class SplitSetReader(DumpReader):
         return [p for p in self.parts if p.part[0] < start + count and p.part[1] > start]
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM bits from the first part (every part holds the whole first bitmap), present bits
+        OR-ed from the parts whose PFN range overlaps the window.
+        """
         ram, present = self.parts[0]._bits(1, start, count), np.zeros(count, dtype=bool)
         for p in self._overlapping(start, count):
             present |= p.bitmaps(start, count)[1]
@@ -107,6 +110,7 @@ class SplitSetReader(DumpReader):
             yield s, min(window, self.max_pfn - s)
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The pages of the window, each from the part whose PFN range holds it."""
         ps = self.page_size
         ram = self.parts[0]._bits(1, start, count)
         present = np.zeros(count, dtype=bool)
@@ -129,6 +133,7 @@ class SplitSetReader(DumpReader):
         return PageBatch(start, count, ram, present, data, lost, corrupt)
 
     def close(self) -> None:
+        """Close every part."""
         for p in self.parts:
             p.close()
 

@@ -79,6 +79,9 @@ def memory_descriptor(word: int) -> cs.Struct:
 
 
 def probe(head: bytes) -> bool:
+    """True if ``head`` starts a Windows 64-bit full or bitmap dump (``PAGEDU64``,
+    ``DUMP_TYPE`` known).
+    """
     return head[:8] in LAYOUTS
 
 
@@ -152,6 +155,7 @@ class WindowsDumpReader(DumpReader):
         return np.flatnonzero((self.base < start + count) & (self.base + self.count > start))
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM (inside a physical memory run) and present (wholly in the file) bits of the window."""
         ram = np.zeros(count, dtype=bool)
         present = np.zeros(count, dtype=bool)
         size = self.source.size
@@ -165,6 +169,10 @@ class WindowsDumpReader(DumpReader):
         return ram, present
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The pages of the window from their runs; a page past the end of the file is lost.
+
+        :raises TruncatedDumpError: (strict) the file ends inside the memory runs
+        """
         ram, present = self.bitmaps(start, count)
         lost = ram & ~present
         if self.strict and lost.any():
@@ -189,6 +197,7 @@ class WindowsDumpReader(DumpReader):
         return np.clip((self.source.size - self.offsets) // PAGE_SIZE, 0, self.count)
 
     def ram_ranges(self) -> list[tuple[int, int]]:
+        """``[start, end)`` PFN ranges of the physical memory runs."""
         return [(b, b + c) for b, c in zip(self.base.tolist(), self.count.tolist(), strict=True)]
 
     def count_pages(self) -> tuple[int, int]:

@@ -244,6 +244,10 @@ class CompressingWriter:
             stream.write(self._lz.begin())
 
     def write(self, data: bytes | memoryview) -> int:
+        """Compress ``data`` into the stream.
+
+        :return: the number of bytes taken (all of them)
+        """
         self.written += len(data)
         if self.kind == "zstd":
             self._zw.write(data)

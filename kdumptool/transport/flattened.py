@@ -206,6 +206,9 @@ class FlattenedSource:
         return out
 
     def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of the image at ``offset``, gathered from the records that cover them
+        (zeros where no record does; short only at the end of the image).
+        """
         if length <= 0 or offset >= self.size:
             return b""
         end = min(offset + length, self.size)
@@ -227,6 +230,7 @@ class FlattenedSource:
         return i < len(self._starts) and self._starts[i] < offset + length
 
     def close(self) -> None:
+        """Close the underlying stream's source."""
         self.inner.close()
 
 
@@ -274,6 +278,9 @@ def rearrange_stream(stream: BinaryIO, out: BinaryIO, *, name: str = "<stdin>") 
 
 
 def read_full(stream: BinaryIO, n: int) -> bytes:
+    """Read exactly ``n`` bytes from ``stream``, fewer only at its end (a pipe returns short
+    reads).
+    """
     chunks = []
     while n:
         chunk = stream.read(n)
@@ -295,11 +302,13 @@ class FlattenedSink:
         self.stream.write(header_bytes())
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Append one record: the image offset and length, then the data."""
         if not len(data):
             return
         self.stream.write(_DATA_HDR.pack(offset, len(data)))
         self.stream.write(data)
 
     def finish(self) -> None:
+        """Write the end marker and flush the stream."""
         self.stream.write(end_marker())
         self.stream.flush()

@@ -50,6 +50,7 @@ class FileSink:
         self.tmpdir = os.path.dirname(os.path.abspath(path)) if path else None
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write all of ``data`` at ``offset`` (``os.pwrite`` until done)."""
         view = memoryview(data)
         while len(view):
             n = os.pwrite(self.fd, view, offset)
@@ -57,6 +58,7 @@ class FileSink:
             offset += n
 
     def finish(self) -> None:
+        """``fsync`` the file, so that an error of the disk shows up as an error here."""
         os.fsync(self.fd)
 
 
@@ -100,6 +102,7 @@ class LimitedSink:
         return self.limit - self.size - self.reserved
 
     def fits(self, offset: int, length: int) -> bool:
+        """True if writing ``length`` bytes at ``offset`` keeps the output within the limit."""
         return self.cost(offset, length) <= self.room()
 
     def fit(self, n: int, cost: Callable[[int], int]) -> int:
@@ -127,6 +130,10 @@ class LimitedSink:
         self.reserved = 0
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write through to the inner sink, counting the growth.
+
+        :raises LimitReached: the write would take the output past the limit
+        """
         grow = self.cost(offset, len(data))
         if grow > self.room():
             raise LimitReached(
@@ -137,6 +144,7 @@ class LimitedSink:
         self.size += grow
 
     def finish(self) -> None:
+        """Finish the inner sink."""
         self.inner.finish()
 
 
@@ -326,13 +334,16 @@ class BytesSink:
         self.buf = bytearray()
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` of the buffer, growing it with zeros as needed."""
         end = offset + len(data)
         if end > len(self.buf):
             self.buf.extend(bytes(end - len(self.buf)))
         self.buf[offset:end] = data
 
     def finish(self) -> None:
+        """Nothing to do: the buffer is the output."""
         pass
 
     def getvalue(self) -> bytes:
+        """Everything written, as bytes."""
         return bytes(self.buf)

@@ -80,6 +80,7 @@ class FileSource:
         self.size = st.st_size
 
     def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; fewer only at the end of the file."""
         if length <= 0 or offset >= self.size:
             return b""
         length = min(length, self.size - offset)
@@ -94,6 +95,10 @@ class FileSource:
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def pread_into(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset``.
+
+        :return: the number of bytes read (fewer than ``len(buf)`` only at the end of the file)
+        """
         done = 0
         while done < len(buf):
             n = os.preadv(self._fd, [buf[done:]], offset + done)
@@ -112,6 +117,7 @@ class FileSource:
             return exc.errno != errno.ENXIO
 
     def close(self) -> None:
+        """Close the file descriptor (again: nothing happens)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -154,9 +160,11 @@ class BytesSource:
         self.size = len(self.data)
 
     def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; fewer only at the end of the data."""
         if length <= 0 or offset >= self.size:
             return b""
         return self.data[offset:offset + length]
 
     def close(self) -> None:
+        """Nothing to release."""
         pass

@@ -83,17 +83,32 @@ class Aarch64Translator:
             raise PagingError(f"VMCOREINFO NUMBER(kimage_voffset)={text[:40]!r} is not a number") from None
 
     def in_image(self, vaddr: int) -> bool:
+        """True if ``vaddr`` lies in the kernel image (128 MiB from ``_stext``)."""
         v = self.vmcoreinfo
         return v.has("SYMBOL(_stext)") and v.symbol("_stext") <= vaddr < v.symbol("_stext") + (128 << 20)
 
     def image_to_phys(self, vaddr: int) -> int:
+        """The physical address of a kernel-image address: ``vaddr - kimage_voffset``.
+
+        :raises VmcoreInfoKeyError: ``NUMBER(kimage_voffset)`` is missing
+        """
         return (vaddr - self._voffset()) & MASK64
 
     def translate(self, vaddr: int) -> int:
+        """The physical address of ``vaddr``, through the page tables.
+
+        :raises TranslationError: an entry on the way is not present
+        """
         return self.walker.translate(vaddr)
 
     def ranges(self, vaddr: int, size: int) -> list[tuple[int, int]]:
+        """Physical ``(paddr, length)`` pieces of ``[vaddr, vaddr + size)``, merged where
+        contiguous.
+
+        :raises TranslationError: a page of the range does not translate
+        """
         return self.walker.ranges(vaddr, size)
 
     def is_kernel_address(self, vaddr: int) -> bool:
+        """True if ``vaddr`` lies in the kernel half of the address space (TTBR1)."""
         return vaddr >= (MASK64 << self.va_bits) & MASK64

@@ -47,10 +47,14 @@ class KernelImage:
 
     @property
     def kaslr_offset(self) -> int:
+        """How far the kernel text was moved from its link address (``KERNELOFFSET``)."""
         return self.text - DEFAULT_TEXT
 
     @property
     def phys_base(self) -> int:
+        """``phys_base``: where the kernel image's first byte lies in physical memory, relative
+        to where it was linked.
+        """
         return (self.text_phys - (self.text - START_KERNEL_MAP)) % (1 << 64)
 
 

@@ -24,6 +24,8 @@ from kdumptool.errors import KdumpToolError, NonCanonicalAddressError, Translati
 
 @dataclass(frozen=True)
 class Level:
+    """One level of a paging form: its name and which virtual-address bits index it."""
+
     name: str
     shift: int  # lowest virtual-address bit of this level's index
     bits: int  # index width
@@ -64,6 +66,8 @@ class PteDecoder:
 
 @dataclass
 class Step:
+    """One level of a walk: the table read, the index used and the entry found there."""
+
     level: str
     index: int
     table: int  # physical address of the table
@@ -156,6 +160,11 @@ class Walker:
             raise TranslationError(vaddr, level, index, entry, table, f"names {exc}") from None
 
     def translate(self, vaddr: int) -> int:
+        """The physical address of ``vaddr``.
+
+        :raises NonCanonicalAddressError: the form cannot hold ``vaddr``
+        :raises TranslationError: an entry on the way is not present
+        """
         return self.walk(vaddr).paddr
 
     def ranges(self, vaddr: int, size: int) -> list[tuple[int, int]]:

@@ -74,9 +74,13 @@ class X86_64Translator:
         self.walker = Walker(self.form, decoder(sme), root, read_phys, frame_map=frame_map)
 
     def in_image(self, vaddr: int) -> bool:
+        """True if ``vaddr`` lies in the kernel image mapping (from ``__START_KERNEL_map``)."""
         return START_KERNEL_MAP_X86_64 <= vaddr < START_KERNEL_MAP_X86_64 + self.image_size
 
     def image_to_phys(self, vaddr: int) -> int:
+        """The physical address of a kernel-image address: ``vaddr - __START_KERNEL_map +
+        phys_base``.
+        """
         return kernel_image_to_phys(self.vmcoreinfo, "x86_64", vaddr, self.phys_base)
 
     def translate(self, vaddr: int) -> int:

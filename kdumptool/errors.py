@@ -125,6 +125,19 @@ class TruncatedDumpError(CorruptDumpError):
     """The input ends before a structure it declares."""
 
 
+class StreamCutError(TruncatedDumpError):
+    """A file read front to back (a QEMU migration stream) ends inside a structure.
+
+    :param offset: where the structure's bytes run out
+    :param need: how many bytes it takes from there
+    :param what: the structure
+    """
+
+    def __init__(self, offset: int, need: int, what: str) -> None:
+        super().__init__(f"file ends inside the {what}", offset=offset, expected=f"{need} more bytes")
+        self.need, self.what = need, what
+
+
 class CorruptPageError(CorruptDumpError):
     """One page's stored data cannot be decoded into exactly one page."""
 

@@ -44,8 +44,6 @@ OVER_SIZE: frozenset[str] = frozenset({
     "kdumptool/filters/page_classes.py:PageClassifier.classify",
     "kdumptool/formats/hyperv.py",
     "kdumptool/formats/hyperv_storage.py:HyperVStorage._read_key_tables",
-    "kdumptool/formats/qemu_savevm.py",
-    "kdumptool/formats/qemu_savevm.py:QemuSavevmReader._ram_records",
     "kdumptool/formats/split.py:reassemble",
 })
 

@@ -47,7 +47,8 @@ from kdumptool.errors import (
     UnknownFormatError,
 )
 from kdumptool.formats import find_reader
-from kdumptool.formats.hyperv import HyperVReader, decode_compressed_block, describe_guest_os_id
+from kdumptool.formats.hyperv import HyperVReader, decode_compressed_block
+from kdumptool.formats.hyperv_state import describe_guest_os_id
 from kdumptool.formats.notes import parse_qemu_cpu_state
 from kdumptool.open import open_bytes, open_dump
 from kdumptool.summary import dump_summary

@@ -42,7 +42,6 @@ OVER_SIZE: frozenset[str] = frozenset({
     "fuzz/harness.py:synthetic_seeds",
     "fuzz/merge_summaries.py:merge",
     "kdumptool/filters/page_classes.py:PageClassifier.classify",
-    "kdumptool/formats/hyperv_storage.py:HyperVStorage._read_key_tables",
     "kdumptool/formats/split.py:reassemble",
 })
 

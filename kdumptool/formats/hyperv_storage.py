@@ -101,6 +101,9 @@ def crc_zeroed(raw: bytes, at: int) -> int:
     return zlib.crc32(raw[at + 4:], zlib.crc32(b"\0\0\0\0", zlib.crc32(raw[:at])))
 
 
+_KTH, _KEH, _FOD = fast(KeyTableHeader), fast(KeyEntryHeader), fast(FileObjectData)
+
+
 def probe(head: bytes) -> bool:
     """True if ``head`` starts with a HyperVStorage file header signature."""
     return len(head) >= 4 and int.from_bytes(head[:4], "little") == HEADER_SIGNATURE
@@ -141,6 +144,16 @@ class _Staging:
     value_size: array = field(default_factory=lambda: array("q"))
     entry_offset: array = field(default_factory=lambda: array("q"))
     file_object: array = field(default_factory=lambda: array("b"))
+
+
+@dataclass
+class _KeyWalk:
+    """What the key tables hold, gathered before the tree's paths are resolved."""
+
+    wide: bool  # UTF-16 key names (format 1.0)
+    nodes: dict[tuple[int, int], tuple[tuple[int, int], str, int]] = field(default_factory=dict)
+    leaves: list[tuple[tuple[int, int], str, int, int, int, int, int, bytes]] = field(default_factory=list)
+    staged: dict[tuple[tuple[int, int], str], _Staging] = field(default_factory=dict)
 
 
 class HyperVStorage:
@@ -309,133 +322,147 @@ class HyperVStorage:
 
     # --- key tables ------------------------------------------------------------------------
     def _read_key_tables(self) -> None:
-        size = self.source.size
-        hsize = KeyTableHeader.sizeof()
-        kth, keh, fod = fast(KeyTableHeader), fast(KeyEntryHeader), fast(FileObjectData)
-        ehsize = keh.size
-        wide = self.format_version < 0x0101  # format 1.0: UTF-16 key names
-        nodes: dict[tuple[int, int], tuple[tuple[int, int], str, int]] = {}
-        leaves: list[tuple[tuple[int, int], str, int, int, int, int, int, bytes]] = []
-        staged: dict[tuple[tuple[int, int], str], _Staging] = {}
+        """Read every key table object: its entries become :attr:`keys` (a value each) and
+        :attr:`numbered` (``stem<n>`` arrays of one node, in number order)."""
+        walk = _KeyWalk(wide=self.format_version < 0x0101)  # format 1.0: UTF-16 key names
         table_indexes: set[int] = set()
         for otype, toff, tsize, eoff in self.objects:
             if otype != OBJ_KEY_TABLE:
                 continue
-            if tsize > MAX_KEY_TABLE or tsize < hsize:
-                self._damage(CorruptDumpError("implausible key table size", path=self.path,
-                                              offset=eoff + 13, expected=f"{hsize}..{MAX_KEY_TABLE}",
-                                              got=tsize))
-                continue
-            table = self.source.pread(toff, min(tsize, max(0, size - toff)))
-            if len(table) < hsize:
-                continue  # past the end of the file: reported with the object table
-            sig, index, _seq, crc = kth.unpack_from(table)
-            if sig != KEY_TABLE_SIGNATURE:
-                self._damage(CorruptDumpError("bad key table signature", path=self.path, offset=toff,
-                                              expected=KEY_TABLE_SIGNATURE, got=sig))
-                continue
-            self._check_crc(table[:hsize], "key table header", toff, crc)
-            if index in table_indexes:
-                self._damage(CorruptDumpError("two key tables have the same TableIndex",
-                                              path=self.path, offset=toff + 2, got=index))
-                continue
-            table_indexes.add(index)
-            self.key_tables += 1
-            pos = hsize
-            while pos + ehsize <= len(table):
-                at = toff + pos
-                ktype, flags, esz, ptable, poff, crc, _ins, nsz = keh.unpack_from(table, pos)
-                if esz == 0:
-                    if ktype != 0:
-                        self._damage(CorruptDumpError("key entry of size 0", path=self.path,
-                                                      offset=at + 2, expected=f">= {ehsize}", got=0))
-                    break  # unused tail of the table
-                if esz < ehsize or pos + esz > len(table):
-                    self._damage(CorruptDumpError("key entry runs past the end of its key table",
-                                                  path=self.path, offset=at + 2,
-                                                  expected=f"{ehsize}..{len(table) - pos}", got=esz))
-                    break
-                if ktype == KEY_FREE:
-                    pos += esz
-                    continue
-                name_end = pos + ehsize + (2 * nsz if wide else nsz)
-                if flags & FLAG_FILE_OBJECT:
-                    dlen = fod.size
-                elif ktype in FIXED_SIZES:
-                    dlen = FIXED_SIZES[ktype]
-                elif ktype in (KEY_STRING, KEY_ARRAY) and name_end + 4 <= pos + esz:
-                    dlen = 4 + int.from_bytes(table[name_end:name_end + 4], "little")
-                else:
-                    self._damage(CorruptDumpError("unknown key type or entry too short for its type",
-                                                  path=self.path, offset=at, got=ktype))
-                    pos += esz
-                    continue
-                end = name_end + dlen
-                if end > pos + esz:
-                    self._damage(CorruptDumpError("key entry value runs past the entry",
-                                                  path=self.path, offset=at + 2,
-                                                  expected=f">= {end - pos}", got=esz))
-                    pos += esz
-                    continue
-                if not self._check_crc(table[pos:end], "key entry", at, crc):
-                    pos += esz
-                    continue
-                raw_name = table[pos + ehsize:name_end]
-                name = (raw_name.decode("utf-16-le", "replace") if wide
-                        else raw_name.decode("utf-8", "replace")).rstrip("\0")
-                parent = (ptable, poff)
-                if ktype == KEY_NODE:
-                    nodes[(index, pos)] = (parent, name, at)
-                    pos += esz
-                    continue
-                data = table[name_end:end]
-                if flags & FLAG_FILE_OBJECT:
-                    vsize, voff = fod.unpack(data)
-                    voff = min(voff, 1 << 62)  # past any file; keeps the int64 index valid
-                    inline = b""
-                elif ktype in (KEY_STRING, KEY_ARRAY):
-                    voff, vsize, inline = toff + name_end + 4, dlen - 4, data[4:]
-                else:
-                    voff, vsize, inline = toff + name_end, dlen, data
-                m = NUMBERED.fullmatch(name)
-                if m and ktype == KEY_ARRAY:
-                    st = staged.setdefault((parent, m.group(1) or ""), _Staging())
-                    st.number.append(int(m.group(2)) if int(m.group(2)) < 1 << 62 else -1)
-                    st.value_offset.append(voff)
-                    st.value_size.append(vsize)
-                    st.entry_offset.append(at)
-                    st.file_object.append(1 if flags & FLAG_FILE_OBJECT else 0)
-                else:
-                    leaves.append((parent, name, ktype, flags, at, voff, vsize, inline))
-                pos += esz
-        paths = _NodePaths(nodes, self)
-        for parent, name, ktype, flags, at, voff, vsize, inline in leaves:
+            found = self._key_table(toff, tsize, eoff, table_indexes)
+            if found is not None:
+                self._key_entries(walk, *found, toff)
+        paths = _NodePaths(walk.nodes, self)
+        for parent, name, ktype, flags, at, voff, vsize, inline in walk.leaves:
             base = paths.resolve(parent, at)
             if base is not None:
                 p = f"{base}/{name}"
                 self.keys.setdefault(p, KeyValue(p, ktype, flags, at, voff, vsize, inline))
-        for (parent, stem), st in staged.items():
+        for (parent, stem), st in walk.staged.items():
             base = paths.resolve(parent, st.entry_offset[0])
-            if base is None:
-                continue
-            num = np.frombuffer(st.number, dtype=np.int64)
-            order = np.argsort(num, kind="stable")
-            num = num[order]
-            dup = np.flatnonzero(num[1:] == num[:-1])
-            if len(dup):
-                at = int(np.frombuffer(st.entry_offset, dtype=np.int64)[order][dup[0] + 1])
-                self._damage(CorruptDumpError(f"key {base}/{stem}{int(num[dup[0]])} appears twice",
-                                              path=self.path, offset=at))
-            keep = np.ones(len(num), dtype=bool)
-            keep[dup + 1] = False
-            keep &= num >= 0
-            self.numbered[f"{base}/{stem}"] = NumberedValues(
-                num[keep],
-                np.frombuffer(st.value_offset, dtype=np.int64)[order][keep],
-                np.frombuffer(st.value_size, dtype=np.int64)[order][keep],
-                np.frombuffer(st.entry_offset, dtype=np.int64)[order][keep],
-                np.frombuffer(st.file_object, dtype=np.int8)[order][keep].astype(bool),
-            )
+            if base is not None:
+                self._numbered_values(f"{base}/{stem}", st)
+
+    def _key_table(self, toff: int, tsize: int, eoff: int,
+                   table_indexes: set[int]) -> tuple[bytes, int] | None:
+        """The bytes and ``TableIndex`` of the key table object at ``toff``, None (and the
+        damage noted) if its size, signature or index is wrong."""
+        hsize = KeyTableHeader.sizeof()
+        if tsize > MAX_KEY_TABLE or tsize < hsize:
+            self._damage(CorruptDumpError("implausible key table size", path=self.path,
+                                          offset=eoff + 13, expected=f"{hsize}..{MAX_KEY_TABLE}",
+                                          got=tsize))
+            return None
+        table = self.source.pread(toff, min(tsize, max(0, self.source.size - toff)))
+        if len(table) < hsize:
+            return None  # past the end of the file: reported with the object table
+        sig, index, _seq, crc = _KTH.unpack_from(table)
+        if sig != KEY_TABLE_SIGNATURE:
+            self._damage(CorruptDumpError("bad key table signature", path=self.path, offset=toff,
+                                          expected=KEY_TABLE_SIGNATURE, got=sig))
+            return None
+        self._check_crc(table[:hsize], "key table header", toff, crc)
+        if index in table_indexes:
+            self._damage(CorruptDumpError("two key tables have the same TableIndex",
+                                          path=self.path, offset=toff + 2, got=index))
+            return None
+        table_indexes.add(index)
+        self.key_tables += 1
+        return table, index
+
+    def _key_entries(self, walk: _KeyWalk, table: bytes, index: int, toff: int) -> None:
+        """Walk the entries of one key table up to its unused tail."""
+        ehsize = _KEH.size
+        pos = KeyTableHeader.sizeof()
+        while pos + ehsize <= len(table):
+            at = toff + pos
+            head = _KEH.unpack_from(table, pos)
+            ktype, esz = head[0], head[2]
+            if esz == 0:
+                if ktype != 0:
+                    self._damage(CorruptDumpError("key entry of size 0", path=self.path,
+                                                  offset=at + 2, expected=f">= {ehsize}", got=0))
+                break  # unused tail of the table
+            if esz < ehsize or pos + esz > len(table):
+                self._damage(CorruptDumpError("key entry runs past the end of its key table",
+                                              path=self.path, offset=at + 2,
+                                              expected=f"{ehsize}..{len(table) - pos}", got=esz))
+                break
+            if ktype != KEY_FREE:
+                self._key_entry(walk, table, pos, head, index, toff)
+            pos += esz
+
+    def _key_entry(self, walk: _KeyWalk, table: bytes, pos: int, head: tuple[int, ...],
+                   index: int, toff: int) -> None:
+        """One used key entry: a node of the tree, a value, or an element of a numbered array."""
+        ktype, flags, esz, ptable, poff, crc, _ins, nsz = head
+        at, ehsize = toff + pos, _KEH.size
+        name_end = pos + ehsize + (2 * nsz if walk.wide else nsz)
+        if flags & FLAG_FILE_OBJECT:
+            dlen = _FOD.size
+        elif ktype in FIXED_SIZES:
+            dlen = FIXED_SIZES[ktype]
+        elif ktype in (KEY_STRING, KEY_ARRAY) and name_end + 4 <= pos + esz:
+            dlen = 4 + int.from_bytes(table[name_end:name_end + 4], "little")
+        else:
+            self._damage(CorruptDumpError("unknown key type or entry too short for its type",
+                                          path=self.path, offset=at, got=ktype))
+            return
+        end = name_end + dlen
+        if end > pos + esz:
+            self._damage(CorruptDumpError("key entry value runs past the entry", path=self.path,
+                                          offset=at + 2, expected=f">= {end - pos}", got=esz))
+            return
+        if not self._check_crc(table[pos:end], "key entry", at, crc):
+            return
+        raw_name = table[pos + ehsize:name_end]
+        name = (raw_name.decode("utf-16-le", "replace") if walk.wide
+                else raw_name.decode("utf-8", "replace")).rstrip("\0")
+        parent = (ptable, poff)
+        if ktype == KEY_NODE:
+            walk.nodes[(index, pos)] = (parent, name, at)
+            return
+        data = table[name_end:end]
+        if flags & FLAG_FILE_OBJECT:
+            vsize, voff = _FOD.unpack(data)
+            voff = min(voff, 1 << 62)  # past any file; keeps the int64 index valid
+            inline = b""
+        elif ktype in (KEY_STRING, KEY_ARRAY):
+            voff, vsize, inline = toff + name_end + 4, dlen - 4, data[4:]
+        else:
+            voff, vsize, inline = toff + name_end, dlen, data
+        m = NUMBERED.fullmatch(name)
+        if m and ktype == KEY_ARRAY:
+            st = walk.staged.setdefault((parent, m.group(1) or ""), _Staging())
+            st.number.append(int(m.group(2)) if int(m.group(2)) < 1 << 62 else -1)
+            st.value_offset.append(voff)
+            st.value_size.append(vsize)
+            st.entry_offset.append(at)
+            st.file_object.append(1 if flags & FLAG_FILE_OBJECT else 0)
+        else:
+            walk.leaves.append((parent, name, ktype, flags, at, voff, vsize, inline))
+
+    def _numbered_values(self, path: str, st: _Staging) -> None:
+        """The elements of one numbered array, sorted by number; a number seen twice keeps
+        its first entry (and is damage), a number too large to index is dropped."""
+        num = np.frombuffer(st.number, dtype=np.int64)
+        order = np.argsort(num, kind="stable")
+        num = num[order]
+        dup = np.flatnonzero(num[1:] == num[:-1])
+        if len(dup):
+            at = int(np.frombuffer(st.entry_offset, dtype=np.int64)[order][dup[0] + 1])
+            self._damage(CorruptDumpError(f"key {path}{int(num[dup[0]])} appears twice",
+                                          path=self.path, offset=at))
+        keep = np.ones(len(num), dtype=bool)
+        keep[dup + 1] = False
+        keep &= num >= 0
+        self.numbered[path] = NumberedValues(
+            num[keep],
+            np.frombuffer(st.value_offset, dtype=np.int64)[order][keep],
+            np.frombuffer(st.value_size, dtype=np.int64)[order][keep],
+            np.frombuffer(st.entry_offset, dtype=np.int64)[order][keep],
+            np.frombuffer(st.file_object, dtype=np.int8)[order][keep].astype(bool),
+        )
 
     # --- replay log ------------------------------------------------------------------------
     def _read_replay_log(self) -> dict[str, object]:

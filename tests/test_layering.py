@@ -41,7 +41,6 @@ OVER_SIZE: frozenset[str] = frozenset({
     "fuzz/harness.py",
     "fuzz/harness.py:synthetic_seeds",
     "fuzz/merge_summaries.py:merge",
-    "kdumptool/filters/page_classes.py:PageClassifier.classify",
     "kdumptool/formats/split.py:reassemble",
 })
 

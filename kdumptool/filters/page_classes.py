@@ -107,6 +107,46 @@ class PageLayout:
         return np.ascontiguousarray(raw[:, offset:offset + width]).view(dtype).ravel()
 
 
+@dataclass(frozen=True)
+class _PageFields:
+    """The ``struct page`` fields the rules read, one array element per page."""
+
+    flags: np.ndarray
+    mapping: np.ndarray
+    mapcount: np.ndarray
+    private: np.ndarray
+    compound_head: np.ndarray
+
+    @classmethod
+    def read(cls, lay: PageLayout, raw: np.ndarray) -> _PageFields:
+        n = raw.shape[0]
+        return cls(
+            lay.field(raw, lay.flags, "<u8"),
+            lay.field(raw, lay.mapping, "<u8"),
+            lay.field(raw, lay.mapcount, "<i4") if lay.mapcount is not None else np.zeros(n, np.int32),
+            lay.field(raw, lay.private, "<u8") if lay.private is not None else np.zeros(n, np.uint64),
+            (lay.field(raw, lay.compound_head, "<u8") if lay.compound_head is not None
+             else np.zeros(n, np.uint64)),
+        )
+
+
+def _spread(cls: np.ndarray, nr: np.ndarray, pfn_start: int) -> tuple[np.ndarray, int, int]:
+    """A page that excludes a range decides for the pages inside it; a range running past
+    the end of ``cls`` is returned as ``(spill_end, spill_class)``."""
+    n = len(cls)
+    spill, spill_cls = pfn_start, KEEP
+    covered_to = -1
+    for i in np.flatnonzero((cls != KEEP) & (nr > 1)).tolist():
+        if i < covered_to:
+            continue
+        end = i + int(nr[i])
+        cls[i + 1:min(end, n)] = cls[i]
+        covered_to = end
+        if end > n:
+            spill, spill_cls = pfn_start + end, int(cls[i])
+    return cls, spill, spill_cls
+
+
 class PageClassifier:
     """makedumpfile's page classes for ranges of ``struct page``.
 
@@ -158,17 +198,16 @@ class PageClassifier:
             excluded), and the PFN up to which the last excluded range runs past the end of
             ``raw`` (``pfn_start`` if none) with its class
         """
-        lay = self.layout
-        n = raw.shape[0]
-        flags = lay.field(raw, lay.flags, "<u8")
-        mapping = lay.field(raw, lay.mapping, "<u8")
-        mapcount = lay.field(raw, lay.mapcount, "<i4") if lay.mapcount is not None else np.zeros(n, np.int32)
-        private = lay.field(raw, lay.private, "<u8") if lay.private is not None else np.zeros(n, np.uint64)
-        chead = (lay.field(raw, lay.compound_head, "<u8") if lay.compound_head is not None
-                 else np.zeros(n, np.uint64))
-        pfns = pfn_start + np.arange(n, dtype=np.int64)
+        fields = _PageFields.read(self.layout, raw)
+        pfns = pfn_start + np.arange(raw.shape[0], dtype=np.int64)
+        order, hugetlb = self._compound(raw, fields, pfns)
+        cls, nr = self._decide(fields, self._kinds(fields), order, hugetlb, pfns, in_ram)
+        return _spread(cls, nr, pfn_start)
 
-        # compound order and hugetlb-ness, read from the page after each head
+    def _compound(self, raw: np.ndarray, f: _PageFields,
+                  pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Compound order and hugetlb-ness of each head page, read from the page after it."""
+        lay, n, flags = self.layout, len(f.flags), f.flags
         head = (flags & np.uint64(self.head_mask)) != 0 if self.head_mask else np.zeros(n, bool)
         head[-1:] = False  # makedumpfile cannot look past its cache: the order stays 0
         order = np.zeros(n, dtype=np.int64)
@@ -180,7 +219,7 @@ class PageClassifier:
             flags_1 = flags[nxt]  # 6.6+: order in the low byte of the next page's flags
             order[heads] = (flags_1 & np.uint64(0xFF)).astype(np.int64)
             if self.hugetlb_value is not None:  # 6.9+
-                hugetlb[heads] = mapcount[heads] == np.int32(self.hugetlb_value)
+                hugetlb[heads] = f.mapcount[heads] == np.int32(self.hugetlb_value)
             else:
                 hugetlb[heads] = _bit(flags_1, self.pg_hugetlb)  # type: ignore[arg-type]
         elif nxt.size:
@@ -194,32 +233,45 @@ class PageClassifier:
                 hugetlb |= head & (dtor == self.free_huge_page)
         bad = (order >= 64) | ((pfns & ((np.int64(1) << np.minimum(order, 62)) - 1)) != 0)
         order[bad] = 0
+        return order, hugetlb
 
-        slab = _bit(flags, self.pg_slab) if self.pg_slab is not None else np.zeros(n, bool)
+    def _kinds(self, f: _PageFields) -> dict[str, np.ndarray]:
+        """Per page: ``anon``, ``cache``, ``private``, ``buddy``, ``hwpoison``, ``offline``."""
+        n, flags, mapcount = len(f.flags), f.flags, f.mapcount
+        none = np.zeros(n, bool)
+        slab = _bit(flags, self.pg_slab) if self.pg_slab is not None else none.copy()
         if self.slab_value is not None:
             slab |= mapcount == np.int32(self.slab_value)
-        anon = ((mapping & np.uint64(PAGE_MAPPING_ANON)) != 0) & ~slab
-        cache = _test_bit(flags, self.pg_lru) if self.pg_lru is not None else np.zeros(n, bool)
+        cache = _test_bit(flags, self.pg_lru) if self.pg_lru is not None else none.copy()
         if self.pg_swapcache is not None:
             swapcache = _test_bit(flags, self.pg_swapcache)
             if self.pg_swapbacked is not None:
                 swapcache &= _test_bit(flags, self.pg_swapbacked)
             cache |= swapcache
-        private_flag = _test_bit(flags, self.pg_private) if self.pg_private is not None else np.zeros(n, bool)
         if self.buddy == "v2":
             buddy = _bit(flags, self.pg_buddy)  # type: ignore[arg-type]
         elif self.buddy == "v3":
             buddy = ~slab & (mapcount == np.int32(self.buddy_value))
         else:
-            buddy = np.zeros(n, bool)
-        hwpoison = (_test_bit(flags, self.pg_hwpoison) if self.pg_hwpoison is not None
-                    else np.zeros(n, bool))
-        offline = (~slab & (mapcount == np.int32(self.offline_value)) if self.offline_value is not None
-                   else np.zeros(n, bool))
+            buddy = none
+        return {
+            "anon": ((f.mapping & np.uint64(PAGE_MAPPING_ANON)) != 0) & ~slab,
+            "cache": cache,
+            "private": _test_bit(flags, self.pg_private) if self.pg_private is not None else none,
+            "buddy": buddy,
+            "hwpoison": _test_bit(flags, self.pg_hwpoison) if self.pg_hwpoison is not None else none,
+            "offline": (~slab & (mapcount == np.int32(self.offline_value))
+                        if self.offline_value is not None else none),
+        }
 
-        lvl = self.level
+    def _decide(self, f: _PageFields, k: dict[str, np.ndarray], order: np.ndarray,
+                hugetlb: np.ndarray, pfns: np.ndarray,
+                in_ram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class of each page, by makedumpfile's rules in its order (the first that
+        matches decides), and how many pages from it the class covers."""
+        n, lvl = len(f.flags), self.level
         cls = np.full(n, KEEP, dtype=np.uint8)
-        undecided = in_ram & ((chead & np.uint64(1)) == 0)
+        undecided = in_ram & ((f.compound_head & np.uint64(1)) == 0)
 
         def take(mask: np.ndarray, code: int) -> None:
             nonlocal undecided
@@ -229,20 +281,21 @@ class PageClassifier:
 
         nr = np.ones(n, dtype=np.int64)
         if lvl & DL_EXCLUDE_FREE:
-            free = undecided & buddy
+            free = undecided & k["buddy"]
             if self.max_order is not None:
-                invalid = free & (private >= np.uint64(self.max_order))
+                invalid = free & (f.private >= np.uint64(self.max_order))
                 for i in np.flatnonzero(invalid)[:5]:
                     self.warnings.append(f"invalid free page order: pfn {int(pfns[i]):#x}, "
-                                         f"order {int(private[i])}")
+                                         f"order {int(f.private[i])}")
                 undecided &= ~invalid  # makedumpfile reports it and keeps the page
                 free &= ~invalid
             take(free, FREE)
-            nr[free] = np.left_shift(1, np.minimum(private[free], 62).astype(np.int64))
+            nr[free] = np.left_shift(1, np.minimum(f.private[free], 62).astype(np.int64))
             if self.unaccepted_value is not None and self.max_order is not None:  # 6.16+
-                unaccepted = undecided & (mapcount == np.int32(self.unaccepted_value))
+                unaccepted = undecided & (f.mapcount == np.int32(self.unaccepted_value))
                 take(unaccepted, FREE)
                 nr[unaccepted] = 1 << (self.max_order - 1)
+        anon, cache, private_flag = k["anon"], k["cache"], k["private"]
         if lvl & DL_EXCLUDE_CACHE:
             take(cache & ~private_flag & ~anon, CACHE)
         if lvl & DL_EXCLUDE_CACHE_PRI:
@@ -251,21 +304,8 @@ class PageClassifier:
             take(pri, CACHE)
         if lvl & DL_EXCLUDE_USER_DATA:
             take(anon | hugetlb, USER)
-        take(hwpoison, HWPOISON)
-        take(offline, OFFLINE)
+        take(k["hwpoison"], HWPOISON)
+        take(k["offline"], OFFLINE)
         compound = (cls != KEEP) & (cls != FREE)
         nr[compound] = np.left_shift(1, order[compound])
-
-        # a page that excludes a range decides for the pages inside it
-        spill, spill_cls = pfn_start, KEEP
-        multi = np.flatnonzero((cls != KEEP) & (nr > 1))
-        covered_to = -1
-        for i in multi.tolist():
-            if i < covered_to:
-                continue
-            end = i + int(nr[i])
-            cls[i + 1:min(end, n)] = cls[i]
-            covered_to = end
-            if end > n:
-                spill, spill_cls = pfn_start + end, int(cls[i])
-        return cls, spill, spill_cls
+        return cls, nr

@@ -41,7 +41,6 @@ OVER_SIZE: frozenset[str] = frozenset({
     "fuzz/harness.py",
     "fuzz/harness.py:synthetic_seeds",
     "fuzz/merge_summaries.py:merge",
-    "kdumptool/formats/split.py:reassemble",
 })
 
 #: Exception classes outside ``errors.py``, in files other branches own.

@@ -320,120 +320,156 @@ def reassemble(parts: list[KdumpReader], sink: ByteSink) -> dict[str, int]:
     written. Streaming: memory does not grow with the dump.
 
     :return: counts: ``pages`` (descriptors), ``zero`` (pages sharing the zero page),
-        ``lost`` (all-zero descriptors, kept so; the output is then marked incomplete)
+        ``lost`` (all-zero descriptors, kept so; the output is then marked incomplete),
+        ``incomplete`` (1 if the output is marked so)
     :raises CorruptDumpError: the parts are not one set (:func:`check_split_set`), or a
         descriptor of a part is invalid
     """
-    parts = check_split_set(parts)
-    first = parts[0]
-    s, bs, hdr, sub = first.structs, first.block_size, first.header, first.sub
-    assert sub is not None
-    ndesc = sum(p.num_descs for p in parts)
-    desc_off = first.desc_offset
-    data_start = desc_off + ndesc * PAGE_DESC_SIZE
-    share_zero = bool(sub.dump_level & 1)
-    # bitmaps, as they are
-    size = hdr.bitmap_blocks * bs
-    for pos in range(0, size, _COPY_CHUNK):
-        n = min(_COPY_CHUNK, size - pos)
-        sink.pwrite(first.bitmap_offset + pos, first.source.pread(first.bitmap_offset + pos, n))
-    # descriptors and data
-    dtype = s.page_desc_dtype
-    zero_desc = np.zeros(1, dtype=dtype)
-    out_pos = data_start
-    if share_zero:  # at the start of the data in every part too
-        zero_desc["offset"], zero_desc["size"] = data_start, bs
-        sink.pwrite(out_pos, bytes(bs))
-        out_pos += bs
-    stats = {"pages": ndesc, "zero": 0, "lost": 0}
-    checked_zero: list[KdumpReader] = []  # parts whose stored zero page was found all zero
-    step = max(1, (16 << 20) // bs)  # descriptors per step: at most 16 MiB of page data
-    rank = 0
-    for p in parts:
-        fsize = p.source.size
+    merge = _Reassembly(check_split_set(parts), sink)
+    merge.copy_bitmaps()
+    for p in merge.parts:
+        merge.copy_part(p)
+    return merge.finish()
+
+
+class _Reassembly:
+    """The output's geometry (the first part's, with every part's descriptors) and where
+    the next page data goes."""
+
+    def __init__(self, parts: list[KdumpReader], sink: ByteSink) -> None:
+        self.parts, self.sink = parts, sink
+        self.first = first = parts[0]
+        self.bs = first.block_size
+        assert first.sub is not None
+        self.desc_off = first.desc_offset
+        self.data_start = self.desc_off + sum(p.num_descs for p in parts) * PAGE_DESC_SIZE
+        self.share_zero = bool(first.sub.dump_level & 1)
+        self.zero_desc = np.zeros(1, dtype=first.structs.page_desc_dtype)
+        self.out_pos = self.data_start
+        self.stats = {"pages": sum(p.num_descs for p in parts), "zero": 0, "lost": 0}
+        self.checked_zero: list[KdumpReader] = []  # parts whose stored zero page is all zero
+        self.rank = 0  # descriptors written
+
+    def copy_bitmaps(self) -> None:
+        """The first part's bitmaps, as they are; then the shared zero page, if the level has
+        one (at the start of the data in every part too)."""
+        first, size = self.first, self.first.header.bitmap_blocks * self.bs
+        for pos in range(0, size, _COPY_CHUNK):
+            n = min(_COPY_CHUNK, size - pos)
+            self.sink.pwrite(first.bitmap_offset + pos, first.source.pread(first.bitmap_offset + pos, n))
+        if self.share_zero:
+            self.zero_desc["offset"], self.zero_desc["size"] = self.data_start, self.bs
+            self.sink.pwrite(self.out_pos, bytes(self.bs))
+            self.out_pos += self.bs
+
+    def copy_part(self, p: KdumpReader) -> None:
+        """The descriptors and page data of one part, at most 16 MiB of data per step."""
+        step = max(1, (16 << 20) // self.bs)
         for first_idx in range(0, p.num_descs, step):
             n = min(step, p.num_descs - first_idx)
-            table_pos = p.desc_offset + first_idx * PAGE_DESC_SIZE
-            raw = p.source.pread(table_pos, n * PAGE_DESC_SIZE)
-            if len(raw) != n * PAGE_DESC_SIZE:  # (the reader checked the table is in the file)
-                raise CorruptDumpError("file ends inside the page descriptor table", path=p.info.path,
-                                       offset=table_pos + len(raw))
-            descs = np.frombuffer(raw, dtype=dtype).copy()
-            offs = descs["offset"].astype(np.int64)
-            sizes = descs["size"].astype(np.int64)
-            flags = descs["flags"].astype(np.int64)
+            descs, offs, sizes, flags = self._descriptors(p, first_idx, n)
             lost = offs == 0
-            codec_bits = flags & CODEC_FLAG_MASK
-            zero = (offs == data_start) & share_zero & (flags == 0) & (sizes == bs)  # the zero page
+            zero = (offs == self.data_start) & self.share_zero & (flags == 0) & (sizes == self.bs)
             copy = ~lost & ~zero
-            # the reader's rules (kdump.py read_batch), so that nothing invalid is copied
-            bad = copy & ((sizes <= 0) | (sizes > bs) | ((codec_bits == 0) & (sizes != bs))
-                          | ((flags & ~CODEC_FLAG_MASK) != 0) | ((codec_bits & (codec_bits - 1)) != 0)
-                          | (offs < data_start) | (offs + sizes > fsize))
-            if bad.any():
-                j = int(np.flatnonzero(bad)[0])
-                raise CorruptDumpError(
-                    f"page_desc[{first_idx + j}] is invalid: offset {int(offs[j]):#x}, size "
-                    f"{int(sizes[j]):#x}, flags {int(flags[j]):#x}", path=p.info.path,
-                    offset=table_pos + j * PAGE_DESC_SIZE,
-                    expected=f"data in [{data_start:#x}, {fsize:#x}), 1..{bs} bytes", got="")
-            if zero.any() and p not in checked_zero:  # they become the output's own zero page
-                stored = p.source.pread(data_start, bs)
-                if stored != bytes(bs):
-                    raise CorruptDumpError(
-                        "the shared zero page is not a page of zeros" if len(stored) == bs else
-                        "the file ends inside the shared zero page", path=p.info.path,
-                        offset=data_start, expected=f"{bs} zero bytes",
-                        got=f"{len(stored)} bytes, {len(stored) - stored.count(0)} not zero")
-                checked_zero.append(p)
-            descs[zero] = zero_desc
-            stats["zero"] += int(zero.sum())
-            stats["lost"] += int(lost.sum())
+            self._check(p, first_idx, offs, sizes, flags, copy)
+            if zero.any() and p not in self.checked_zero:  # they become the output's zero page
+                self._check_zero_page(p)
+            descs[zero] = self.zero_desc
+            self.stats["zero"] += int(zero.sum())
+            self.stats["lost"] += int(lost.sum())
             idx = np.flatnonzero(copy)
             if idx.size:
-                o, z = offs[idx], sizes[idx]
-                # runs of pages whose data follow each other in the part: one read each
-                breaks = np.flatnonzero(o[1:] != o[:-1] + z[:-1]) + 1
-                starts = np.concatenate(([0], breaks))
-                ends = np.concatenate((breaks, [idx.size]))
-                chunks = []
-                for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                    span = int(o[b - 1] + z[b - 1] - o[a])
-                    data = p.source.pread(int(o[a]), span)
-                    if len(data) != span:
-                        raise CorruptDumpError("short read of page data", path=p.info.path,
-                                               offset=int(o[a]) + len(data))
-                    chunks.append(data)
-                descs["offset"][idx] = out_pos + np.cumsum(z) - z
-                blob = b"".join(chunks)
-                sink.pwrite(out_pos, blob)
-                out_pos += len(blob)
-            sink.pwrite(desc_off + rank * PAGE_DESC_SIZE, descs.tobytes())
-            rank += n
-    # ERASEINFO of every part, one after the other, after the data
-    erase = b"".join(p.eraseinfo or b"" for p in parts)
-    fields = dict.fromkeys(_SPLIT_FIELDS[:5], 0)
-    if erase:
-        sink.pwrite(out_pos, erase)
-        fields.update(offset_eraseinfo=out_pos, size_eraseinfo=len(erase))
-    # headers: the first part's, unsplit; its notes where they were
-    status = hdr.status | (DUMP_DH_COMPRESSED_INCOMPLETE if stats["lost"] else 0)
-    head = bytearray(first.source.pread(0, s.DiskDumpHeader.sizeof()))
-    if status != hdr.status:
-        head = bytearray(s.DiskDumpHeader.build({**{k: v for k, v in hdr.items() if k != "_io"},
-                                                 "status": status}))
-    sink.pwrite(0, bytes(head).ljust(bs, b"\0"))
-    area = bytearray(bs * hdr.sub_hdr_size)
-    sub_raw = _sub_bytes(first, **fields)
-    area[:len(sub_raw)] = sub_raw
-    for off, n in ((sub.offset_note, sub.size_note), (sub.offset_vmcoreinfo, sub.size_vmcoreinfo)):
-        if not n:
-            continue
-        if not bs <= off <= off + n <= bs * (1 + hdr.sub_hdr_size):
-            raise CorruptDumpError("notes lie outside the sub-header blocks", path=first.info.path,
-                                   offset=bs, expected=f"within [{bs:#x}, {bs * (1 + hdr.sub_hdr_size):#x})",
-                                   got=f"{n:#x} bytes at {off:#x}")
-        area[off - bs:off - bs + n] = first.source.pread(off, n)
-    sink.pwrite(bs, bytes(area))
-    stats["incomplete"] = int(bool(status & DUMP_DH_COMPRESSED_INCOMPLETE))
-    return stats
+                descs["offset"][idx] = self._copy_data(p, offs[idx], sizes[idx])
+            self.sink.pwrite(self.desc_off + self.rank * PAGE_DESC_SIZE, descs.tobytes())
+            self.rank += n
+
+    def _descriptors(self, p: KdumpReader, first_idx: int,
+                     n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` descriptors of part ``p`` from ``first_idx``, and their offsets, sizes, flags."""
+        table_pos = p.desc_offset + first_idx * PAGE_DESC_SIZE
+        raw = p.source.pread(table_pos, n * PAGE_DESC_SIZE)
+        if len(raw) != n * PAGE_DESC_SIZE:  # (the reader checked the table is in the file)
+            raise CorruptDumpError("file ends inside the page descriptor table", path=p.info.path,
+                                   offset=table_pos + len(raw))
+        descs = np.frombuffer(raw, dtype=self.first.structs.page_desc_dtype).copy()
+        return (descs, descs["offset"].astype(np.int64), descs["size"].astype(np.int64),
+                descs["flags"].astype(np.int64))
+
+    def _check(self, p: KdumpReader, first_idx: int, offs: np.ndarray, sizes: np.ndarray,
+               flags: np.ndarray, copy: np.ndarray) -> None:
+        """The reader's rules (kdump.py read_batch), so that nothing invalid is copied."""
+        bs, data_start, fsize = self.bs, self.data_start, p.source.size
+        codec_bits = flags & CODEC_FLAG_MASK
+        bad = copy & ((sizes <= 0) | (sizes > bs) | ((codec_bits == 0) & (sizes != bs))
+                      | ((flags & ~CODEC_FLAG_MASK) != 0) | ((codec_bits & (codec_bits - 1)) != 0)
+                      | (offs < data_start) | (offs + sizes > fsize))
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise CorruptDumpError(
+                f"page_desc[{first_idx + j}] is invalid: offset {int(offs[j]):#x}, size "
+                f"{int(sizes[j]):#x}, flags {int(flags[j]):#x}", path=p.info.path,
+                offset=p.desc_offset + (first_idx + j) * PAGE_DESC_SIZE,
+                expected=f"data in [{data_start:#x}, {fsize:#x}), 1..{bs} bytes", got="")
+
+    def _check_zero_page(self, p: KdumpReader) -> None:
+        stored = p.source.pread(self.data_start, self.bs)
+        if stored != bytes(self.bs):
+            raise CorruptDumpError(
+                "the shared zero page is not a page of zeros" if len(stored) == self.bs else
+                "the file ends inside the shared zero page", path=p.info.path,
+                offset=self.data_start, expected=f"{self.bs} zero bytes",
+                got=f"{len(stored)} bytes, {len(stored) - stored.count(0)} not zero")
+        self.checked_zero.append(p)
+
+    def _copy_data(self, p: KdumpReader, o: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Copy page data of part ``p`` (offsets ``o``, sizes ``z``) to the output's next bytes,
+        one read per run of pages whose data follow each other; their new offsets."""
+        breaks = np.flatnonzero(o[1:] != o[:-1] + z[:-1]) + 1
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [o.size]))
+        chunks = []
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            span = int(o[b - 1] + z[b - 1] - o[a])
+            data = p.source.pread(int(o[a]), span)
+            if len(data) != span:
+                raise CorruptDumpError("short read of page data", path=p.info.path,
+                                       offset=int(o[a]) + len(data))
+            chunks.append(data)
+        new_offsets = self.out_pos + np.cumsum(z) - z
+        blob = b"".join(chunks)
+        self.sink.pwrite(self.out_pos, blob)
+        self.out_pos += len(blob)
+        return new_offsets
+
+    def finish(self) -> dict[str, int]:
+        """ERASEINFO of every part after the data; the first part's headers, unsplit, with its
+        notes where they were; the counts."""
+        first, bs, stats = self.first, self.bs, self.stats
+        s, hdr, sub = first.structs, first.header, first.sub
+        assert sub is not None
+        erase = b"".join(p.eraseinfo or b"" for p in self.parts)
+        fields = dict.fromkeys(_SPLIT_FIELDS[:5], 0)
+        if erase:
+            self.sink.pwrite(self.out_pos, erase)
+            fields.update(offset_eraseinfo=self.out_pos, size_eraseinfo=len(erase))
+        status = hdr.status | (DUMP_DH_COMPRESSED_INCOMPLETE if stats["lost"] else 0)
+        head = bytearray(first.source.pread(0, s.DiskDumpHeader.sizeof()))
+        if status != hdr.status:
+            head = bytearray(s.DiskDumpHeader.build({**{k: v for k, v in hdr.items() if k != "_io"},
+                                                     "status": status}))
+        self.sink.pwrite(0, bytes(head).ljust(bs, b"\0"))
+        area = bytearray(bs * hdr.sub_hdr_size)
+        sub_raw = _sub_bytes(first, **fields)
+        area[:len(sub_raw)] = sub_raw
+        for off, n in ((sub.offset_note, sub.size_note), (sub.offset_vmcoreinfo, sub.size_vmcoreinfo)):
+            if not n:
+                continue
+            if not bs <= off <= off + n <= bs * (1 + hdr.sub_hdr_size):
+                raise CorruptDumpError(
+                    "notes lie outside the sub-header blocks", path=first.info.path, offset=bs,
+                    expected=f"within [{bs:#x}, {bs * (1 + hdr.sub_hdr_size):#x})",
+                    got=f"{n:#x} bytes at {off:#x}")
+            area[off - bs:off - bs + n] = first.source.pread(off, n)
+        self.sink.pwrite(bs, bytes(area))
+        stats["incomplete"] = int(bool(status & DUMP_DH_COMPRESSED_INCOMPLETE))
+        return stats

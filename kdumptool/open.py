@@ -150,6 +150,8 @@ def adopt_vmcoreinfo(reader: DumpReader, vmci: VmcoreInfo) -> None:
 
     info = reader.info
     info.vmcoreinfo = vmci
+    if not info.machine:  # a format that does not say (LiME): the keys do
+        info.machine = vmci.machine
     if vmci.has("NUMBER(phys_base)"):
         info.phys_base = vmci.number("phys_base") % (1 << 64)  # printed signed
     if info.utsname is None or not info.utsname.looks_sane():

@@ -106,6 +106,17 @@ class VmcoreInfo:
         return key in self.lines
 
     @property
+    def machine(self) -> str:
+        """The architecture the keys name, for a dump that does not say (LiME, a raw image):
+        ``"x86_64"`` (``SYMBOL(init_top_pgt)``, ``init_level4_pgt`` before 4.13), ``"aarch64"``
+        (``NUMBER(kimage_voffset)``), else ``""``."""
+        if self.has("SYMBOL(init_top_pgt)") or self.has("SYMBOL(init_level4_pgt)"):
+            return "x86_64"
+        if self.has("NUMBER(kimage_voffset)"):
+            return "aarch64"
+        return ""
+
+    @property
     def osrelease(self) -> str | None:
         """``OSRELEASE``: the kernel release (``uname -r``), None if absent."""
         return self.lines.get("OSRELEASE")

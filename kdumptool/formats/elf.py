@@ -25,6 +25,7 @@ import numpy as np
 from kdumptool.dump import DumpInfo, DumpReader, Note, PageBatch, Utsname
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
 from kdumptool.formats.notes import MAX_NOTES, count_cpus, nhdr_struct, parse_notes, vmcoreinfo_from_notes
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.schema import ints, numpy_dtype, parse_at
 from kdumptool.transport.source import ByteSource, read_exact, read_into
 
@@ -537,3 +538,7 @@ def _fill(arr: np.ndarray, lo: int, hi: int, value: object) -> None:
     lo, hi = max(lo, 0), min(hi, len(arr))
     if lo < hi:
         arr[lo:hi] = value
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("elf", probe, ElfReader, "ELF core", order=30)

@@ -36,6 +36,7 @@ from kdumptool.formats.hyperv_state import (
 )
 from kdumptool.formats.hyperv_storage import KEY_ARRAY, HyperVStorage, KeyValue, NumberedValues
 from kdumptool.formats.hyperv_storage import probe as storage_probe
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.schema import ints
 from kdumptool.transport.source import ByteSource
 
@@ -56,6 +57,7 @@ MemoryBlockSave = cs.Struct(
     "mbp_index_start" / _i.u64, "gpa_index_start" / _i.u64, "virtual_node" / _i.u32,
     cs.Padding(4), "ksr_block_id" / _i.u64,
 )  # 48 bytes
+
 MEMORY_BLOCK_FLAGS = {0: "hot-added", 1: "SGX", 2: "VTL2", 3: "specific-purpose"}
 
 #: Registers shown per VP in ``info.details["vps"]`` (all of them go into NT_PRSTATUS).
@@ -438,3 +440,7 @@ class HyperVReader(DumpReader):
         for pfn in corrupt:
             lost[pfn - start] = False
         return PageBatch(start, count, ram, present, rows[present], lost, corrupt)
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("hyperv", probe, HyperVReader, "HyperVStorage", order=40)

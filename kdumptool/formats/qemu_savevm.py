@@ -77,6 +77,7 @@ from kdumptool.formats.qemu_stream import (
     Cursor,
     schemas,
 )
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.schema import parse_at
 from kdumptool.transport.source import ByteSource, read_exact
 
@@ -586,3 +587,7 @@ class QemuSavevmReader(DumpReader):
                     view = np.lib.stride_tricks.as_strided(
                         blob[first:], shape=(len(r_rows), ps), strides=(stride, 1), writeable=False)
                     data[r_rows] = view
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("qemu-savevm", probe, QemuSavevmReader, "'QEVM', 'LibvirtQemudSave'", order=50)

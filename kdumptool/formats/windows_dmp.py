@@ -27,6 +27,7 @@ import numpy as np
 from kdumptool.dump import DumpInfo, DumpReader, PageBatch
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
 from kdumptool.formats.pfn_index import MAX_PFN
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.schema import parse_at
 from kdumptool.transport.source import ByteSource
 
@@ -214,3 +215,7 @@ class WindowsDumpReader(DumpReader):
             for w in range(max(b // window, done + 1), (b + c - 1) // window + 1):
                 yield w * window, min(window, self.max_pfn - w * window)
                 done = w
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("windows-dmp", probe, WindowsDumpReader, "Windows PAGEDU64", order=70)

@@ -52,6 +52,7 @@ from kdumptool.formats.notes import (
     xen_dumpcore_header_struct,
 )
 from kdumptool.formats.pfn_index import MAX_PFN, PfnIndexReader, last_wins
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.formats.xen_vcpu import context_layout, prstatus_notes
 from kdumptool.schema import ints, parse_at, strip_c_string
 from kdumptool.transport.source import ByteSource, read_exact
@@ -447,3 +448,7 @@ class XenCoreReader(PfnIndexReader):
         d["cpu_state"] = self.cpu_state
         if self.vcpu_cr3:
             d["vcpu_cr3"] = [f"{c:#x}" for c in self.vcpu_cr3]
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("xen-core", probe, XenCoreReader, "ELF core", order=20)

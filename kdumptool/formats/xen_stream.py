@@ -34,6 +34,7 @@ import numpy as np
 from kdumptool.dump import DumpInfo, Note
 from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormatError
 from kdumptool.formats.pfn_index import MAX_PFN, NO_DATA, PfnIndexReader, last_wins
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.formats.xen_vcpu import context_to_prstatus, hvm_context_notes, parse_context
 from kdumptool.schema import ints, parse_at
 from kdumptool.transport.source import ByteSource
@@ -447,3 +448,7 @@ class XenStreamReader(PfnIndexReader):
                 notes.append(context_to_prstatus(ctx, layout, pid=vcpu + 1, hvm=False,
                                                  endian=self.libxc_endian))
         return notes
+
+
+#: This format in the registry (:mod:`kdumptool.formats`).
+ENTRY = ReaderEntry("xen-stream", probe, XenStreamReader, "Xen save", order=60)

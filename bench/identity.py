@@ -166,7 +166,11 @@ def cases(args: argparse.Namespace, seed_dir: Path) -> list[tuple[str, str, list
         path = CACHE_ROOT / rel
         if path.exists():
             todo += [(f"{rel}: {c}", c, [str(path)]) for c in cmds]
-    small = sorted(seed_dir.glob("*.bin")) + sorted((REPO / "fuzz" / "regressions").glob("*.bin"))
+    regressions = seed_dir.parent / "regressions"  # copied: a path inside a tree would differ
+    regressions.mkdir(exist_ok=True)
+    for path in sorted((REPO / "fuzz" / "regressions").glob("*.bin")):
+        shutil.copyfile(path, regressions / path.name)
+    small = sorted(seed_dir.glob("*.bin")) + sorted(regressions.glob("*.bin"))
     for path in small[:8] if args.quick else small:
         todo += [(f"{path.name}: {c}", c, [str(path)]) for c in SMALL_COMMANDS]
     return todo

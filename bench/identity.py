@@ -195,6 +195,7 @@ def main() -> int:
     p.add_argument("--before", default="main", help="git revision of the 'before' tree")
     p.add_argument("--quick", action="store_true", help="a few inputs only")
     p.add_argument("--generated", type=int, default=300, help="harness inputs to compare")
+    p.add_argument("--harness-only", action="store_true", help="compare the fuzz harness only")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kdumptool-identity-"))
@@ -215,6 +216,8 @@ def main() -> int:
                 diffs += 1
                 print(f"DIFF harness {key}: {h_before.get(key)} != {h_after.get(key)}")
         print(f"harness: {len(h_before)} seeds and generated inputs compared")
+        if args.harness_only:
+            return 1 if diffs else 0
         todo = cases(args, seed_dir)
         for label, template, inputs in todo:
             argv = _argv(template, inputs[0], inputs, workdir)

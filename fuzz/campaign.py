@@ -242,6 +242,13 @@ class Campaign:
         os.replace(tmp, out)
 
     def summary(self, *, final: bool = True) -> str:
+        """The campaign's summary in Markdown: how it ran, outcomes, failures, then tables."""
+        lines = self._summary_head(final)
+        lines += self._summary_failures()
+        lines += self._summary_tables()
+        return "\n".join(lines) + "\n"
+
+    def _summary_head(self, final: bool) -> list[str]:
         a = self.args
         lines = [
             "# kdumptool fuzz campaign",
@@ -278,6 +285,10 @@ class Campaign:
         ]
         for kind in sorted(self.kinds, key=lambda k: -H._RANK[k]):
             lines.append(f"| {kind} | {self.kinds[kind]} |")
+        return lines
+
+    def _summary_failures(self) -> list[str]:
+        lines: list[str] = []
         lines += ["", "## Failures by signature", ""]
         if not self.findings:
             lines.append("None.")
@@ -293,6 +304,10 @@ class Campaign:
                 r = f.result
                 lines += [f"- `{f.signature}`: {r.error}: {r.message[:200]}",
                           f"  - at {r.where or '?'}; first input {f.first_index}: {f.description[:200]}"]
+        return lines
+
+    def _summary_tables(self) -> list[str]:
+        lines: list[str] = []
         lines += ["", "## Steps by outcome", "", "| step | " + " | ".join(_KINDS) + " |",
                   "|---|" + "---:|" * len(_KINDS)]
         ops = sorted({op for op, _ in self.op_kinds})
@@ -322,7 +337,7 @@ class Campaign:
         notes = [ln for ln in self.log_lines if "skipped" in ln or "not used" in ln]
         if notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-        return "\n".join(lines) + "\n"
+        return lines
 
 
 _KINDS = ("ok", "handled", "bad_output", "unhandled", "memory", "hang", "crash", "skipped")

@@ -119,23 +119,30 @@ def _saved_as(seeds: list[str], index: int) -> str:
     return ""
 
 
-def merge(parts: list[Part]) -> str:
-    kinds: collections.Counter[str] = collections.Counter()
-    steps: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    strategies: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    seed_fmts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    handled: collections.Counter[str] = collections.Counter()
-    failures: dict[str, list[str]] = {}
-    failure_parts: dict[str, list[str]] = collections.defaultdict(list)
-    first_inputs: dict[str, int] = {}
-    slowest: list[tuple[float, int, str, str, str]] = []
-    peaks: list[tuple[int, int, int, str, str, str]] = []
-    for i, p in enumerate(parts, 1):
-        label = f"part {i}"
+@dataclass
+class _Totals:
+    """Every part's tables, added up."""
+
+    kinds: collections.Counter[str] = field(default_factory=collections.Counter)
+    steps: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    strategies: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    seed_fmts: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    handled: collections.Counter[str] = field(default_factory=collections.Counter)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    failure_parts: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    first_inputs: dict[str, int] = field(default_factory=dict)
+    slowest: list[tuple[float, int, str, str, str]] = field(default_factory=list)
+    peaks: list[tuple[int, int, int, str, str, str]] = field(default_factory=list)
+
+    def add(self, label: str, p: Part) -> None:
+        """Add the tables of part ``p`` (called ``label`` in the merged summary)."""
         for row in p.tables.get("Outcomes by kind (worst step of each input)", [])[1:]:
-            kinds[row[0]] += int(row[1])
-        for key, into in (("Steps by outcome", steps), ("Inputs by generator strategy", strategies),
-                          ("Inputs by seed format", seed_fmts)):
+            self.kinds[row[0]] += int(row[1])
+        for key, into in (("Steps by outcome", self.steps), ("Inputs by generator strategy", self.strategies),
+                          ("Inputs by seed format", self.seed_fmts)):
             rows = p.tables.get(key, [])
             if not rows:
                 continue
@@ -144,24 +151,35 @@ def merge(parts: list[Part]) -> str:
                 for k, v in zip(cols, row[1:], strict=True):
                     into[row[0]][k] += int(v)
         for row in p.tables.get("Handled errors by class (top 25)", [])[1:]:
-            handled[row[0]] += int(row[1])
+            self.handled[row[0]] += int(row[1])
         for row in p.tables.get("Failures by signature", [])[1:]:
             sig = row[0]
-            if sig in failures:
-                old = failures[sig]
+            if sig in self.failures:
+                old = self.failures[sig]
                 old[1] = str(int(old[1]) + int(row[1]))
             else:
-                failures[sig] = list(row)
-            failure_parts[sig].append(f"{label} ({p.commit})")
+                self.failures[sig] = list(row)
+            self.failure_parts[sig].append(f"{label} ({p.commit})")
         for d in p.details:
             if m := re.match(r"- `([^`]+)`.*?first input (\d+):", d, re.S):
-                first_inputs.setdefault(m.group(1), int(m.group(2)))
+                self.first_inputs.setdefault(m.group(1), int(m.group(2)))
         for row in p.tables.get("Slowest inputs", [])[1:]:
-            slowest.append((float(row[0]), int(row[1]), row[2], row[3], label))
+            self.slowest.append((float(row[0]), int(row[1]), row[2], row[3], label))
         for row in p.tables.get("Peak memory (VmHWM of the worker, per input)", [])[1:]:
-            peaks.append((int(row[0]), int(row[1]), int(row[2]), row[3], row[4], label))
+            self.peaks.append((int(row[0]), int(row[1]), int(row[2]), row[3], row[4], label))
 
+
+def merge(parts: list[Part]) -> str:
+    """One summary of a campaign run in parts: the parts, then every table added up."""
+    t = _Totals()
+    for i, p in enumerate(parts, 1):
+        t.add(f"part {i}", p)
     seeds = sorted({p.seed for p in parts})
+    out = _merged_head(parts, seeds) + _merged_failures(parts, seeds, t) + _merged_tables(t)
+    return "\n".join(out) + "\n"
+
+
+def _merged_head(parts: list[Part], seeds: list[str]) -> list[str]:
     total = sum(p.inputs for p in parts)
     overlap = sum(p.workers for prev, p in zip(parts, parts[1:], strict=False)
                   if p.start < prev.start + prev.inputs)
@@ -185,26 +203,36 @@ def merge(parts: list[Part]) -> str:
     notes = [(i, p.note) for i, p in enumerate(parts, 1) if p.note]
     if notes:
         out += ["", "## What each part's session noted", ""] + [f"- part {i}: {n}" for i, n in notes]
+    return out
+
+
+def _merged_failures(parts: list[Part], seeds: list[str], t: _Totals) -> list[str]:
+    out: list[str] = []
     out += ["", "## Outcomes by kind (worst step of each input)", "", "| kind | inputs |", "|---|---:|"]
-    for k in sorted(kinds, key=lambda k: -RANK.get(k, 0)):
-        out.append(f"| {k} | {kinds[k]} |")
+    for k in sorted(t.kinds, key=lambda k: -RANK.get(k, 0)):
+        out.append(f"| {k} | {t.kinds[k]} |")
     out += ["", "## Failures by signature", ""]
-    if not failures:
+    if not t.failures:
         out.append("None.")
     else:
         out += ["| signature | inputs | operations | minimized | regression | found in |",
                 "|---|---:|---|---:|---|---|"]
-        for sig, row in failures.items():
+        for sig, row in t.failures.items():
             reg = row[4]
             if reg.startswith("fuzz/regressions/") and not (REPO / reg).exists():
-                kept = _saved_as(seeds, first_inputs.get(sig.strip("`"), -1))
+                kept = _saved_as(seeds, t.first_inputs.get(sig.strip("`"), -1))
                 row[4] = (f"{kept} (renamed)" if kept else f"{reg} (not kept: see the part's note)")
-            out.append("| " + " | ".join(row) + f" | {', '.join(failure_parts[sig])} |")
+            out.append("| " + " | ".join(row) + f" | {', '.join(t.failure_parts[sig])} |")
         out += ["", "### Details (as each part gave them)", ""]
         for p in parts:
             out += p.details
-    for title, table in (("Steps by outcome", steps), ("Inputs by generator strategy", strategies),
-                         ("Inputs by seed format", seed_fmts)):
+    return out
+
+
+def _merged_tables(t: _Totals) -> list[str]:
+    out: list[str] = []
+    for title, table in (("Steps by outcome", t.steps), ("Inputs by generator strategy", t.strategies),
+                         ("Inputs by seed format", t.seed_fmts)):
         first = {"Steps by outcome": "step", "Inputs by generator strategy": "strategy"}.get(title,
                                                                                          "seed format")
         out += ["", f"## {title}", "", f"| {first} | " + " | ".join(KINDS) + " |",
@@ -213,17 +241,17 @@ def merge(parts: list[Part]) -> str:
             out.append(f"| {name} | " + " | ".join(str(table[name].get(k, 0)) for k in KINDS) + " |")
     out += ["", "## Handled errors by class (each part's top 25, added up)", "", "| error | steps |",
             "|---|---:|"]
-    for err, c in handled.most_common(25):
+    for err, c in t.handled.most_common(25):
         out.append(f"| {err} | {c} |")
     out += ["", "## Slowest inputs (all parts)", "",
             "| seconds | input | slowest group | generated by | part |", "|---:|---:|---|---|---|"]
-    for sec, i, grp, desc, label in sorted(slowest, reverse=True)[:15]:
+    for sec, i, grp, desc, label in sorted(t.slowest, reverse=True)[:15]:
         out.append(f"| {sec:.2f} | {i} | {grp} | {desc} | {label} |")
     out += ["", "## Peak memory (VmHWM of the worker, per input; all parts)", "",
             "| peak MiB | input | size | group | generated by | part |", "|---:|---:|---:|---|---|---|"]
-    for kb, i, size, grp, desc, label in sorted(peaks, reverse=True)[:8]:
+    for kb, i, size, grp, desc, label in sorted(t.peaks, reverse=True)[:8]:
         out.append(f"| {kb} | {i} | {size} | {grp} | {desc} | {label} |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

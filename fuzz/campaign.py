@@ -1,6 +1,6 @@
 """Run a fuzz campaign against kdumptool and write a summary.
 
-    /work/venv/bin/python fuzz/campaign.py N [--seed S] [--workers W] [--out fuzz/summary.md]
+    /work/venv/bin/python fuzz/campaign.py N [--seed S] [--workers W] [--out fuzz/summaries/summary.md]
 
 Input ``i`` of seed ``S`` is always the same bytes (``--show-input S:i`` prints how it was
 made), so a finding can be replayed. Each input runs every operation group of
@@ -472,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("n", type=int, nargs="?", default=1000, help="number of inputs")
     p.add_argument("--seed", default="1", help="campaign seed (input i is a function of seed and i)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default=str(H.FUZZ_DIR / "summary.md"), help="summary file (markdown)")
+    p.add_argument("--out", default=str(H.FUZZ_DIR / "summaries" / "summary.md"),
+                   help="summary file (markdown)")
     p.add_argument("--group-timeout", type=float, default=3.0, help="seconds per operation group")
     p.add_argument("--mem-mb", type=int, default=512, help="RLIMIT_AS of each worker (MiB)")
     p.add_argument("--groups", choices=("contract", "all"), default="contract",

@@ -1,6 +1,6 @@
 """Add up the summaries of a campaign run in parts into one summary.
 
-    /work/venv/bin/python fuzz/merge_summaries.py PART.md [PART.md ...] --out fuzz/summary-1m.md
+    /work/venv/bin/python fuzz/merge_summaries.py PART.md [PART.md ...] --out fuzz/summaries/summary-1m.md
 
 A long campaign (``campaign.py N --seed S``) is stopped at the end of a session and resumed
 with ``--start`` in the next one, often on a newer commit (with the fixes for what the earlier

@@ -19,6 +19,7 @@ from common import BUNDLED_KDUMP, PS, VTOP_ADDRESSES, B
 
 from kdumptool.dump import DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
+from kdumptool.formats import READERS
 from kdumptool.formats.elf import PT_LOAD
 from kdumptool.open import open_dump
 
@@ -80,7 +81,30 @@ def synthetic_seeds() -> list[Seed]:
     seeds = _kdump_seeds()
     seeds += _elf_seeds()
     seeds += _flat_seeds(seeds)
+    seeds += registry_seeds()
     return seeds
+
+
+#: Formats whose seeds are made above, or by :func:`hypervisor_seeds` / :func:`real_seeds`.
+_SEEDED_ELSEWHERE = {"kdump", "elf", "xen-core", "xen-stream", "qemu-savevm", "hyperv", "windows-dmp"}
+
+
+def registry_seeds() -> list[Seed]:
+    """A seed of every registered format (:data:`kdumptool.formats.READERS`) not seeded
+    elsewhere, from ``fuzz_seed()`` of ``tests/builders_<name>.py``: a new format is fuzzed
+    once its test builder has one."""
+    out: list[Seed] = []
+    for entry in READERS:
+        if entry.name in _SEEDED_ELSEWHERE:
+            continue
+        try:
+            builder = importlib.import_module(f"builders_{entry.name.replace('-', '_')}")
+        except ModuleNotFoundError:
+            continue
+        make = getattr(builder, "fuzz_seed", None)
+        if make is not None:
+            out.append(Seed(f"{entry.name}-registry", entry.name, bytes(make()), origin="spec"))
+    return out
 
 
 def _kdump_seeds() -> list[Seed]:

@@ -33,6 +33,10 @@ import harness as H
 
 @dataclass
 class Finding:
+    """One failure signature of a campaign: its first result, how many inputs and which
+    operations showed it, and what was saved of it.
+    """
+
     signature: str
     result: H.OpResult
     count: int = 0
@@ -57,6 +61,8 @@ def all_seeds(args: argparse.Namespace, log: Any = None) -> list[H.Seed]:
 
 
 class Campaign:
+    """A campaign: N inputs of one seed on W workers, failures minimised and saved, the summary."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.lock = threading.Lock()
@@ -86,6 +92,7 @@ class Campaign:
                  f"in {time.monotonic() - t0:.1f} s")
 
     def log(self, msg: str) -> None:
+        """Print a time-stamped line on standard error and keep it for the summary's notes."""
         line = f"[{datetime.datetime.now():%H:%M:%S}] {msg}"
         print(line, file=sys.stderr, flush=True)
         self.log_lines.append(msg)
@@ -100,6 +107,7 @@ class Campaign:
             return self.args.start + i
 
     def run(self) -> None:
+        """Run every input on the workers; checkpoint the summary; stop cleanly on ^C or SIGTERM."""
         t0 = time.monotonic()
         threads = [threading.Thread(target=self._thread, args=(k,), daemon=True)
                    for k in range(self.args.workers)]
@@ -398,6 +406,7 @@ def replay(paths: list[str], args: argparse.Namespace) -> int:
 
 
 def show_input(spec: str, args: argparse.Namespace, out_path: str | None) -> int:
+    """Print (and with ``out_path`` write) input ``SEED:I`` of the generator."""
     seed, _, index = spec.rpartition(":")
     c = H.Generator(all_seeds(args), strategies(args))
     data, desc = c.generate(int(seed) if seed.lstrip("-").isdigit() else seed, int(index))
@@ -468,6 +477,7 @@ def run_atheris(seconds: int, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("n", type=int, nargs="?", default=1000, help="number of inputs")
     p.add_argument("--seed", default="1", help="campaign seed (input i is a function of seed and i)")

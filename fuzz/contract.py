@@ -95,6 +95,7 @@ class Outcome:
     group_peak_kb: dict[str, int] = field(default_factory=dict)
 
     def failures(self, kinds: Iterable[str] = FAILURE_KINDS) -> list[OpResult]:
+        """The steps whose kind is one of ``kinds``."""
         kinds = tuple(kinds)
         return [r for r in self.results if r.kind in kinds]
 
@@ -106,6 +107,7 @@ class Outcome:
         return out
 
     def handled(self) -> list[str]:
+        """The error class of every step that ended in a kdumptool error."""
         return [r.error for r in self.results if r.kind == "handled"]
 
 
@@ -139,6 +141,7 @@ def _where(tb: Any, op: str = "") -> str:
 
 
 def rel_path(filename: str) -> str:
+    """``filename`` relative to the repository (or from ``site-packages/``), for signatures."""
     with contextlib.suppress(ValueError):
         return str(Path(filename).resolve().relative_to(REPO))
     m = re.search(r"(site-packages/.*)$", filename)
@@ -564,6 +567,7 @@ def run_ops(data: bytes, groups: Iterable[str] | None = None, *, workdir: Path |
 
 
 def threading_main() -> bool:
+    """True in the main thread (only there can ``signal`` set a time limit)."""
     import threading
 
     return threading.current_thread() is threading.main_thread()

@@ -34,6 +34,8 @@ RANK = {k: i for i, k in enumerate(("skipped", "ok", "handled", "bad_output", "u
 
 @dataclass
 class Part:
+    """One part's summary, parsed: its command, range of inputs, tables and details."""
+
     path: Path
     command: str = ""
     start: int = 0
@@ -255,6 +257,7 @@ def _merged_tables(t: _Totals) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: merge the parts given, to ``--out`` or standard output."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", type=Path, help="summaries, in the order they ran")
     ap.add_argument("--out", type=Path, help="write here (default: standard output)")

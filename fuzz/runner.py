@@ -162,11 +162,13 @@ class Worker:
             self.conn.close()
 
     def restart(self) -> None:
+        """Kill the worker process and start a new one."""
         self._kill()
         self.restarts += 1
         self._start()
 
     def close(self) -> None:
+        """Stop the worker (politely, then by force) and delete its directory."""
         if self.proc is not None and self.proc.is_alive():
             with contextlib.suppress(OSError):
                 self.conn.send(None)

@@ -65,6 +65,9 @@ def synthetic_vmcoreinfo(page_size: int = PS, machine: int = 62, **extra: Any) -
 
 def synthetic_pages(page_size: int = PS, *, lost: Iterable[int] = (), noisy: Iterable[int] = (),
            extra: Iterable[tuple[int, int]] = ()) -> dict[int, Any]:
+    """The pages of the synthetic seeds (a few RAM runs, excluded, zero, lost and noisy pages,
+    and the utsname page), for ``builders.build_kdump`` / ``build_elf``.
+    """
     pages = B.make_pages([(0, 12), (UTS_PFN, UTS_PFN + 2), (20, 24), *extra], page_size,
                          excluded=[3, 21], zero=[5, 6], lost=lost, noisy=noisy)
     pages[UTS_PFN] = _uts_page(page_size=page_size)

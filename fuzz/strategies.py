@@ -47,6 +47,9 @@ def interesting(f: Field, orig: int, file_size: int, page_size: int, rng: random
 
 
 def field_value(f: Field, data: bytes | bytearray, page_size: int, rng: random.Random) -> int:
+    """A new value for field ``f``: mostly an interesting one (boundaries), else random bits,
+    else the original value off by a little.
+    """
     orig = f.read(data)
     r = rng.random()
     if r < 0.72:
@@ -179,6 +182,7 @@ def _pos(d: bytearray, lay: Layout, rng: random.Random) -> int:
 
 
 def m_flip(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Flip one to eight bits. :return: what was done"""
     if not d:
         return "flip (empty)"
     k = rng.choice([1, 1, 2, 3, 8])
@@ -191,6 +195,7 @@ def m_flip(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_byte(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Set one byte to a boundary or random value. :return: what was done"""
     if not d:
         return "byte (empty)"
     p = _pos(d, lay, rng)
@@ -199,6 +204,7 @@ def m_byte(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_run(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Overwrite a run of bytes with zeros, ``0xff`` or random bytes. :return: what was done"""
     if not d:
         return "run (empty)"
     p = _pos(d, lay, rng)
@@ -209,6 +215,7 @@ def m_run(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_zero_block(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Zero a structure's region (or part of it), else a random block. :return: what was done"""
     if lay.regions and rng.random() < 0.5:
         name, (a, b) = rng.choice(list(lay.regions.items()))
         a, b = max(0, min(a, len(d))), max(0, min(b, len(d)))
@@ -223,6 +230,9 @@ def m_zero_block(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_truncate(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Cut the input at a structure boundary (give or take a few bytes), else anywhere.
+    :return: what was done
+    """
     if rng.random() < 0.6 and lay.boundaries:
         cut = rng.choice(sorted(lay.boundaries)) + rng.choice([0, 0, 0, -1, 1, -8, 8, -16, 12])
     else:
@@ -233,6 +243,7 @@ def m_truncate(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_extend(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Append zeros, random bytes or a copy of part of the input. :return: what was done"""
     n = rng.choice([1, 16, 4096, 8192, 65536])
     kind = rng.choice(["zero", "random", "copy"])
     if kind == "copy" and d:
@@ -245,6 +256,7 @@ def m_extend(d: bytearray, lay: Layout, rng: random.Random) -> str:
 
 
 def m_insert_delete(d: bytearray, lay: Layout, rng: random.Random) -> str:
+    """Insert or delete bytes, mostly at a structure boundary. :return: what was done"""
     p = rng.choice(sorted(lay.boundaries)) if lay.boundaries and rng.random() < 0.7 else \
         rng.randrange(len(d) + 1)
     p = max(0, min(p, len(d)))
@@ -441,6 +453,7 @@ class Generator:
         self._seed_weights = [s.weight for s in seeds]
 
     def layout(self, seed: Seed) -> Layout:
+        """The structure map of ``seed`` (made once per seed)."""
         lay = self._layouts.get(seed.name)
         if lay is None:
             lay = self._layouts[seed.name] = describe(seed.data)

@@ -34,11 +34,13 @@ class Field:
     group: str = ""  # "header", "table", "notes", ...
 
     def read(self, data: bytes | bytearray) -> int:
+        """The field's value in ``data`` (zero-extended past its end)."""
         raw = bytes(data[self.offset:self.offset + self.size]).ljust(self.size, b"\0")
         return int.from_bytes(raw, "little" if self.endian == "<" else "big",
                               signed=self.kind == "s")
 
     def write(self, data: bytearray, value: int) -> None:
+        """Store ``value`` (masked to the field's size) in ``data``, if the field fits in it."""
         if self.offset + self.size > len(data):
             return
         mask = (1 << (8 * self.size)) - 1
@@ -80,6 +82,7 @@ class Layout:
 
 
 def parse_field(st: cs.Construct, data: bytes | bytearray, off: int) -> Any:
+    """``st`` parsed at ``off`` of ``data``, None when it does not fit."""
     size = st.sizeof()
     if off < 0 or off + size > len(data):
         return None

@@ -1,8 +1,12 @@
 """kdumptool: convert, filter, validate and repair Linux kernel crash dumps.
 
-The package reads and writes the formats described in ``SPEC.md``: ELF core
-files (``/proc/vmcore``, ``makedumpfile -E``, QEMU ``dump-guest-memory``),
-makedumpfile's kdump-compressed format and its flattened stream.
+The package reads the formats described in ``SPEC.md`` and registered in
+:data:`kdumptool.formats.READERS` -- ELF core files (``/proc/vmcore``, ``makedumpfile -E``,
+QEMU ``dump-guest-memory``), makedumpfile's kdump-compressed format (also split sets),
+QEMU migration streams and libvirt save images, Xen dump-core and save images, Hyper-V saved
+state, Windows complete memory dumps and LiME images -- under any transport (makedumpfile's
+flattened stream, whole-file zstd / xz / gzip / lz4), and writes ELF and kdump-compressed
+files, plain or flattened.
 
 Typical use::
 

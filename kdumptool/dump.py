@@ -80,7 +80,9 @@ class Utsname:
 class DumpInfo:
     """What a dump says about itself (no page contents)."""
 
-    format: str  # "elf64", "elf32", "kdump", "diskdump"
+    #: the format: "elf64", "elf32", "kdump", "diskdump", "xen-core", "xen-stream", "qemu-savevm",
+    #: "hyperv-vmrs", "hyperv-vsv", "windows-dmp", "lime" (the registry: kdumptool.formats.READERS)
+    format: str
     path: str
     endian: str  # "<" or ">"
     word_size: int  # 4 or 8

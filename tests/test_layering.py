@@ -6,7 +6,7 @@
   at the top, would close a cycle of modules;
 * every public exception class in ``errors.py``;
 * no module over 600 lines and no function over 80 lines (``kdumptool/`` and ``fuzz/``);
-* a docstring on every public function, method and class.
+* a docstring on every public function, method and class (``kdumptool/`` and ``fuzz/``).
 
 What other branches still own is named below with the rule it breaks (:data:`OVER_SIZE`,
 :data:`EXCEPTIONS_ELSEWHERE`, :data:`UNDOCUMENTED`, :data:`LAZY_CYCLES`); each list may only
@@ -359,7 +359,7 @@ def test_modules_and_functions_are_small() -> None:
 
 
 def test_public_names_have_docstrings() -> None:
-    found = undocumented(OWN_FILES)
+    found = undocumented(SIZE_FILES)
     assert found - UNDOCUMENTED == set(), "public names without a docstring"
     assert UNDOCUMENTED - found == set(), "documented now: remove from UNDOCUMENTED"
 

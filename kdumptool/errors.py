@@ -281,3 +281,12 @@ class DmesgError(CorruptDumpError):
     def __init__(self, message: str, *, path: str | None = None, partial: bytes = b"") -> None:
         super().__init__(message, path=path)
         self.partial = partial
+
+
+# --- repair ---------------------------------------------------------------------------------------
+
+
+class RepairError(KdumpToolError):
+    """The dump cannot be repaired (not a dump, or damage that cannot be undone)."""
+
+    exit_code = 3

@@ -31,27 +31,22 @@ from pathlib import Path
 
 from kdumptool.dump import DumpReader
 from kdumptool.errors import UnknownFormatError
-from kdumptool.formats import kdump, kdump_recover
 from kdumptool.formats.registry import ReaderEntry
 from kdumptool.transport.source import ByteSource
 
-#: ``formats/kdump.py`` is being changed on another branch: its entry is declared here until
-#: that module declares its own ``ENTRY``.
 _DECLARATION = "\nENTRY = ReaderEntry("
-_KDUMP = ReaderEntry("kdump", kdump.probe, kdump.KdumpReader, "'KDUMP   ', 'DISKDUMP'", order=10,
-                     recover=kdump_recover.recover_signature)
 
 
 def _discover() -> tuple[ReaderEntry, ...]:
     """Every ``ENTRY`` of the modules of this package, in probe order. Only the modules whose
     source declares one are imported (writers and helpers are not: ``info`` stays quick)."""
-    found = [_KDUMP]
+    found = []
     for mod in pkgutil.iter_modules(__path__):
         path = Path(__path__[0]) / f"{mod.name}.py"
         if not path.is_file() or _DECLARATION not in path.read_text(encoding="utf-8"):
             continue
         entry = importlib.import_module(f"{__name__}.{mod.name}").ENTRY
-        if isinstance(entry, ReaderEntry) and entry.name != _KDUMP.name:
+        if isinstance(entry, ReaderEntry):
             found.append(entry)
     return tuple(sorted(found, key=lambda e: (e.order, e.name)))
 

@@ -26,7 +26,6 @@ headers in :mod:`kdumptool.formats.kdump_recover`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,15 +60,13 @@ from kdumptool.formats.kdump_layout import (  # re-exported: the names of this f
     detect_layout,
     kdump_structs,
     probe,
+    rebuild_block_size,
 )
 from kdumptool.formats.kdump_pages import decode_all, decode_each, decode_one, window_bytes
 from kdumptool.formats.notes import MAX_NOTES, parse_notes, vmcoreinfo_from_notes
 from kdumptool.schema import strip_c_string
 from kdumptool.transport.source import ByteSource, may_hold_data, read_exact
 from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
-
-if TYPE_CHECKING:
-    from kdumptool.formats.kdump_recover import Remap
 
 __all__ = [
     "KDUMP_SIGNATURE",
@@ -97,6 +94,56 @@ __all__ = [
     "KdumpReader",
 ]
 
+class Remap:
+    """A 2nd bitmap rebuilt over some of its bytes, and the descriptor of each page it declares
+    there (repair's answer to a zeroed part of the 2nd bitmap: ``kdumptool.repair.bitmap2``).
+
+    Ranks (the index of a present page in PFN order) and descriptor indexes are equal before
+    the rebuilt bytes; inside, ``index`` lists the descriptor of each present page (-1: the page
+    was dumped but which descriptor is its cannot be told: it reads as lost); after them they
+    differ by ``shift``.
+
+    :param first_byte: first byte of the 2nd bitmap replaced by ``bits``
+    :param first_rank: rank of the first present page of the replaced bytes
+    """
+
+    def __init__(self, first_byte: int, bits: np.ndarray, first_rank: int, index: np.ndarray,
+                 shift: int) -> None:
+        self.first_byte, self.bits = first_byte, bits
+        self.first_rank, self.index, self.shift = first_rank, index.astype(np.int64), shift
+
+    def overlaps(self, start_byte: int, nbytes: int) -> bool:
+        """Whether bytes ``[start_byte, start_byte + nbytes)`` of the 2nd bitmap are rebuilt ones."""
+        return start_byte < self.first_byte + len(self.bits) and self.first_byte < start_byte + nbytes
+
+    def overlay(self, start_byte: int, raw: np.ndarray) -> np.ndarray:
+        """2nd-bitmap bytes read from the file, the rebuilt ones put in."""
+        end = self.first_byte + len(self.bits)
+        lo, hi = max(start_byte, self.first_byte), min(start_byte + len(raw), end)
+        if lo >= hi:
+            return raw
+        out = raw.copy()
+        out[lo - start_byte:hi - start_byte] = self.bits[lo - self.first_byte:hi - self.first_byte]
+        return out
+
+    def descs(self, reader: KdumpReader, first: int, count: int) -> np.ndarray:
+        """The descriptors of present pages ``[first, first + count)`` (ranks), read from the table."""
+        ranks = np.arange(first, first + count, dtype=np.int64)
+        inside = ranks - self.first_rank
+        within = (inside >= 0) & (inside < len(self.index))
+        idx = np.where(inside < 0, ranks, ranks + self.shift)
+        idx[within] = self.index[inside[within]]
+        out = np.zeros(count, dtype=reader.structs.page_desc_dtype)
+        have = np.flatnonzero(idx >= 0)
+        if not have.size:
+            return out
+        breaks = np.flatnonzero(np.diff(idx[have]) != 1) + 1  # one read per run of the table
+        for lo, hi in zip(np.concatenate(([0], breaks)).tolist(),
+                          np.concatenate((breaks, [have.size])).tolist(), strict=True):
+            out[have[lo:hi]] = reader._table(int(idx[have[lo]]), hi - lo)
+        return out
+
+
 class KdumpReader(DumpReader):
     """Reader of kdump-compressed files (``KDUMP   ``) and old diskdump files (``DISKDUMP``)."""
 
@@ -123,8 +170,6 @@ class KdumpReader(DumpReader):
         except CorruptDumpError:
             if strict:
                 raise
-            from kdumptool.formats.kdump_recover import rebuild_block_size
-
             found = rebuild_block_size(source, head)  # tolerant: repair can use it
             if found is None:
                 raise
@@ -267,6 +312,7 @@ class KdumpReader(DumpReader):
         return self._count(2 if self.two_bitmaps else 1, max(start, lo), min(end, hi))
 
     def count_pages(self) -> tuple[int, int]:
+        """``(RAM pages, present pages)``, counted in the bitmaps chunk by chunk."""
         ram = present = 0
         step = self.COUNT_CHUNK
         for start in range(0, self._max_mapnr, step):
@@ -275,6 +321,9 @@ class KdumpReader(DumpReader):
         return ram, present
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """RAM (1st bitmap) and present (2nd bitmap, or the 1st for a dump with one) bits of
+        the window; a split part's present bits only inside its PFN range.
+        """
         ram = self._bits(1, start, count)
         present = self._bits(2, start, count) if self.two_bitmaps else ram.copy()
         lo, hi = self.part

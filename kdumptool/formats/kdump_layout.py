@@ -6,6 +6,7 @@ Spec: SPEC.md "kdump-compressed" (3.2 - 3.7) and 1.3 (the trial); upstream maked
 ``struct page_desc``, ``DUMP_DH_*``); libkdumpfile ``src/kdumpfile/diskdump.c``
 (``kdump_sub_header_32pack``/``32pad``/``64``, ``open_common``, ``try_header_*``).
 The reader is :mod:`kdumptool.formats.kdump`, which re-exports these names.
+:func:`rebuild_block_size` is the trial a tolerant reader makes when ``block_size`` is damaged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 from kdumptool.dump import UTS_FIELDS, UTS_LEN
 from kdumptool.errors import CorruptDumpError
 from kdumptool.schema import ints, numpy_dtype, parse_at, strip_c_string
+from kdumptool.transport.source import ByteSource
+from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
 
 KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"
@@ -163,3 +166,36 @@ def detect_layout(head: bytes, *, path: str | None = None) -> tuple[KdumpStructs
         "and the bitmaps must cover max_mapnr", path=path, offset=off,
         expected="block_size = page size (e.g. 4096)", got=hdr.block_size,
     )
+
+
+def rebuild_block_size(source: ByteSource, head: bytes) -> tuple[KdumpStructs, cs.Container, str] | None:
+    """A header whose ``block_size`` is damaged, rebuilt from the sub-header and VMCOREINFO.
+
+    The sub-header sits at offset ``block_size``: each page size is tried there, and kept
+    when that sub-header points at a VMCOREINFO whose ``PAGESIZE`` is the same size and the
+    rest of the header is plausible with it.
+    """
+    machine = strip_c_string(head[_MACHINE_OFFSET:_MACHINE_OFFSET + UTS_LEN])
+    layouts = [("64", "<"), ("64", ">")] if machine not in MACHINES_32 else \
+        [("32pack" if machine in MACHINES_32_PACKED else "32pad", e) for e in "<>"]
+    for layout, endian in layouts:
+        s = kdump_structs(layout, endian)
+        hdr = s.DiskDumpHeader.parse(head[:s.DiskDumpHeader.sizeof()])
+        for bs in (4096, 16384, 65536, 8192, 2048, 1024, 32768, 131072, 262144):
+            raw = source.pread(bs, s.KdumpSubHeader.sizeof())
+            if len(raw) < s.KdumpSubHeader.sizeof():
+                continue
+            sub = s.KdumpSubHeader.parse(raw)
+            off, size = sub.offset_vmcoreinfo, sub.size_vmcoreinfo
+            if not (3 <= hdr.header_version <= 64 and bs < off and 0 < size <= MAX_VMCOREINFO
+                    and off + size <= source.size):
+                continue
+            vmci = VmcoreInfo.parse(source.pread(off, size))
+            if vmci.page_size != bs:
+                continue
+            old = hdr.block_size
+            hdr.block_size = bs
+            if _plausible(hdr):
+                return s, hdr, f"block_size {old} replaced by {bs} (the sub-header's VMCOREINFO PAGESIZE)"
+            hdr.block_size = old
+    return None

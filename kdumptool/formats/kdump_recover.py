@@ -3,8 +3,9 @@
 Spec: SPEC.md §8 ("Checking and repairing"). Used only by tolerant readers (``fsck``,
 ``repair``, ``info``): a strict reader refuses such a file.
 
-* :func:`rebuild_block_size` — ``block_size`` fails the layout trial: the page size under
-  which the sub-header points at a VMCOREINFO that says the same ``PAGESIZE``;
+* :func:`~kdumptool.formats.kdump_layout.rebuild_block_size` — ``block_size`` fails the
+  layout trial: the page size under which the sub-header points at a VMCOREINFO that says the
+  same ``PAGESIZE`` (called by the reader itself);
 * :func:`recover_signature` — ``signature`` is neither ``"KDUMP   "`` nor ``"DISKDUMP"``,
   but the header, the sub-header, the bitmaps and the page descriptor table agree.
 """
@@ -13,62 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import construct as cs
 import numpy as np
 
 from kdumptool.errors import DumpError
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.kdump_layout import (
-    _MACHINE_OFFSET,
     DISKDUMP_SIGNATURE,
     KDUMP_HEADER_VERSION,
     KDUMP_SIGNATURE,
     KNOWN_STATUS,
-    MACHINES_32,
-    MACHINES_32_PACKED,
-    UTS_LEN,
-    KdumpStructs,
-    _plausible,
-    kdump_structs,
     probe,
 )
-from kdumptool.schema import strip_c_string
+from kdumptool.formats.registry import ReaderEntry
 from kdumptool.transport.source import ByteSource
-from kdumptool.vmcoreinfo import MAX_VMCOREINFO, VmcoreInfo
-
-
-def rebuild_block_size(source: ByteSource, head: bytes) -> tuple[KdumpStructs, cs.Container, str] | None:
-    """A header whose ``block_size`` is damaged, rebuilt from the sub-header and VMCOREINFO.
-
-    The sub-header sits at offset ``block_size``: each page size is tried there, and kept
-    when that sub-header points at a VMCOREINFO whose ``PAGESIZE`` is the same size and the
-    rest of the header is plausible with it.
-    """
-    machine = strip_c_string(head[_MACHINE_OFFSET:_MACHINE_OFFSET + UTS_LEN])
-    layouts = [("64", "<"), ("64", ">")] if machine not in MACHINES_32 else \
-        [("32pack" if machine in MACHINES_32_PACKED else "32pad", e) for e in "<>"]
-    for layout, endian in layouts:
-        s = kdump_structs(layout, endian)
-        hdr = s.DiskDumpHeader.parse(head[:s.DiskDumpHeader.sizeof()])
-        for bs in (4096, 16384, 65536, 8192, 2048, 1024, 32768, 131072, 262144):
-            raw = source.pread(bs, s.KdumpSubHeader.sizeof())
-            if len(raw) < s.KdumpSubHeader.sizeof():
-                continue
-            sub = s.KdumpSubHeader.parse(raw)
-            off, size = sub.offset_vmcoreinfo, sub.size_vmcoreinfo
-            if not (3 <= hdr.header_version <= 64 and bs < off and 0 < size <= MAX_VMCOREINFO
-                    and off + size <= source.size):
-                continue
-            vmci = VmcoreInfo.parse(source.pread(off, size))
-            if vmci.page_size != bs:
-                continue
-            old = hdr.block_size
-            hdr.block_size = bs
-            if _plausible(hdr):
-                return s, hdr, f"block_size {old} replaced by {bs} (the sub-header's VMCOREINFO PAGESIZE)"
-            hdr.block_size = old
-    return None
-
 
 
 class ResignedSource:
@@ -85,6 +43,7 @@ class ResignedSource:
         self.size = wrapped.size
 
     def pread(self, offset: int, length: int) -> bytes:
+        """The wrapped source's bytes, the restored signature over the first ones."""
         data = self.wrapped.pread(offset, length)
         if offset >= len(self.signature) or not data:
             return data
@@ -92,6 +51,7 @@ class ResignedSource:
         return sig + data[len(sig):]
 
     def close(self) -> None:
+        """Close the wrapped source."""
         self.wrapped.close()
 
     def __getattr__(self, name: str) -> Any:  # holds_data, damage, inner ...
@@ -151,51 +111,8 @@ def _agrees(r: KdumpReader) -> bool:
     return True
 
 
-class Remap:
-    """A 2nd bitmap rebuilt over some of its bytes, and the descriptor of each page it declares
-    there (repair's answer to a zeroed part of the 2nd bitmap: ``kdumptool.repair.bitmap2``).
-
-    Ranks (the index of a present page in PFN order) and descriptor indexes are equal before
-    the rebuilt bytes; inside, ``index`` lists the descriptor of each present page (-1: the page
-    was dumped but which descriptor is its cannot be told: it reads as lost); after them they
-    differ by ``shift``.
-
-    :param first_byte: first byte of the 2nd bitmap replaced by ``bits``
-    :param first_rank: rank of the first present page of the replaced bytes
-    """
-
-    def __init__(self, first_byte: int, bits: np.ndarray, first_rank: int, index: np.ndarray,
-                 shift: int) -> None:
-        self.first_byte, self.bits = first_byte, bits
-        self.first_rank, self.index, self.shift = first_rank, index.astype(np.int64), shift
-
-    def overlaps(self, start_byte: int, nbytes: int) -> bool:
-        """Whether bytes ``[start_byte, start_byte + nbytes)`` of the 2nd bitmap are rebuilt ones."""
-        return start_byte < self.first_byte + len(self.bits) and self.first_byte < start_byte + nbytes
-
-    def overlay(self, start_byte: int, raw: np.ndarray) -> np.ndarray:
-        """2nd-bitmap bytes read from the file, the rebuilt ones put in."""
-        end = self.first_byte + len(self.bits)
-        lo, hi = max(start_byte, self.first_byte), min(start_byte + len(raw), end)
-        if lo >= hi:
-            return raw
-        out = raw.copy()
-        out[lo - start_byte:hi - start_byte] = self.bits[lo - self.first_byte:hi - self.first_byte]
-        return out
-
-    def descs(self, reader: KdumpReader, first: int, count: int) -> np.ndarray:
-        """The descriptors of present pages ``[first, first + count)`` (ranks), read from the table."""
-        ranks = np.arange(first, first + count, dtype=np.int64)
-        inside = ranks - self.first_rank
-        within = (inside >= 0) & (inside < len(self.index))
-        idx = np.where(inside < 0, ranks, ranks + self.shift)
-        idx[within] = self.index[inside[within]]
-        out = np.zeros(count, dtype=reader.structs.page_desc_dtype)
-        have = np.flatnonzero(idx >= 0)
-        if not have.size:
-            return out
-        breaks = np.flatnonzero(np.diff(idx[have]) != 1) + 1  # one read per run of the table
-        for lo, hi in zip(np.concatenate(([0], breaks)).tolist(),
-                          np.concatenate((breaks, [have.size])).tolist(), strict=True):
-            out[have[lo:hi]] = reader._table(int(idx[have[lo]]), hi - lo)
-        return out
+#: The kdump-compressed format in the registry (:mod:`kdumptool.formats`), declared here rather
+#: than in :mod:`kdumptool.formats.kdump`: with the recovery of a damaged signature, which needs
+#: the reader.
+ENTRY = ReaderEntry("kdump", probe, KdumpReader, "'KDUMP   ', 'DISKDUMP'", order=10,
+                    recover=recover_signature)

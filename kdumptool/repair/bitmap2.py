@@ -36,8 +36,7 @@ import numpy as np
 from kdumptool.codecs import CODEC_FLAG_MASK
 from kdumptool.errors import KdumpToolError
 from kdumptool.filters.exclusion import PageClassExclusion, translator_for
-from kdumptool.formats.kdump import PAGE_DESC_SIZE, KdumpReader
-from kdumptool.formats.kdump_recover import Remap
+from kdumptool.formats.kdump import PAGE_DESC_SIZE, KdumpReader, Remap
 from kdumptool.repair.findings import ranges_of
 from kdumptool.vtop.kernel_image import START_KERNEL_MAP_X86_64, kernel_image_to_phys
 
@@ -73,6 +72,7 @@ class Rematch:
         return self.descriptors - self.matched
 
     def as_dict(self) -> dict[str, object]:
+        """The rebuild's figures for ``fsck --json`` and ``repair --json``."""
         return {"missing_bits": self.missing, "pfn_range": list(self.span), "descriptors": self.descriptors,
                 "matched": self.matched, "matched_by_page_data": self.by_data,
                 "unmatched": self.unmatched, "lost_pfn_ranges": [list(r) for r in self.lost],

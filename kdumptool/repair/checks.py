@@ -88,6 +88,9 @@ def describe(exc: DumpError, *, named: bool = False) -> str:
 
 
 def validate_transport(reader: DumpReader, report: Report) -> None:
+    """Findings about the transport under the image (a compressed stream or flattened
+    file cut short or damaged), added to ``report``.
+    """
     src = getattr(reader.source, "wrapped", reader.source)  # (a source that restores a field)
     damage = getattr(src, "damage", None)
     if damage is not None:  # a compressed stream (or stdin) cut short or corrupt
@@ -111,6 +114,9 @@ def _kdump_parts(reader: DumpReader) -> list[KdumpReader]:
 
 
 def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None:
+    """Findings about a kdump-compressed dump or split set (missing parts, then each part's
+    headers, bitmaps and page descriptors), added to ``report``.
+    """
     if isinstance(reader, SplitSetReader):
         for lo, hi in reader.gaps:
             declared = ranges_of(np.flatnonzero(reader.parts[0]._bits(2, lo, hi - lo)) + lo)
@@ -290,6 +296,9 @@ def _iter_descs(r: KdumpReader) -> Iterator[tuple[np.ndarray, np.ndarray, np.nda
 # --- ELF ----------------------------------------------------------------------------------
 
 def validate_elf(r: ElfReader, report: Report) -> None:
+    """Findings about an ELF dump's headers and segments (a rebuilt ``e_phnum``, the
+    incomplete flag, implausible or missing segment data), added to ``report``.
+    """
     size, ps = r.source.size, r.page_size
     if r.rebuilt_phnum:
         report.add("repairable", "elf-phnum",
@@ -348,6 +357,9 @@ def validate_hyperv(r: HyperVReader, report: Report) -> None:
 # --- VMCOREINFO ---------------------------------------------------------------------------
 
 def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
+    """Findings about VMCOREINFO (missing, without OSRELEASE, a ``PAGESIZE`` other than the
+    dump's, ...), added to ``report``.
+    """
     info = reader.info
     vmci = info.vmcoreinfo
     if vmci is None:

@@ -31,6 +31,7 @@ class Finding:
     lost: list[tuple[int, int]] = field(default_factory=list)  # [start, end) PFN ranges
 
     def as_dict(self) -> dict[str, Any]:
+        """The finding for ``--json``."""
         return {"severity": self.severity, "code": self.code, "offset": self.offset,
                 "message": self.message, "lost_pfn_ranges": [list(r) for r in self.lost]}
 
@@ -43,24 +44,32 @@ class Finding:
 
 @dataclass
 class Report:
+    """What ``fsck`` found in one dump: its findings (worst severity gives the exit code) and
+    facts.
+    """
+
     path: str
     findings: list[Finding] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
     def add(self, severity: str, code: str, message: str, offset: int | None = None,
             lost: list[tuple[int, int]] | None = None) -> Finding:
+        """Record a finding. :return: it"""
         f = Finding(severity, code, message, offset, lost or [])
         self.findings.append(f)
         return f
 
     @property
     def exit_code(self) -> int:
+        """The exit status: that of the worst severity found (0 when nothing was)."""
         return max((SEVERITIES[f.severity] for f in self.findings), default=0)
 
     def lost_ranges(self) -> list[tuple[int, int]]:
+        """Every PFN range a finding says is lost, merged."""
         return merge_ranges([r for f in self.findings for r in f.lost])
 
     def as_dict(self) -> dict[str, Any]:
+        """The report for ``--json``."""
         return {"file": self.path, "exit_code": self.exit_code, "facts": self.facts,
                 "findings": [f.as_dict() for f in self.findings],
                 "lost_pfn_ranges": [list(r) for r in self.lost_ranges()]}

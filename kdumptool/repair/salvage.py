@@ -34,7 +34,7 @@ import numpy as np
 
 from kdumptool.codecs import get_codec
 from kdumptool.dump import DumpReader, PageBatch, pfn_range_text
-from kdumptool.errors import KdumpToolError, OutputError
+from kdumptool.errors import OutputError, RepairError
 from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.kdump import KdumpReader
 from kdumptool.formats.split import SplitSetReader
@@ -55,12 +55,6 @@ REWRITE_FIXES = {
 }
 
 
-class RepairError(KdumpToolError):
-    """The dump cannot be repaired (not a dump, or damage that cannot be undone)."""
-
-    exit_code = 3
-
-
 class ZeroFillReader(DumpReader):
     """A tolerant reader whose lost and corrupt pages read as zeros."""
 
@@ -70,12 +64,15 @@ class ZeroFillReader(DumpReader):
         self.info = inner.info
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The inner reader's bits."""
         return self.inner.bitmaps(start, count)
 
     def data_windows(self, window: int | None = None) -> Iterator[tuple[int, int]]:
+        """The inner reader's windows."""
         return self.inner.data_windows(window)
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The inner reader's batch, its lost and corrupt pages present as pages of zeros."""
         b = self.inner.read_batch(start, count)
         fill = b.lost.copy()
         for pfn in b.corrupt:
@@ -89,6 +86,7 @@ class ZeroFillReader(DumpReader):
                          np.zeros(count, dtype=bool), {})
 
     def close(self) -> None:
+        """Close the inner reader."""
         self.inner.close()
 
 

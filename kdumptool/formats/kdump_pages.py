@@ -11,7 +11,7 @@ which names the damaged page and the reason.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -19,8 +19,15 @@ from kdumptool.codecs import PageDecodeError, codec_for_flags
 from kdumptool.errors import CodecUnavailableError, CorruptPageError
 from kdumptool.transport.source import ByteSource
 
-if TYPE_CHECKING:
-    from kdumptool.formats.kdump import KdumpReader
+
+class KdumpReader(Protocol):
+    """What decoding needs of :class:`kdumptool.formats.kdump.KdumpReader` (a protocol: that
+    module imports this one)."""
+
+    source: ByteSource
+    block_size: int
+    strict: bool
+    path: str
 
 #: Largest span of page data read at once for a window.
 SPAN_LIMIT = 64 << 20

@@ -15,6 +15,14 @@ Typical use::
         print(dump.info.release, dump.read(0x1000, 16))
     with kdumptool.open_kernel("vmcore") as kernel:
         print(kernel.symbols.address("schedule"), kdumptool.triage(kernel).signature)
+    result = kdumptool.convert("vmcore", "small.kdump", level="11,31", codec="zstd")
+    print(result.dump_level, result.pages, result.retried)
+    print(kdumptool.fsck("small.kdump").exit_code, kdumptool.triage("small.kdump").signature)
+
+Every command of the ``kdumptool`` program is a function here returning a typed result
+(:mod:`kdumptool.api`): ``convert``, ``filter``, ``split``, ``reassemble``, ``info``,
+``fsck``, ``triage``, and ``repair_dump`` and ``scrub_dump`` (``kdumptool.repair`` and
+``kdumptool.scrub`` are the packages that do that work).
 
 The names below are imported on first use (``kdumptool --help`` loads none of them).
 """
@@ -23,7 +31,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["open_dump", "open_dumps", "open_kernel", "Kernel", "triage", "dmesg_text", "drgn_program"]
+#: The library commands (:mod:`kdumptool.api`) by their name here.
+_API = {"convert": "convert", "filter": "filter", "split": "split", "reassemble": "reassemble",
+        "info": "info", "fsck": "fsck", "triage": "triage", "repair_dump": "repair",
+        "scrub_dump": "scrub", "parse_size": "parse_size", "parse_levels": "parse_levels",
+        "ConvertResult": "ConvertResult", "SplitResult": "SplitResult", "InfoResult": "InfoResult",
+        "RepairResult": "RepairResult", "ReassembleResult": "ReassembleResult"}
+
+__all__ = ["open_dump", "open_dumps", "open_kernel", "Kernel", "dmesg_text", "drgn_program", *_API]
 __version__ = "0.1.0"
 
 
@@ -37,10 +52,10 @@ def __getattr__(name: str) -> Any:
         from kdumptool.kernel import session
 
         return getattr(session, name)
-    if name == "triage":
-        from kdumptool.kernel.triage import triage
+    if name in _API:
+        from kdumptool import api
 
-        return triage
+        return getattr(api, _API[name])
     if name == "dmesg_text":
         from kdumptool.dmesg import dmesg_text
 

@@ -6,7 +6,8 @@
 * ``--debug`` is accepted after the command name too (``kdumptool info --debug DUMP``), as
   before it; the group reads it from the command line (:class:`kdumptool.cli._Group`).
 
-Also the refusal of makedumpfile's ``-x VMLINUX``, which kdumptool does not need.
+Also the refusal of makedumpfile's ``-x VMLINUX``, which kdumptool does not need, the ``-i``
+option, and :func:`note`, which prints what the library tells while it works.
 """
 
 from __future__ import annotations
@@ -115,3 +116,17 @@ def _refuse_vmlinux(ctx: click.Context, param: click.Parameter, value: Any) -> N
 VMLINUX_OPTION = click.option(
     "-x", "vmlinux", metavar="VMLINUX", default=None, expose_value=False, callback=_refuse_vmlinux,
     is_eager=True, help="Not needed (makedumpfile's -x): the kernel's layout comes from VMCOREINFO.")
+
+
+_VMCOREINFO_HELP = "Use the VMCOREINFO text in this file (for a dump that lacks it or carries a wrong one)."
+
+#: ``-i FILE``: VMCOREINFO text for a dump that lacks it or carries a wrong one.
+VMCOREINFO_OPTION = click.option(
+    "-i", "--vmcoreinfo", "vmcoreinfo_file", type=click.Path(dir_okay=False), default=None,
+    help=_VMCOREINFO_HELP)
+
+
+def note(line: str) -> None:
+    """Print a line the library tells while it works (a :data:`kdumptool.api.Notify`) on
+    standard error, after the program's name."""
+    click.echo(f"kdumptool: {line}", err=True)

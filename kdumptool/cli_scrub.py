@@ -1,5 +1,6 @@
 """Command-line pieces of scrubbing: the ``--config``/``--scrub`` options shared by ``convert``,
-``filter`` and ``scrub``, and the text they print. Thin: the work is in :mod:`kdumptool.scrub`.
+``filter`` and ``scrub``, and the text they print. Thin: the work is in :mod:`kdumptool.scrub`
+(resolved for a write by :func:`kdumptool.api.write.selected`).
 """
 
 from __future__ import annotations
@@ -25,27 +26,10 @@ def scrub_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "erase/for/endfor; types from the dump's BTF, no vmlinux).")(func)
 
 
-def prepare(reader: Any, *, config: str | None, profiles: tuple[str, ...], quiet: bool) -> Any:
-    """Resolve the scrub for ``reader`` (errors before any output exists); print its notes."""
-    from kdumptool.scrub import prepare_scrub
-
-    had_vmcoreinfo = reader.info.vmcoreinfo is not None
-    setup = prepare_scrub(reader, profiles=profiles, config_path=config)
-    if not had_vmcoreinfo and not quiet:
-        click.echo("kdumptool: note: the dump has no VMCOREINFO; using the copy found in its memory",
-                   err=True)
-    if not quiet:
-        for note in setup.notes:
-            click.echo(f"kdumptool: warning: scrub: {note}", err=True)
-    return setup
-
-
-def dry_run_report(setup: Any, selection: Any, as_json_: bool) -> str:
+def dry_run_report(classes: dict[str, Any], setup: Any, outcome: Any, as_json_: bool) -> str:
     """What ``--dry-run`` prints: the page classes and every range (text), or JSON."""
-    from kdumptool.report import exclusion_report, format_report
+    from kdumptool.report import format_report
 
-    classes = exclusion_report(selection)
-    outcome = setup.plan.outcome(selection) if setup is not None else None
     if as_json_:
         doc: dict[str, Any] = {"page_classes": classes}
         if setup is not None:

@@ -137,10 +137,10 @@ def test_an_interrupt_inside_exec_code_still_exits_130(tmp_path: Path) -> None:
     during a lazy import, say) made CPython kill the process with SIGINT at exit (status -2),
     although kdumptool had caught it, cleaned up and asked for 130."""
     script = (
-        "import sys, kdumptool.cli as cli\n"
+        "import sys, kdumptool.cli as cli, kdumptool.cli_write as cli_write\n"
         "def boom(*args, **kwargs):\n"
         "    exec('raise KeyboardInterrupt')\n"
-        "cli._write_levels = boom\n"
+        "cli_write.write_levels = boom\n"
         "sys.argv = ['kdumptool', 'convert', '-q', sys.argv[1], sys.argv[2]]\n"
         "cli.run()\n")
     (tmp_path / "interrupt_probe.py").write_text(script)

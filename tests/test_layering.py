@@ -26,11 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "kdumptool"
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
+#: ``cli.py`` parses options and prints (issue 22): the work is in ``kdumptool.api``.
+MAX_CLI_LINES = 400
 
 #: Over a size limit, in files other branches are changing (issue 22): ``path`` for a module,
 #: ``path:qualified.name`` for a function.
 OVER_SIZE: frozenset[str] = frozenset({
-    "kdumptool/cli.py",
     "kdumptool/formats/elf_writer.py:write_elf",
     "kdumptool/formats/kdump_writer.py:write_kdump",
 })
@@ -344,6 +345,15 @@ def test_modules_and_functions_are_small() -> None:
     assert found - OVER_SIZE == set(), (f"over {MAX_MODULE_LINES} lines per module or "
                                         f"{MAX_FUNCTION_LINES} per function")
     assert OVER_SIZE - found == set(), "now small enough: remove from OVER_SIZE"
+
+
+def test_the_command_line_stays_thin() -> None:
+    """``cli.py`` holds no policy: at most :data:`MAX_CLI_LINES` lines, no dump opened by hand
+    (the library opens inputs, so errors name them without a global of opened files)."""
+    source = (PACKAGE / "cli.py").read_text()
+    assert len(source.splitlines()) <= MAX_CLI_LINES
+    for name in ("open_dumps", "open_dump(", "_OPENED_INPUTS", "write_kdump", "write_elf", "scan_vmcoreinfo"):
+        assert name not in source, name
 
 
 def test_public_names_have_docstrings() -> None:

@@ -17,7 +17,7 @@ import pytest
 from ours import HANG_S, REPO, assert_peers_read, kdumptool, our_digests
 
 from corpus import need_corpus_file
-from kdumptool.cli import parse_size
+from kdumptool.api import parse_size
 from kdumptool.errors import TruncatedDumpError, UsageError
 from kdumptool.formats.elf import DUMP_ELF_INCOMPLETE
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE

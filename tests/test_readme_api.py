@@ -37,6 +37,11 @@ def test_readme_python_api_example_runs() -> None:
     assert "sysrq triggered crash" in printed
     assert scope["kept"] > 10000
     assert "Kernel panic - not syncing: sysrq triggered crash" in scope["log"]
+    result = scope["result"]  # convert's typed result: level 1 fit, zlib, pages counted
+    assert result.dump_level == 31 and result.retried == () and result.codec == "zlib"
+    assert result.kind == "kdump-compressed (zlib)" and result.pages > 10000 and not result.cut
+    assert "True" in printed.splitlines()  # triage of the converted dump: the same signature
+    assert any(line.startswith(scope["small"]) and "exists" in line for line in printed.splitlines())
 
 
 @pytest.mark.corpus

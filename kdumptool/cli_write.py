@@ -152,8 +152,8 @@ def write_levels(levels: list[int], *, paths: tuple[str, ...], size_limit: str |
     from kdumptool import api
 
     codecs = (codec_zlib, codec_lzo, codec_snappy, codec_zstd)
-    common = {"notify": None if quiet else note, "progress": not quiet, "page_classes": not quiet,
-              "dry_run": dry_run, **opts}
+    common = {"notify": None if quiet else note, "on_retry": _retrying, "progress": not quiet,
+              "page_classes": not quiet, "dry_run": dry_run, **opts}
     if split or splitblock_size is not None:
         if not split:
             raise UsageError("--splitblock-size needs --split")
@@ -177,6 +177,11 @@ def write_levels(levels: list[int], *, paths: tuple[str, ...], size_limit: str |
     result = api.convert(srcs, dst, level=levels, elf=elf, flattened=flat, codec=codec,
                          stream_compress=stream_compress, size_limit=limit, **common)
     print_convert(result, quiet=quiet, as_json=as_json)
+
+
+def _retrying(retry: Any, level: int) -> None:
+    """Say that a level of a ``-d`` list did not fit (even with ``-q``, as before)."""
+    note(f"{retry.reason}; retrying with dump level {level}")
 
 
 def print_convert(r: Any, *, quiet: bool, as_json: bool) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kdumptool.api.inputs import Notify, notifier, opened, parse_levels, parse_size, recover_vmcoreinfo
@@ -97,9 +97,13 @@ def check_inputs(srcs: Sequence[str]) -> None:
                                  "several outputs need --split (IN OUT1 OUT2 ...)")
 
 
-def _retrying(levels: list[int], attempt: Any, notify: Notify | None, *, last_only: bool = False) -> Any:
-    """``attempt(level, last)`` for each level in turn until one fits: an output error of
-    :data:`RETRY_ERRNOS` moves to the next level (told to ``notify``). With ``last_only``
+#: Told when a level of a list is given up: the :class:`Retry` and the next level.
+OnRetry = Callable[[Retry, int], None]
+
+
+def _retrying(levels: list[int], attempt: Any, on_retry: OnRetry | None, *, last_only: bool = False) -> Any:
+    """``attempt(level, last, retried)`` for each level in turn until one fits: an output error
+    of :data:`RETRY_ERRNOS` moves to the next level (told to ``on_retry``). With ``last_only``
     every attempt is the last (standard output cannot be taken back)."""
     retried: list[Retry] = []
     for i, level in enumerate(levels):
@@ -109,8 +113,9 @@ def _retrying(levels: list[int], attempt: Any, notify: Notify | None, *, last_on
         except OutputError as exc:
             if exc.errno not in RETRY_ERRNOS or last:
                 raise
-            notifier(notify)(f"{exc}; retrying with dump level {levels[i + 1]}")
             retried.append(Retry(level, str(exc)))
+            if on_retry is not None:
+                on_retry(retried[-1], levels[i + 1])
     raise AssertionError("unreachable")
 
 
@@ -119,8 +124,8 @@ def convert(inputs: str | Sequence[str], output: str | None = None, *, level: Le
             stream_compress: str | None = None, size_limit: int | str | None = None,
             threads: int | None = None, force: bool = False, vmcoreinfo_file: str | None = None,
             config: str | None = None, profiles: Sequence[str] = (), dry_run: bool = False,
-            page_classes: bool = True, progress: bool = False,
-            notify: Notify | None = None) -> ConvertResult:
+            page_classes: bool = True, progress: bool = False, notify: Notify | None = None,
+            on_retry: OnRetry | None = None) -> ConvertResult:
     """Write the dump ``inputs`` (several: the parts of a split set) as ``output``.
 
     :param output: the file; ``"-"`` or None with ``flattened``: standard output; ignored with
@@ -135,7 +140,8 @@ def convert(inputs: str | Sequence[str], output: str | None = None, *, level: Le
     :param config: a makedumpfile filter configuration to scrub by; ``profiles``: scrub profiles
     :param page_classes: count the pages per class excluded (:attr:`ConvertResult.page_classes`)
     :param progress: show a progress line on a terminal
-    :param notify: told warnings, notes and retries as they happen (:data:`Notify`)
+    :param notify: told warnings and notes as they happen (:data:`Notify`)
+    :param on_retry: told each level of a list given up, and the next (:data:`OnRetry`)
     :raises UsageError: options that contradict each other or the inputs
     :raises OutputError: the output cannot be written (at the last level of a list)
     """
@@ -162,7 +168,7 @@ def convert(inputs: str | Sequence[str], output: str | None = None, *, level: Le
                    profiles=profiles, page_classes=page_classes, progress=progress, notify=notify)
         return job.run(lvl, keep_cut=last, retried=retried)
 
-    return _retrying(levels, attempt, notify, last_only=dst in (None, "-"))
+    return _retrying(levels, attempt, on_retry, last_only=dst in (None, "-"))
 
 
 def filter(inputs: str | Sequence[str], output: str | None = None, *, level: Levels,  # noqa: A001
@@ -244,7 +250,8 @@ def split(input: str, outputs: Sequence[str], *, level: Levels = 0, codec: str |
           splitblock_size: int | None = None, threads: int | None = None, force: bool = False,
           vmcoreinfo_file: str | None = None, config: str | None = None, profiles: Sequence[str] = (),
           dry_run: bool = False, dask: str | None = None, page_classes: bool = True,
-          progress: bool = False, notify: Notify | None = None) -> SplitResult:
+          progress: bool = False, notify: Notify | None = None,
+          on_retry: OnRetry | None = None) -> SplitResult:
     """Write ``input`` as a split set, one kdump-compressed part per file of ``outputs``,
     balanced as ``makedumpfile --split`` balances them.
 
@@ -275,7 +282,7 @@ def split(input: str, outputs: Sequence[str], *, level: Levels = 0, codec: str |
                            profiles=profiles, dry_run=dry_run, page_classes=page_classes,
                            progress=progress, notify=notify)
 
-    return _retrying(levels, attempt, notify)
+    return _retrying(levels, attempt, on_retry)
 
 
 def _split_dask(base: SplitResult, level: int, dsts: list[str], splitblock: int | None, force: bool,

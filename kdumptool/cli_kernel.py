@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from kdumptool.cli_common import note
 from kdumptool.errors import KernelDataMissingError, UsageError
 
 _HEX_ADDRESS = re.compile(r"(0x[0-9a-fA-F]+|[0-9a-fA-F]{16})")
@@ -24,13 +25,9 @@ Examples:
 
 
 def _open_kernel(dump: tuple[str, ...], vmcoreinfo_file: str | None, scan: bool) -> Any:
-    from kdumptool.kernel.session import open_kernel
+    from kdumptool.api.reading import open_kernel_noting
 
-    kernel = open_kernel(list(dump), vmcoreinfo_file=vmcoreinfo_file, scan=scan)
-    if kernel.origin.source == "memory":
-        click.echo(f"kdumptool: note: the dump has no VMCOREINFO; using the copy found in memory at "
-                   f"{kernel.origin.paddr:#x}", err=True)
-    return kernel
+    return open_kernel_noting(dump, vmcoreinfo_file, note, scan=scan)
 
 
 def parse_query(text: str) -> int | str:
@@ -269,10 +266,9 @@ def triage(dump: tuple[str, ...], as_json: bool, vmcoreinfo_file: str | None, jo
         return
     if not dump:
         raise UsageError("give the dump to triage")
-    from kdumptool.kernel.triage import triage as run_triage
+    from kdumptool.api import triage as run_triage
 
-    with _open_kernel(dump, vmcoreinfo_file, False) as kernel:
-        report = run_triage(kernel, paths=list(dump))  # "-": the copy of standard input again
+    report = run_triage(dump, vmcoreinfo_file=vmcoreinfo_file, notify=note)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=1))
         return

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 
 from kdumptool.codecs import CODECS
 from kdumptool.formats.elf import _first_cover
-from kdumptool.formats.elf_writer import (
+from kdumptool.formats.elf_plan import (
     RegionColumns,
     _plan_in_order,
     plan_each_region,
     plan_segments,
     source_regions,
-    write_elf,
 )
+from kdumptool.formats.elf_writer import write_elf
 from kdumptool.formats.kdump import KdumpReader, kdump_structs
 from kdumptool.formats.kdump_writer import write_kdump
 from kdumptool.metadata import output_metadata

@@ -48,6 +48,7 @@ from kdumptool.formats.kdump import (
     MACHINES_32_PACKED,
     PAGE_DESC_SIZE,
     KdumpReader,
+    KdumpStructs,
     kdump_structs,
 )
 from kdumptool.formats.notes import build_notes
@@ -281,56 +282,78 @@ def _write_pages_limited(enc: _Encoding, limited: LimitedSink, desc_off: int, da
     return stats, rank, data_pos
 
 
-def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
-                *, threads: int | None = None, part: tuple[int, int] | None = None) -> dict[str, int]:
-    """Write the selected pages of a dump as a kdump-compressed file.
+@dataclass(frozen=True)
+class _Geometry:
+    """Where everything of one output file lies: block size, headers, bitmaps, descriptors."""
 
-    :param part: write only the part of a split set for PFNs ``[lo, hi)`` (see the module doc)
-    :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages,
-        ``cut``: 1 when a size limit stopped the writing of pages; ``descriptors``: in this file
-    :raises LimitReached: the size limit is too small for the metadata
-    """
-    layout = "64" if meta.word_size == 8 else ("32pack" if meta.machine in MACHINES_32_PACKED
-                                               else "32pad")
-    s = kdump_structs(layout, meta.endian)
-    bs = meta.page_size
-    max_pfn = meta.max_pfn
-    notes = notes_for_output(meta)
-    note_blob = build_notes(notes, meta.endian)
-    sub_size = s.KdumpSubHeader.sizeof()
-    sub_hdr_size = -(-(sub_size + len(note_blob)) // bs)
-    bitmap_len = -(-max(-(-max_pfn // 8), 1) // bs) * bs
-    bitmap_blocks = 2 * bitmap_len // bs
-    bm1_off = bs * (1 + sub_hdr_size)
-    bm2_off = bm1_off + bitmap_len
-    desc_off = bm2_off + bitmap_len
-    lo, hi = part if part is not None else (0, max_pfn)
+    s: KdumpStructs
+    bs: int  # block size = page size
+    max_pfn: int
+    notes: list[Note]
+    note_blob: bytes
+    sub_size: int  # bytes of the sub-header (the notes follow it)
+    sub_hdr_size: int  # blocks of the sub-header and notes
+    bitmap_len: int  # bytes of each bitmap, whole blocks
+    bm1_off: int
+    bm2_off: int
+    desc_off: int
+    lo: int  # PFN range of this file (a split part) or the whole dump
+    hi: int
+    split: bool
 
-    limited = sink if isinstance(sink, LimitedSink) else None
-    if limited is not None:  # the headers are written last
-        limited.reserve([(0, bs), (bs, sub_hdr_size * bs)])
-    # pass 1: bitmaps (metadata only) and the number of descriptors (of the whole dump, and of
-    # this file: they differ in a split part)
+    @classmethod
+    def of(cls, meta: OutputMeta, part: tuple[int, int] | None) -> _Geometry:
+        """The geometry of the file written from ``meta`` (``part``: one part of a split set)."""
+        layout = "64" if meta.word_size == 8 else ("32pack" if meta.machine in MACHINES_32_PACKED
+                                                   else "32pad")
+        s = kdump_structs(layout, meta.endian)
+        bs, max_pfn = meta.page_size, meta.max_pfn
+        notes = notes_for_output(meta)
+        note_blob = build_notes(notes, meta.endian)
+        sub_size = s.KdumpSubHeader.sizeof()
+        sub_hdr_size = -(-(sub_size + len(note_blob)) // bs)
+        bitmap_len = -(-max(-(-max_pfn // 8), 1) // bs) * bs
+        bm1_off = bs * (1 + sub_hdr_size)
+        lo, hi = part if part is not None else (0, max_pfn)
+        return cls(s, bs, max_pfn, notes, note_blob, sub_size, sub_hdr_size, bitmap_len, bm1_off,
+                   bm1_off + bitmap_len, bm1_off + 2 * bitmap_len, lo, hi, part is not None)
+
+    @property
+    def bitmap_blocks(self) -> int:
+        """Blocks of both bitmaps (the header's ``bitmap_blocks``)."""
+        return 2 * self.bitmap_len // self.bs
+
+
+def _write_bitmaps(geo: _Geometry, selection: Selection, sink: ByteSink) -> tuple[int, int]:
+    """Pass 1: the bitmaps (metadata only). Returns the number of descriptors of the whole
+    dump and of this file (they differ in a split part)."""
     ndesc = own = 0
     for start, count in selection.windows():
         ram, keep = selection.masks(start, count)
         kept = int(np.count_nonzero(keep))
-        if kept or start + count >= max_pfn:  # all-zero bits stay holes (read as zeros)
-            sink.pwrite(bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
-        sink.pwrite(bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
+        if kept or start + count >= geo.max_pfn:  # all-zero bits stay holes (read as zeros)
+            sink.pwrite(geo.bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
+        sink.pwrite(geo.bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
         ndesc += kept
-        own += int(np.count_nonzero(_in_part(keep, start, lo, hi))) if kept else 0
-    used = -(-max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly so
-    for off in (bm1_off, bm2_off):  # that a file with no page still reaches its table
-        sink.pwrite(off + used, bytes(bitmap_len - used))
+        own += int(np.count_nonzero(_in_part(keep, start, geo.lo, geo.hi))) if kept else 0
+    used = -(-geo.max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly
+    for off in (geo.bm1_off, geo.bm2_off):  # so that a file with no page still reaches its table
+        sink.pwrite(off + used, bytes(geo.bitmap_len - used))
+    return ndesc, own
 
-    # pass 2: descriptors and data
-    dtype = s.page_desc_dtype
-    data_pos = desc_off + ndesc * PAGE_DESC_SIZE
+
+def _write_data(geo: _Geometry, selection: Selection, sink: ByteSink, meta: OutputMeta,
+                codec: Codec | None, counts: tuple[int, int], part: tuple[int, int] | None,
+                threads: int | None) -> tuple[dict[str, int], int]:
+    """Pass 2: descriptors and page data (``counts``: descriptors of the dump and of this file).
+    Returns the counts and the end of the page data."""
+    ndesc, own = counts
+    bs, dtype, limited = geo.bs, geo.s.page_desc_dtype, _limited(sink)
+    data_pos = geo.desc_off + ndesc * PAGE_DESC_SIZE
     zero_desc = np.zeros(1, dtype=dtype)
     share_zero = bool(meta.dump_level & 1)  # as makedumpfile: one stored zero page at level 1
     if limited is not None and own:  # the table's extent: holes read as lost pages
-        sink.pwrite(desc_off + own * PAGE_DESC_SIZE - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
+        sink.pwrite(geo.desc_off + own * PAGE_DESC_SIZE - PAGE_DESC_SIZE, bytes(PAGE_DESC_SIZE))
     if ndesc and share_zero:
         zero_desc["offset"], zero_desc["size"] = data_pos, bs
         sink.pwrite(data_pos, bytes(bs))
@@ -345,44 +368,73 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
                                                                              KdumpReader) else 0
     try:
         if limited is not None:
-            stats, rank, data_end = _write_pages_limited(enc, limited, desc_off, data_pos, own)
+            stats, rank, data_end = _write_pages_limited(enc, limited, geo.desc_off, data_pos, own)
         else:
-            stats, rank, data_end = _write_pages(enc, sink, desc_off, data_pos, threads)
+            stats, rank, data_end = _write_pages(enc, sink, geo.desc_off, data_pos, threads)
     finally:
         selection.keep_stored = 0
     assert rank == own or stats["cut"], "the selection changed between the two passes"
-    erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_end, bool(stats["cut"]))
-    if limited is not None:
-        limited.release()
+    return stats, data_end
 
-    incomplete = meta.incomplete or stats["lost"] > 0 or stats["cut"] > 0
-    status = (codec.flag if codec is not None else 0) | (DUMP_DH_COMPRESSED_INCOMPLETE if incomplete
-                                                          else 0)
+
+def _write_headers(geo: _Geometry, sink: ByteSink, meta: OutputMeta, status: int,
+                   erase_off: int) -> None:
+    """The last pass: the disk dump header (block 0), the sub-header and the notes (block 1)."""
+    s, bs = geo.s, geo.bs
     uts = {f: getattr(meta.utsname, f).encode("latin-1")[:UTS_LEN - 1].ljust(UTS_LEN, b"\0")
            for f in UTS_FIELDS}
     header = s.DiskDumpHeader.build({
         "signature": KDUMP_SIGNATURE, "header_version": KDUMP_HEADER_VERSION, "utsname": uts,
         "pad": bytes(s.DiskDumpHeader.subcons[3].sizeof()),
         "timestamp": {"tv_sec": meta.timestamp[0], "tv_usec": meta.timestamp[1]},
-        "status": status, "block_size": bs, "sub_hdr_size": sub_hdr_size,
-        "bitmap_blocks": bitmap_blocks, "max_mapnr": min(max_pfn, 0xFFFFFFFF),
+        "status": status, "block_size": bs, "sub_hdr_size": geo.sub_hdr_size,
+        "bitmap_blocks": geo.bitmap_blocks, "max_mapnr": min(geo.max_pfn, 0xFFFFFFFF),
         "total_ram_blocks": 0, "device_blocks": 0, "written_blocks": 0, "current_cpu": 0,
         "nr_cpus": meta.nr_cpus,
     })
-    note_off = bs + sub_size
-    vmci_off, vmci_size = _vmcoreinfo_desc_span(notes, note_off)
+    note_off = bs + geo.sub_size
+    vmci_off, vmci_size = _vmcoreinfo_desc_span(geo.notes, note_off)
     mask = (1 << (8 * meta.word_size)) - 1
-    split = part is not None  # start_pfn/end_pfn: the range cut to 32 bits (makedumpfile's MIN)
+    split, lo, hi = geo.split, geo.lo, geo.hi  # start_pfn/end_pfn: cut to 32 bits (makedumpfile's MIN)
     sub = s.KdumpSubHeader.build({
         "phys_base": meta.phys_base & mask, "dump_level": meta.dump_level, "split": int(split),
         "start_pfn": min(lo, 0xFFFFFFFF) if split else 0, "end_pfn": min(hi, 0xFFFFFFFF) if split else 0,
         "offset_vmcoreinfo": vmci_off, "size_vmcoreinfo": vmci_size,
-        "offset_note": note_off if note_blob else 0, "size_note": len(note_blob),
+        "offset_note": note_off if geo.note_blob else 0, "size_note": len(geo.note_blob),
         "offset_eraseinfo": erase_off, "size_eraseinfo": len(meta.eraseinfo) if erase_off else 0,
-        "start_pfn_64": lo if split else 0, "end_pfn_64": hi if split else 0, "max_mapnr_64": max_pfn,
+        "start_pfn_64": lo if split else 0, "end_pfn_64": hi if split else 0,
+        "max_mapnr_64": geo.max_pfn,
     })
     sink.pwrite(0, header.ljust(bs, b"\0"))
-    sink.pwrite(bs, (sub + note_blob).ljust(sub_hdr_size * bs, b"\0"))
+    sink.pwrite(bs, (sub + geo.note_blob).ljust(geo.sub_hdr_size * bs, b"\0"))
+
+
+def _limited(sink: ByteSink) -> LimitedSink | None:
+    return sink if isinstance(sink, LimitedSink) else None
+
+
+def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: Codec | None,
+                *, threads: int | None = None, part: tuple[int, int] | None = None) -> dict[str, int]:
+    """Write the selected pages of a dump as a kdump-compressed file.
+
+    :param part: write only the part of a split set for PFNs ``[lo, hi)`` (see the module doc)
+    :return: counts: ``pages`` written, ``zero`` pages, ``compressed`` pages, ``lost`` pages,
+        ``cut``: 1 when a size limit stopped the writing of pages; ``descriptors``: in this file
+    :raises LimitReached: the size limit is too small for the metadata
+    """
+    geo = _Geometry.of(meta, part)
+    limited = _limited(sink)
+    if limited is not None:  # the headers are written last
+        limited.reserve([(0, geo.bs), (geo.bs, geo.sub_hdr_size * geo.bs)])
+    ndesc, own = _write_bitmaps(geo, selection, sink)
+    stats, data_end = _write_data(geo, selection, sink, meta, codec, (ndesc, own), part, threads)
+    erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_end, bool(stats["cut"]))
+    if limited is not None:
+        limited.release()
+    incomplete = meta.incomplete or stats["lost"] > 0 or stats["cut"] > 0
+    status = (codec.flag if codec is not None else 0) | (DUMP_DH_COMPRESSED_INCOMPLETE if incomplete
+                                                          else 0)
+    _write_headers(geo, sink, meta, status, erase_off)
     stats["incomplete"] = int(incomplete)
     stats["descriptors"] = own
     return stats
@@ -392,7 +444,7 @@ def _write_eraseinfo(sink: ByteSink, text: bytes, pos: int, cut: bool) -> int:
     """Write the ERASEINFO text at ``pos`` (after the page data, as write_kdump_eraseinfo
     places it) and return ``pos``; 0 (nothing written) without text, in a file cut by the
     size limit, or when the text does not fit under it."""
-    limited = sink if isinstance(sink, LimitedSink) else None
+    limited = _limited(sink)
     if not text or cut or (limited is not None and not limited.fits(pos, len(text))):
         return 0
     sink.pwrite(pos, text)

@@ -283,6 +283,21 @@ class DmesgError(CorruptDumpError):
         self.partial = partial
 
 
+# --- codecs and scrub ------------------------------------------------------------------------------
+
+
+class PageDecodeError(KdumpToolError):
+    """A stored page does not decode to exactly one page (caller adds location)."""
+
+
+class XpressError(ValueError):
+    """An XPRESS (Plain LZ77) stream does not decode (caller adds the location)."""
+
+
+class TypeMismatch(KdumpToolError):
+    """A scrub expression does not fit the types (the caller adds the config's file and line)."""
+
+
 # --- repair ---------------------------------------------------------------------------------------
 
 

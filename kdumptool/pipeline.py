@@ -76,6 +76,7 @@ class Selection:
 
     @property
     def exclude_zero(self) -> bool:
+        """Whether the dump level drops zero pages (bit 1)."""
         return bool(self.dump_level & DL_EXCLUDE_ZERO)
 
     def masks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +178,7 @@ class CompressPool:
         return done
 
     def close(self) -> None:
+        """Shut the worker threads down (waits for what is queued)."""
         if self._pool is not None:
             self._pool.shutdown()
 

@@ -30,11 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from kdumptool.errors import CodecUnavailableError, KdumpToolError
-
-
-class PageDecodeError(KdumpToolError):
-    """A stored page does not decode to exactly one page (caller adds location)."""
+from kdumptool.errors import CodecUnavailableError, PageDecodeError
 
 
 @dataclass(frozen=True)

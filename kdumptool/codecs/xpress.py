@@ -17,9 +17,7 @@ start of the output, or input that ends inside an item, is an error.
 
 from __future__ import annotations
 
-
-class XpressError(ValueError):
-    """The stream does not decode (caller adds the location)."""
+from kdumptool.errors import XpressError
 
 
 def decompress(data: bytes, out_size: int) -> bytes:

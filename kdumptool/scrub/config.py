@@ -56,6 +56,7 @@ class Expr:
 
     @property
     def text(self) -> str:
+        """The expression as written: ``symbol.member.member``."""
         return ".".join((self.symbol, *self.members))
 
 

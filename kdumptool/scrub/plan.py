@@ -220,18 +220,22 @@ class ScrubReader(DumpReader):
         return out
 
     def bitmaps(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The source's bitmaps, without the pages the plan excludes."""
         ram, present = self.inner.bitmaps(start, count)
         if len(self.exclude):
             present = present & ~self._excluded(start, count)
         return ram, present
 
     def data_windows(self, window: int | None = None):  # type: ignore[no-untyped-def]
+        """The source's data windows."""
         return self.inner.data_windows(window)
 
     def ram_ranges(self) -> list[tuple[int, int]] | None:
+        """The source's RAM ranges."""
         return self.inner.ram_ranges()
 
     def read_batch(self, start: int, count: int) -> PageBatch:
+        """The source's pages with the plan applied (bytes erased); pages the selection drops are zeros."""
         batch = self.plan.apply(self.inner.read_batch(start, count))
         if self.selection is None:
             return batch
@@ -244,4 +248,5 @@ class ScrubReader(DumpReader):
                          batch.corrupt)
 
     def close(self) -> None:
+        """Close the source."""
         self.inner.close()

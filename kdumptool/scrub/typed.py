@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kdumptool.errors import BtfError, KdumpToolError
+from kdumptool.errors import BtfError, TypeMismatch
 from kdumptool.kernel.btf import MAX_DEPTH, Btf, BtfType
 
 #: The types of globals the built-in profiles and configs most often name (Linux 5.10+).
@@ -41,10 +41,6 @@ KNOWN_GLOBALS: dict[str, str] = {
 _HINT_RE = re.compile(r"(?:(struct|union|enum) )?([A-Za-z_][A-Za-z0-9_]*)(\**)(?:\[(\d*)\])?")
 _KINDS = ("int", "float", "enum", "enum64", "struct", "union", "ptr", "array", "void", "fwd",
           "func", "func_proto")
-
-
-class TypeMismatch(KdumpToolError):
-    """An expression does not fit the types (the caller adds the config's file and line)."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +80,12 @@ class CType:
 
     @property
     def is_void_pointer(self) -> bool:
+        """Whether this is ``void *``."""
         return self.kind == "ptr" and self.target is not None and self.target.kind == "void"
 
     @property
     def is_integer(self) -> bool:
+        """Whether this is an integer or an enum."""
         return self.kind in ("int", "enum", "enum64")
 
 

@@ -41,10 +41,7 @@ UNDOCUMENTED: frozenset[str] = frozenset()
 
 #: Cycles of modules closed only by imports inside functions or under ``TYPE_CHECKING``, in a
 #: package another branch owns: ``(module, module)`` pairs, each importing the other.
-LAZY_CYCLES: frozenset[tuple[str, str]] = frozenset({
-    ("kdumptool.kernel.btf", "kdumptool.kernel.btf_names"),
-    ("kdumptool.kernel.btf_dump", "kdumptool.kernel.session"),
-})
+LAZY_CYCLES: frozenset[tuple[str, str]] = frozenset()
 
 
 # --- reading the source -----------------------------------------------------------------------

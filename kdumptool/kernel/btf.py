@@ -20,7 +20,6 @@ costs a fraction of a second.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
 from typing import overload
 
 import numpy as np
@@ -40,6 +39,8 @@ from kdumptool.kernel.btf_layout import (
     parse_header,
     record_starts,
 )
+from kdumptool.kernel.btf_names import format_type as _format_type
+from kdumptool.kernel.btf_types import VOID, ArrayInfo, BtfType, DatasecVar, Member, Param
 
 __all__ = ["BTF_MAGIC", "BTF_VERSION", "HEADER_SIZE", "KINDS", "MAX_DEPTH", "MAX_TYPE_ID", "QUALIFIERS",
            "ArrayInfo", "Btf", "BtfHeader", "BtfType", "DatasecVar", "Member", "Param"]
@@ -54,98 +55,6 @@ _ENTRIES = {(4, 5): (3, 0, 1), (6,): (2, 0, None), (19,): (3, 0, None), (13,): (
 #: kinds that only qualify or rename another type (skipped by :meth:`Btf.resolve`)
 QUALIFIERS = frozenset({"typedef", "volatile", "const", "restrict", "type_tag"})
 _SIZED = frozenset({"int", "enum", "enum64", "struct", "union", "float", "datasec"})
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A member of a struct or union.
-
-    :ivar name: ``""`` for an anonymous struct/union member
-    :ivar type: the member's type id
-    :ivar bit_offset: bits from the start of the struct (from :meth:`Btf.member`: of the
-        outermost struct, through every level of the path)
-    :ivar bitfield_size: the width of a bitfield in bits, 0 for an ordinary member
-    """
-
-    name: str
-    type: int
-    bit_offset: int
-    bitfield_size: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """A function prototype's parameter (``name == ""`` and ``type == 0`` last: ``...``)."""
-
-    name: str
-    type: int
-
-
-@dataclass(frozen=True, slots=True)
-class ArrayInfo:
-    """An array's element type, index type and number of elements."""
-
-    type: int
-    index_type: int
-    nelems: int
-
-
-@dataclass(frozen=True, slots=True)
-class DatasecVar:
-    """A variable of a data section: its ``var`` type id, offset in the section, size."""
-
-    type: int
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class BtfType:
-    """One decoded type record. Fields that do not apply to the kind keep their defaults.
-
-    :ivar size: bytes (int, enum, enum64, struct, union, float, datasec)
-    :ivar ref: the type referred to (ptr, typedef, qualifiers, type_tag, func (its
-        func_proto), func_proto (return type), var, decl_tag)
-    :ivar kind_flag: struct/union: members carry bitfield sizes; fwd: a union; enum/enum64:
-        signed values; type_tag: an attribute
-    :ivar enumerators: ``(name, value)`` of an enum or enum64 (signed when ``kind_flag``)
-    :ivar int_encoding: ``BTF_INT_SIGNED`` (1), ``BTF_INT_CHAR`` (2), ``BTF_INT_BOOL`` (4)
-    :ivar linkage: func: static/global/extern (0/1/2); var: static/global/extern
-    :ivar component_idx: decl_tag: the member or parameter tagged, -1 for the whole type
-    """
-
-    id: int
-    kind: str
-    name: str = ""
-    size: int = 0
-    ref: int = 0
-    kind_flag: bool = False
-    members: tuple[Member, ...] = ()
-    params: tuple[Param, ...] = ()
-    enumerators: tuple[tuple[str, int], ...] = ()
-    array: ArrayInfo | None = None
-    vars: tuple[DatasecVar, ...] = ()
-    int_encoding: int = 0
-    int_offset: int = 0
-    int_bits: int = 0
-    linkage: int = 0
-    component_idx: int = -1
-
-    def __repr__(self) -> str:
-        shown = [f"{f}={getattr(self, f)!r}" for f in self.__dataclass_fields__
-                 if f in ("id", "kind", "name") or getattr(self, f) != _DEFAULTS[f]]
-        return f"BtfType({', '.join(shown)})"
-
-    @property
-    def is_signed(self) -> bool:
-        """An int with ``BTF_INT_SIGNED``, or an enum whose values are signed."""
-        if self.kind == "int":
-            return bool(self.int_encoding & 1)
-        return self.kind in ("enum", "enum64") and self.kind_flag
-
-
-VOID = BtfType(0, "void", "void")
-_DEFAULTS = {f.name: f.default for f in fields(BtfType)}
 
 
 class Btf:
@@ -505,9 +414,7 @@ class Btf:
     def format_type(self, tid: int | BtfType) -> str:
         """A C-like name of the type: ``"struct task_struct *"``, ``"char [16]"``,
         ``"int (*)(void *)"``, ``"const char *"``."""
-        from kdumptool.kernel.btf_names import format_type
-
-        return format_type(self, tid if isinstance(tid, BtfType) else self.type(tid))
+        return _format_type(self, tid if isinstance(tid, BtfType) else self.type(tid))
 
     def iter_types(self, kind: str | None = None) -> Iterator[BtfType]:
         """This blob's own types (not its base's), optionally only those of one kind."""

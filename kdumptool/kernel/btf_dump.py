@@ -267,29 +267,16 @@ class KernelBtf:
                 "modules": mods, "modules_note": self.modules_note}
 
 
-def symbol_lookup(reader: DumpReader) -> tuple[SymbolLookup | None, str | None]:
-    """The kernel's symbol lookup for ``reader``: the core kallsyms decoded from its memory
-    (:attr:`kdumptool.kernel.session.Kernel.core_symbols`), or ``(None, why)`` when they
-    cannot be read (no VMCOREINFO, tables not found or corrupt)."""
-    from kdumptool.kernel.session import Kernel
-
-    if reader.info.vmcoreinfo is None:
-        return None, "the dump has no VMCOREINFO, so no symbols"
-    try:
-        return Kernel(reader).core_symbols.address, None
-    except KdumpToolError as exc:
-        return None, f"the kernel's symbols could not be read ({exc})"
-
-
 def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
                     symbol_note: str | None = None, modules: bool | Iterable[str] = True,
                     mem: KernelMemory | None = None) -> KernelBtf:
     """Read and validate the dump's vmlinux BTF and (``modules``: all, or these names) its
     modules' BTF blobs.
 
-    :param symbol: the kernel's symbol lookup; by default :func:`symbol_lookup`, unless
-        ``symbol_note`` says why there is none. Without one, vmlinux's BTF is found by
-        :func:`scan_vmlinux_btf` and modules are not read (``modules_note`` says why).
+    :param symbol: the kernel's symbol lookup (:func:`kdumptool.kernel.session.symbol_lookup`
+        gives the dump's own); ``symbol_note`` says why there is none. Without one, vmlinux's
+        BTF is found by :func:`scan_vmlinux_btf` and modules are not read (``modules_note``
+        says why).
     :param mem: the kernel memory reader to use (a :class:`~kdumptool.kernel.session.Kernel`'s)
     :raises KernelDataMissingError: no BTF found, or memory it needs is not in the dump
     :raises BtfError: a blob is malformed
@@ -297,7 +284,7 @@ def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
     """
     note = symbol_note
     if symbol is None and note is None:
-        symbol, note = symbol_lookup(reader)
+        note = "no symbol lookup was given"
     memory = mem if mem is not None else KernelMemory(reader)
 
     def virtual(vaddr: int, size: int) -> bytes:

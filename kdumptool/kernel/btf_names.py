@@ -12,10 +12,8 @@ parameters are prototypes, doubling at each level): a name is for a message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kdumptool.kernel.btf import Btf, BtfType
+from kdumptool.kernel.btf_layout import MAX_DEPTH
+from kdumptool.kernel.btf_types import BtfType, TypeTable
 
 #: The most types one name visits.
 MAX_PARTS = 4096
@@ -23,7 +21,7 @@ MAX_PARTS = 4096
 _TAGGED = {"struct": "struct", "union": "union", "enum": "enum", "enum64": "enum"}
 
 
-def format_type(btf: Btf, t: BtfType) -> str:
+def format_type(btf: TypeTable, t: BtfType) -> str:
     """The C-like name of ``t`` (an abstract declarator: no variable name)."""
     return _Namer(btf).declare(t, "", 0)
 
@@ -43,14 +41,12 @@ def _base_name(t: BtfType) -> str:
 class _Namer:
     """One name being written: the BTF and how many steps are left."""
 
-    def __init__(self, btf: Btf) -> None:
+    def __init__(self, btf: TypeTable) -> None:
         self.btf = btf
         self.left = MAX_PARTS
 
     def declare(self, t: BtfType, decl: str, depth: int) -> str:
         """``t`` declared with the declarator ``decl`` (``""`` for an abstract one)."""
-        from kdumptool.kernel.btf import MAX_DEPTH
-
         self.left -= 1
         if depth > MAX_DEPTH or self.left < 0:
             return _join("...", decl)

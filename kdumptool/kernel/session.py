@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from kdumptool.dump import DumpReader
 from kdumptool.errors import KdumpToolError, KernelDataMissingError
+from kdumptool.kernel.btf_dump import KernelBtf, SymbolLookup, read_kernel_btf
 from kdumptool.kernel.kallsyms import SymbolTable, layout_from_vmcoreinfo, load_kallsyms
 from kdumptool.kernel.memory import KernelMemory
 from kdumptool.vmcoreinfo import VmcoreInfo
 
 if TYPE_CHECKING:
     from kdumptool.kernel.btf import Btf
-    from kdumptool.kernel.btf_dump import KernelBtf
     from kdumptool.kernel.modules import Module
     from kdumptool.kernel.state import Clock, Taint
     from kdumptool.kernel.tasks import Task
@@ -129,8 +129,6 @@ class Kernel:
         memory scan when the symbols cannot be read) and, where ``btf_modules`` can be
         walked, the modules' (``modules``: all, none, or these names). See
         :func:`kdumptool.kernel.btf_dump.read_kernel_btf`."""
-        from kdumptool.kernel.btf_dump import read_kernel_btf
-
         try:
             symbol: Callable[[str], int | None] | None = self.core_symbols.address
             note = None
@@ -208,3 +206,16 @@ def open_kernel(paths: str | list[str], *, vmcoreinfo_file: str | None = None,
         reader.close()
         raise
     return Kernel(reader, origin, scan=scan)
+
+
+def symbol_lookup(reader: DumpReader) -> tuple[SymbolLookup | None, str | None]:
+    """The kernel's symbol lookup for ``reader``: the core kallsyms decoded from its memory
+    (:attr:`Kernel.core_symbols`), or ``(None, why)`` when they cannot be read (no
+    VMCOREINFO, tables not found or corrupt); for
+    :func:`kdumptool.kernel.btf_dump.read_kernel_btf`."""
+    if reader.info.vmcoreinfo is None:
+        return None, "the dump has no VMCOREINFO, so no symbols"
+    try:
+        return Kernel(reader).core_symbols.address, None
+    except KdumpToolError as exc:
+        return None, f"the kernel's symbols could not be read ({exc})"

@@ -6,12 +6,9 @@ import datetime
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from kdumptool.dump import DumpReader, pfn_range_text
 from kdumptool.errors import printable
-from kdumptool.formats.elf import ElfReader
-from kdumptool.formats.kdump import KdumpReader
+from kdumptool.formats import entry_of
 from kdumptool.formats.notes import NT_PRSTATUS, describe_cpus, note_kind
 from kdumptool.identify import identify
 from kdumptool.metadata import source_eraseinfo
@@ -55,18 +52,12 @@ def _xen_summary(evidence: list[dict[str, Any]], details: dict[str, Any]) -> dic
 
 
 def lost_pages(reader: DumpReader) -> int:
-    """Pages the dump declares but whose data is not in the file (truncated or incomplete)."""
-    if isinstance(reader, KdumpReader):
-        lost = 0
-        step = 1 << 16
-        for first in range(0, reader.num_descs, step):
-            d = reader._descs(first, min(step, reader.num_descs - first))
-            offs = d["offset"].astype(np.int64)
-            lost += int(((offs == 0) | (offs + d["size"] > reader.source.size)).sum())
-        return lost
-    if isinstance(reader, ElfReader) and reader.info.details.get("truncated_segments"):
-        return sum(int(b.lost.sum()) for b in reader.iter_batches())
-    counter = getattr(reader, "lost_pages", None)  # formats that count them from metadata
+    """Pages the dump declares but whose data is not in the file (truncated or incomplete):
+    the format's ``lost_pages`` hook (:class:`~kdumptool.formats.registry.ReaderEntry`)."""
+    entry = entry_of(reader)
+    if entry is not None:
+        return int(entry.lost_pages(reader)) if entry.lost_pages is not None else 0
+    counter = getattr(reader, "lost_pages", None)  # a reader of no registered format
     return int(counter()) if callable(counter) else 0
 
 

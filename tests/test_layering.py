@@ -6,11 +6,15 @@
   at the top, would close a cycle of modules;
 * every public exception class in ``errors.py``;
 * no module over 600 lines and no function over 80 lines (``kdumptool/`` and ``fuzz/``);
-* a docstring on every public function, method and class (``kdumptool/`` and ``fuzz/``).
+* a docstring on every public function, method and class (``kdumptool/`` and ``fuzz/``);
+* no dispatch on a format's reader class outside the format's own modules: the commands ask
+  the registry (:func:`kdumptool.formats.entry_of` and the entry's hooks), never
+  ``isinstance(reader, SomeFormatReader)``.
 
 What other branches still own is named below with the rule it breaks (:data:`OVER_SIZE`,
-:data:`EXCEPTIONS_ELSEWHERE`, :data:`UNDOCUMENTED`, :data:`LAZY_CYCLES`); each list may only
-shrink: an entry that no longer breaks its rule fails the test until it is removed.
+:data:`EXCEPTIONS_ELSEWHERE`, :data:`UNDOCUMENTED`, :data:`LAZY_CYCLES`,
+:data:`FORMAT_ISINSTANCE`); each list may only shrink: an entry that no longer breaks its rule
+fails the test until it is removed.
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ UNDOCUMENTED: frozenset[str] = frozenset()
 #: Cycles of modules closed only by imports inside functions or under ``TYPE_CHECKING``, in a
 #: package another branch owns: ``(module, module)`` pairs, each importing the other.
 LAZY_CYCLES: frozenset[tuple[str, str]] = frozenset()
+
+
+#: ``isinstance`` on a format's reader class outside the format's own modules, ``path:Class``,
+#: where it is not dispatch on the format of an input.
+FORMAT_ISINSTANCE: frozenset[str] = frozenset({
+    # a split set is made of kdump-compressed files: each part's class is checked when the
+    # set is assembled (validation of its members, not a choice between formats)
+    "kdumptool/formats/split.py:KdumpReader",
+    # owned by the CLI branch (issue 22, the library API): `reassemble` refuses a part that
+    # is not kdump-compressed; to become ``entry_of(reader).name == "kdump"``
+    "kdumptool/cli.py:KdumpReader",
+})
 
 
 # --- reading the source -----------------------------------------------------------------------
@@ -263,6 +279,45 @@ def exceptions_outside_errors(paths: list[Path]) -> set[str]:
             and any(is_exception(b) for b in bases)}
 
 
+def format_reader_classes(formats_dir: Path) -> dict[str, str]:
+    """Reader classes of the formats (classes of ``formats/*.py`` deriving from a ``*Reader``,
+    Protocols left out), by name -> the module stem that defines them (``KdumpReader`` ->
+    ``kdump``)."""
+    found: dict[str, str] = {}
+    for path in sorted(formats_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b).rpartition(".")[2] for b in node.bases]
+                if "Protocol" not in bases and any(b.endswith("Reader") for b in bases):
+                    found.setdefault(node.name, path.stem)
+    return found
+
+
+def _own_module(rel: str, stem: str) -> bool:
+    """Whether ``rel`` is one of the modules of the format defined in ``formats/<stem>.py``
+    (``formats/<stem>.py``, ``formats/<stem>_*.py``), or the registry (``formats/__init__``)."""
+    name = rel.rpartition("/")[2].removesuffix(".py")
+    return rel.startswith("kdumptool/formats/") and (
+        name == stem or name.startswith(stem + "_") or name == "__init__")
+
+
+def format_isinstance(paths: list[Path], classes: Mapping[str, str]) -> set[str]:
+    """``path:Class`` of every ``isinstance(x, Class)`` (also in a tuple or ``A | B``) on a
+    format's reader class outside that format's own modules."""
+    found = set()
+    for path in paths:
+        rel = path.relative_to(REPO).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "isinstance" and len(node.args) == 2):
+                continue
+            for name in ast.walk(node.args[1]):
+                cls = name.attr if isinstance(name, ast.Attribute) else getattr(name, "id", None)
+                if cls in classes and not _own_module(rel, classes[cls]):
+                    found.add(f"{rel}:{cls}")
+    return found
+
+
 # --- the checks -------------------------------------------------------------------------------
 
 SOURCE = Source.scan(PACKAGE)
@@ -313,6 +368,29 @@ def test_every_exception_class_is_in_errors_py() -> None:
     found = exceptions_outside_errors(OWN_FILES)
     assert found - EXCEPTIONS_ELSEWHERE == set(), "define exception classes in kdumptool/errors.py"
     assert EXCEPTIONS_ELSEWHERE - found == set(), "moved: remove from EXCEPTIONS_ELSEWHERE"
+
+
+def test_no_isinstance_dispatch_on_formats() -> None:
+    classes = format_reader_classes(PACKAGE / "formats")
+    assert {"KdumpReader", "ElfReader", "SplitSetReader", "HyperVReader"} <= set(classes)
+    found = format_isinstance(OWN_FILES, classes)  # (fuzz seeds assert what they built)
+    assert found - FORMAT_ISINSTANCE == set(), ("ask the format registry (formats.entry_of and "
+                                                "the entry's hooks), not the reader's class")
+    assert FORMAT_ISINSTANCE - found == set(), "gone: remove from FORMAT_ISINSTANCE"
+
+
+def test_the_isinstance_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    (tmp_path / "kdumptool/formats").mkdir(parents=True)
+    (tmp_path / "kdumptool/formats/kdump.py").write_text(
+        "class KdumpReader(DumpReader):\n    pass\n\n\nclass KdumpReaderish(Protocol):\n    pass\n")
+    (tmp_path / "kdumptool/formats/kdump_writer.py").write_text("isinstance(r, KdumpReader)\n")
+    (tmp_path / "kdumptool/summary.py").write_text(
+        "isinstance(r, fmt.KdumpReader | Other)\nisinstance(r, KdumpReaderish)\n")
+    classes = format_reader_classes(tmp_path / "kdumptool/formats")
+    assert classes == {"KdumpReader": "kdump"}
+    paths = sorted((tmp_path / "kdumptool").rglob("*.py"))
+    assert format_isinstance(paths, classes) == {"kdumptool/summary.py:KdumpReader"}
 
 
 def test_modules_and_functions_are_small() -> None:

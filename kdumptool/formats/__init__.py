@@ -18,6 +18,13 @@ Adding a read-only format touches three files:
 The command line, ``info`` and the fuzz harness find it through :data:`READERS`; a
 ``fuzz_seed()`` in ``tests/builders_<name>.py`` gives the fuzzer a seed of it.
 
+An entry may also declare hooks for the commands that read it (``info``'s lost pages, the
+offset ``fsck`` names for a corrupt page, the format ``repair`` writes): see
+:class:`~kdumptool.formats.registry.ReaderEntry`; :func:`entry_of` finds the entry of an open
+reader (no command tests a reader's class). A format's ``fsck`` checks, which use the repair
+tools above this package, are registered by name in
+:data:`kdumptool.repair.checks.FORMAT_CHECKS` (a fourth file to touch).
+
 An entry may also name a ``recover`` function: when no probe accepts a file read tolerantly,
 it may still recognise the format by the rest of the file (a damaged magic) and return a
 reader, or None (:func:`recover`).
@@ -64,6 +71,20 @@ def find_reader(head: bytes) -> ReaderEntry | None:
     return None
 
 
+def entry_of(reader: DumpReader, *, of_parts: bool = False) -> ReaderEntry | None:
+    """The registered format of an open reader, None for a reader of none (a wrapper, a split
+    set).
+
+    :param of_parts: for a set of parts (a split set), the format of its parts
+    """
+    if of_parts and getattr(reader, "parts", None):
+        reader = reader.parts[0]  # type: ignore[attr-defined]
+    for entry in READERS:
+        if isinstance(entry.reader, type) and isinstance(reader, entry.reader):
+            return entry
+    return None
+
+
 def expected_signatures() -> str:
     """What the probes look for, in probe order, for the "not a dump" error."""
     names = list(dict.fromkeys(e.signature for e in READERS))
@@ -101,4 +122,5 @@ def recover(source: ByteSource, *, transport: str = "plain") -> DumpReader | Non
     return None
 
 
-__all__ = ["READERS", "ReaderEntry", "expected_signatures", "find_reader", "open_source", "recover"]
+__all__ = ["READERS", "ReaderEntry", "entry_of", "expected_signatures", "find_reader", "open_source",
+           "recover"]

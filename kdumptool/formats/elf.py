@@ -540,5 +540,13 @@ def _fill(arr: np.ndarray, lo: int, hi: int, value: object) -> None:
         arr[lo:hi] = value
 
 
-#: This format in the registry (:mod:`kdumptool.formats`).
-ENTRY = ReaderEntry("elf", probe, ElfReader, "ELF core", order=30)
+def lost_pages(r: ElfReader) -> int:
+    """Pages of PT_LOADs that end past the end of a truncated file (0 when none does)."""
+    if not r.info.details.get("truncated_segments"):
+        return 0
+    return sum(int(b.lost.sum()) for b in r.iter_batches())
+
+
+#: This format in the registry (:mod:`kdumptool.formats`): repaired as ELF.
+ENTRY = ReaderEntry("elf", probe, ElfReader, "ELF core", order=30,
+                    lost_pages=lost_pages, repair_as="elf")  # type: ignore[arg-type]

@@ -443,4 +443,5 @@ class HyperVReader(DumpReader):
 
 
 #: This format in the registry (:mod:`kdumptool.formats`).
-ENTRY = ReaderEntry("hyperv", probe, HyperVReader, "HyperVStorage", order=40)
+ENTRY = ReaderEntry("hyperv", probe, HyperVReader, "HyperVStorage", order=40,
+                    lost_pages=HyperVReader.lost_pages)  # type: ignore[arg-type]

@@ -111,8 +111,26 @@ def _agrees(r: KdumpReader) -> bool:
     return True
 
 
+def lost_pages(r: KdumpReader) -> int:
+    """Pages with a descriptor but no data in the file: an all-zero descriptor (not written),
+    or data past the end of the file (truncated)."""
+    lost = 0
+    step = 1 << 16
+    for first in range(0, r.num_descs, step):
+        d = r._descs(first, min(step, r.num_descs - first))
+        offs = d["offset"].astype(np.int64)
+        lost += int(((offs == 0) | (offs + d["size"] > r.source.size)).sum())
+    return lost
+
+
+def page_data_offset(r: KdumpReader, pfn: int) -> int:
+    """The file offset of the stored data of page ``pfn`` (from its descriptor)."""
+    return int(r._descs(r.rank(pfn), 1)[0]["offset"])
+
+
 #: The kdump-compressed format in the registry (:mod:`kdumptool.formats`), declared here rather
 #: than in :mod:`kdumptool.formats.kdump`: with the recovery of a damaged signature, which needs
 #: the reader.
 ENTRY = ReaderEntry("kdump", probe, KdumpReader, "'KDUMP   ', 'DISKDUMP'", order=10,
-                    recover=recover_signature)
+                    recover=recover_signature, lost_pages=lost_pages,  # type: ignore[arg-type]
+                    page_data_offset=page_data_offset)  # type: ignore[arg-type]

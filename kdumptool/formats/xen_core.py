@@ -451,4 +451,5 @@ class XenCoreReader(PfnIndexReader):
 
 
 #: This format in the registry (:mod:`kdumptool.formats`).
-ENTRY = ReaderEntry("xen-core", probe, XenCoreReader, "ELF core", order=20)
+ENTRY = ReaderEntry("xen-core", probe, XenCoreReader, "ELF core", order=20,
+                    lost_pages=XenCoreReader.lost_pages)  # type: ignore[arg-type]

@@ -451,4 +451,5 @@ class XenStreamReader(PfnIndexReader):
 
 
 #: This format in the registry (:mod:`kdumptool.formats`).
-ENTRY = ReaderEntry("xen-stream", probe, XenStreamReader, "Xen save", order=60)
+ENTRY = ReaderEntry("xen-stream", probe, XenStreamReader, "Xen save", order=60,
+                    lost_pages=XenStreamReader.lost_pages)  # type: ignore[arg-type]

@@ -8,13 +8,15 @@ that cannot be read at all is a ``fatal`` finding (exit code 3).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from kdumptool.codecs import CODEC_FLAG_MASK
 from kdumptool.dump import DumpReader, pfn_range_text
 from kdumptool.errors import DumpError, KdumpToolError, UnknownFormatError, quote
+from kdumptool.formats import entry_of
 from kdumptool.formats.elf import ElfReader
 from kdumptool.formats.hyperv import HyperVReader
 from kdumptool.formats.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, KNOWN_STATUS, PAGE_DESC_SIZE, KdumpReader
@@ -63,12 +65,10 @@ def check_reader(reader: DumpReader, report: Report, *, deep: bool = False, name
                         max_pfn=reader.info.max_pfn, page_size=reader.info.page_size)
     try:
         validate_transport(reader, report)
-        if isinstance(reader, KdumpReader | SplitSetReader):
-            validate_kdump(reader, report)
-        elif isinstance(reader, ElfReader):
-            validate_elf(reader, report)
-        elif isinstance(reader, HyperVReader):
-            validate_hyperv(reader, report)
+        entry = entry_of(reader, of_parts=True)  # a split set: the checks of its parts' format
+        check = FORMAT_CHECKS.get(entry.name) if entry is not None else None
+        if check is not None:
+            check(reader, report)
         validate_vmcoreinfo(reader, report)
         if deep:
             validate_pages(reader, report)
@@ -109,16 +109,17 @@ def validate_transport(reader: DumpReader, report: Report) -> None:
 
 # --- kdump -------------------------------------------------------------------------------
 
-def _kdump_parts(reader: DumpReader) -> list[KdumpReader]:
-    return reader.parts if isinstance(reader, SplitSetReader) else [reader]  # type: ignore[list-item]
+def _kdump_parts(reader: KdumpReader | SplitSetReader) -> list[KdumpReader]:
+    """A split set's parts, or the one kdump file."""
+    return getattr(reader, "parts", None) or [reader]  # type: ignore[list-item]
 
 
 def validate_kdump(reader: KdumpReader | SplitSetReader, report: Report) -> None:
     """Findings about a kdump-compressed dump or split set (missing parts, then each part's
     headers, bitmaps and page descriptors), added to ``report``.
     """
-    if isinstance(reader, SplitSetReader):
-        for lo, hi in reader.gaps:
+    if getattr(reader, "parts", None):  # a split set
+        for lo, hi in reader.gaps:  # type: ignore[union-attr]
             declared = ranges_of(np.flatnonzero(reader.parts[0]._bits(2, lo, hi - lo)) + lo)
             report.add("data-loss", "split-part-missing",
                        f"the split set has no part for PFNs {pfn_range_text(lo, hi)}", None, declared)
@@ -354,6 +355,16 @@ def validate_hyperv(r: HyperVReader, report: Report) -> None:
                    int(str(r.store.replay_log["offset"])))
 
 
+#: The ``fsck`` checks of each format, by its registry name (:func:`kdumptool.formats.entry_of`;
+#: a split set's are its parts'): here, not on the format's entry, because they use the repair
+#: tools and page classes, which sit above :mod:`kdumptool.formats`.
+FORMAT_CHECKS: dict[str, Callable[[Any, Report], None]] = {
+    "kdump": validate_kdump,
+    "elf": validate_elf,
+    "hyperv": validate_hyperv,
+}
+
+
 # --- VMCOREINFO ---------------------------------------------------------------------------
 
 def validate_vmcoreinfo(reader: DumpReader, report: Report) -> None:
@@ -447,9 +458,10 @@ def validate_pages(reader: DumpReader, report: Report) -> None:
              for p in range(a, b)}
     new = sorted(set(corrupt) - known)
     if new:
+        entry = entry_of(reader)
         offset = None
-        if isinstance(reader, KdumpReader):
-            offset = int(reader._descs(reader.rank(new[0]), 1)[0]["offset"])
+        if entry is not None and entry.page_data_offset is not None:
+            offset = entry.page_data_offset(reader, new[0])
         report.add("data-loss", "corrupt-pages",
                    f"{len(new)} pages do not decode (first: pfn {new[0]:#x}: {first_msg})", offset,
                    merge_ranges(ranges_of(np.array(new, dtype=np.int64))))

@@ -35,9 +35,7 @@ import numpy as np
 from kdumptool.codecs import get_codec
 from kdumptool.dump import DumpReader, PageBatch, pfn_range_text
 from kdumptool.errors import OutputError, RepairError
-from kdumptool.formats.elf import ElfReader
-from kdumptool.formats.kdump import KdumpReader
-from kdumptool.formats.split import SplitSetReader
+from kdumptool.formats import entry_of
 from kdumptool.metadata import output_metadata
 from kdumptool.open import adopt_vmcoreinfo, open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import Selection
@@ -130,7 +128,8 @@ def repair(paths: list[str], out: str, *, zero_fill: bool = False,
         unplaced = unmatched - sum(b - a for m in rematched for a, b in m.lost)
         lost = unreadable_pages(reader)
         nlost = sum(b - a for a, b in lost)
-        is_elf = isinstance(reader, ElfReader) if elf is None else elf
+        entry = entry_of(reader)  # the format's repair policy: ELF stays ELF
+        is_elf = (entry is not None and entry.repair_as == "elf") if elf is None else elf
         if nlost and zero_fill:
             reader = ZeroFillReader(reader)
             actions.append(f"{nlost} unreadable pages written as zero pages")
@@ -195,8 +194,9 @@ def _fix_vmcoreinfo(reader: DumpReader, before: Report, vmcoreinfo_file: str | N
 def _fix_kdump_parts(reader: DumpReader, actions: list[str]) -> list[Rematch]:
     """A zeroed part of the 2nd bitmap rebuilt, emptied descriptors rebuilt from page data."""
     rematched = []
-    for part in (reader.parts if isinstance(reader, SplitSetReader) else [reader]):
-        if not isinstance(part, KdumpReader):
+    for part in getattr(reader, "parts", None) or [reader]:  # a split set's parts, or the file
+        entry = entry_of(part)
+        if entry is None or entry.name != "kdump":  # the tools below fix kdump tables only
             continue
         found = rematch_bitmap2(part)
         if found is not None:

@@ -458,3 +458,24 @@ def test_repair_exit_status_says_whether_pages_were_lost(tmp_path: Path) -> None
     assert proc.returncode == result["exit_code"] == 0 and result["pages_lost"] == 0
     info = json.loads(kdumptool("info", "--json", tmp_path / "whole.elf").stdout)
     assert result["pages_written"] == info["pages"]["present"] == len(declared)
+
+
+def test_the_registry_tells_each_reader_its_format_and_hooks() -> None:
+    from kdumptool.formats import READERS, entry_of
+    from kdumptool.open import open_dumps
+    from kdumptool.repair.checks import FORMAT_CHECKS
+
+    assert set(FORMAT_CHECKS) <= {e.name for e in READERS}  # checks of registered formats only
+    parts = [str(need_corpus_file(f"{KD}/derived/split2-c-d31.{i}")) for i in (1, 2)]
+    for paths, name, of_parts, repair_as in [
+        ([str(need_corpus_file(f"{KD}/derived/c-d31.kdump"))], "kdump", "kdump", "kdump"),
+        ([str(need_corpus_file(f"{KD}/derived/E-d31.elf"))], "elf", "elf", "elf"),
+        (parts, None, "kdump", None),  # a split set is no registered format; its parts are
+    ]:
+        with open_dumps(paths, strict=False) as reader:
+            entry = entry_of(reader)
+            assert (entry.name if entry else None) == name
+            assert entry_of(reader, of_parts=True).name == of_parts  # type: ignore[union-attr]
+            if entry is not None:
+                assert entry.repair_as == repair_as
+                assert entry.lost_pages is not None and entry.lost_pages(reader) == 0

@@ -23,7 +23,8 @@ offset ``fsck`` names for a corrupt page, the format ``repair`` writes): see
 :class:`~kdumptool.formats.registry.ReaderEntry`; :func:`entry_of` finds the entry of an open
 reader (no command tests a reader's class). A format's ``fsck`` checks, which use the repair
 tools above this package, are registered by name in
-:data:`kdumptool.repair.checks.FORMAT_CHECKS` (a fourth file to touch).
+:data:`kdumptool.repair.checks.FORMAT_CHECKS` (a fourth file, for a format with checks of
+its own).
 
 An entry may also name a ``recover`` function: when no probe accepts a file read tolerantly,
 it may still recognise the format by the rest of the file (a damaged magic) and return a

@@ -54,9 +54,6 @@ FORMAT_ISINSTANCE: frozenset[str] = frozenset({
     # a split set is made of kdump-compressed files: each part's class is checked when the
     # set is assembled (validation of its members, not a choice between formats)
     "kdumptool/formats/split.py:KdumpReader",
-    # owned by the CLI branch (issue 22, the library API): `reassemble` refuses a part that
-    # is not kdump-compressed; to become ``entry_of(reader).name == "kdump"``
-    "kdumptool/cli.py:KdumpReader",
 })
 
 

@@ -83,7 +83,7 @@ def reassemble(parts: Sequence[str], output: str, *, force: bool = False) -> Rea
     :raises UsageError: ``output`` is standard output
     :raises KdumpToolError: a part is not kdump-compressed
     """
-    from kdumptool.formats.kdump import KdumpReader
+    from kdumptool.formats import entry_of
     from kdumptool.formats.split import reassemble as run_reassemble
     from kdumptool.open import open_dump
     from kdumptool.transport.sink import open_output
@@ -96,7 +96,8 @@ def reassemble(parts: Sequence[str], output: str, *, force: bool = False) -> Rea
     try:
         for path in srcs:
             readers.append(open_dump(path))
-            if not isinstance(readers[-1], KdumpReader):
+            entry = entry_of(readers[-1])
+            if entry is None or entry.name != "kdump":
                 raise KdumpToolError(f"{path}: not a kdump-compressed file "
                                      f"({readers[-1].info.format}): not a part of a split set")
         with open_output(output, inputs=srcs, force=force) as sink:

@@ -199,3 +199,19 @@ def test_out_of_memory_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPat
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), err
     assert err == f"kdumptool: error: {BUNDLED}: out of memory (the machine's memory or " \
                   "address-space limit is too small for this dump)\n"
+
+
+def test_starting_the_command_line_imports_no_scrub_or_kernel_package() -> None:
+    """Start-up stays light (issue 21): the scrub and kernel packages load only when a command
+    needs them, and the help text's profile names are the library's."""
+    import subprocess
+    import sys
+
+    from kdumptool.cli_scrub import PROFILES as HELP_PROFILES
+    from kdumptool.scrub.profiles import PROFILES
+
+    assert HELP_PROFILES == PROFILES
+    code = ("import sys, kdumptool.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('kdumptool.scrub', 'kdumptool.kernel'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

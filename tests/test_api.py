@@ -115,6 +115,16 @@ def test_writer_registry() -> None:
         api.convert(BUNDLED, "/nonexistent/o.elf", elf=True, codec="zlib")
 
 
+def test_each_writer_belongs_to_one_registered_format() -> None:
+    """A format is one registered object: its entry names its writer (issue 22)."""
+    from kdumptool.formats import READERS
+    from kdumptool.formats.writers import WRITERS
+
+    named = {e.name: e.writer for e in READERS if e.writer is not None}
+    assert named == {"kdump": "kdump", "elf": "elf"}
+    assert sorted(named.values()) == sorted(WRITERS)  # every writer, each once
+
+
 def test_errors_below_the_reader_name_the_input(tmp_path: Path) -> None:
     """A page-table walk knows addresses, not files: the input's name comes from where the
     library opened it, on the error itself; a later call names its own input (the old global

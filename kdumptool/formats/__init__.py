@@ -18,6 +18,9 @@ Adding a read-only format touches three files:
 The command line, ``info`` and the fuzz harness find it through :data:`READERS`; a
 ``fuzz_seed()`` in ``tests/builders_<name>.py`` gives the fuzzer a seed of it.
 
+A format kdumptool also writes names its writer in its entry (``writer="kdump"``), the
+name under which :data:`kdumptool.formats.writers.WRITERS` holds it.
+
 An entry may also declare hooks for the commands that read it (``info``'s lost pages, the
 offset ``fsck`` names for a corrupt page, the format ``repair`` writes): see
 :class:`~kdumptool.formats.registry.ReaderEntry`; :func:`entry_of` finds the entry of an open

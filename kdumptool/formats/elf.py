@@ -549,4 +549,4 @@ def lost_pages(r: ElfReader) -> int:
 
 #: This format in the registry (:mod:`kdumptool.formats`): repaired as ELF.
 ENTRY = ReaderEntry("elf", probe, ElfReader, "ELF core", order=30,
-                    lost_pages=lost_pages, repair_as="elf")  # type: ignore[arg-type]
+                    lost_pages=lost_pages, repair_as="elf", writer="elf")  # type: ignore[arg-type]

@@ -133,4 +133,5 @@ def page_data_offset(r: KdumpReader, pfn: int) -> int:
 #: the reader.
 ENTRY = ReaderEntry("kdump", probe, KdumpReader, "'KDUMP   ', 'DISKDUMP'", order=10,
                     recover=recover_signature, lost_pages=lost_pages,  # type: ignore[arg-type]
-                    page_data_offset=page_data_offset)  # type: ignore[arg-type]
+                    page_data_offset=page_data_offset,  # type: ignore[arg-type]
+                    writer="kdump")

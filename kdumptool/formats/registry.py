@@ -36,6 +36,8 @@ class ReaderEntry:
         data, named by a "corrupt page" finding; None: not told
     :param repair_as: repair policy: the format a repaired copy is written in, ``"elf"`` or
         ``"kdump"`` (every format but ELF becomes kdump-compressed)
+    :param writer: the format's own writer, by its name in
+        :data:`kdumptool.formats.writers.WRITERS`; None: read-only
     """
 
     name: str
@@ -47,3 +49,4 @@ class ReaderEntry:
     lost_pages: Callable[[DumpReader], int] | None = None
     page_data_offset: Callable[[DumpReader, int], int] | None = None
     repair_as: str = "kdump"
+    writer: str | None = None

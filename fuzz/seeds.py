@@ -285,6 +285,13 @@ def _present_pfns(reader: DumpReader, first: int, rng: random.Random, extra: int
 def shrink_with_writer(path: Path, fmt: str, *, first: int = 12, extra: int = 6,
                        codec: str | None = "zlib") -> bytes:
     """A small complete dump of the real ``path`` (real notes, real pages) via kdumptool's writers."""
+    with open_dump(str(path)) as inner:
+        keep = _present_pfns(inner, first, random.Random(7), extra) + _uts_pfns(inner)
+        return _write_subset(_Subset(inner, keep), fmt, codec)
+
+
+def _write_subset(sub: Any, fmt: str, codec: str | None) -> bytes:
+    """``sub``'s pages written by kdumptool's ELF (``fmt == "elf"``) or kdump writer."""
     from kdumptool.codecs import get_codec
     from kdumptool.formats.elf_writer import write_elf
     from kdumptool.formats.kdump_writer import write_kdump
@@ -292,17 +299,13 @@ def shrink_with_writer(path: Path, fmt: str, *, first: int = 12, extra: int = 6,
     from kdumptool.pipeline import Selection
     from kdumptool.transport.sink import BytesSink
 
-    with open_dump(str(path)) as inner:
-        keep = _present_pfns(inner, first, random.Random(7), extra) + _uts_pfns(inner)
-        sub = _Subset(inner, keep)
-        sink = BytesSink()
-        meta = output_metadata(sub)
-        if fmt == "elf":
-            write_elf(Selection(sub, 0), sink, meta)
-        else:
-            write_kdump(Selection(sub, 0), sink, meta, get_codec(codec) if codec else None,
-                        threads=1)
-        return sink.getvalue()
+    sink = BytesSink()
+    meta = output_metadata(sub)
+    if fmt == "elf":
+        write_elf(Selection(sub, 0), sink, meta)
+    else:
+        write_kdump(Selection(sub, 0), sink, meta, get_codec(codec) if codec else None, threads=1)
+    return sink.getvalue()
 
 
 def _working_set(reader: DumpReader) -> list[int]:
@@ -335,26 +338,12 @@ def _working_set(reader: DumpReader) -> list[int]:
 
 def shrink_to_working_set(path: Path, fmt: str) -> bytes:
     """A small real dump holding what ``dmesg``, ``vtop`` and the utsname need (kdump: zlib)."""
-    from kdumptool.codecs import get_codec
-    from kdumptool.formats.elf_writer import write_elf
-    from kdumptool.formats.kdump_writer import write_kdump
-    from kdumptool.metadata import output_metadata
-    from kdumptool.pipeline import Selection
-    from kdumptool.transport.sink import BytesSink
-
     with open_dump(str(path)) as inner:
         from kdumptool.scan import scan_vmcoreinfo
 
         keep = _working_set(inner) + _uts_pfns(inner)
         keep += [f.paddr // inner.page_size for f in scan_vmcoreinfo(inner, first_only=True)]
-        sub = _Subset(inner, keep)
-        sink = BytesSink()
-        meta = output_metadata(sub)
-        if fmt == "elf":
-            write_elf(Selection(sub, 0), sink, meta)
-        else:
-            write_kdump(Selection(sub, 0), sink, meta, get_codec("zlib"), threads=1)
-        return sink.getvalue()
+        return _write_subset(_Subset(inner, keep), fmt, "zlib")
 
 
 def shrink_kdump_bytes(path: Path, *, first: int = 16, extra: int = 6) -> bytes:

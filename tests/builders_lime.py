@@ -12,6 +12,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
+from kdumptool.repair.findings import merge_ranges
+
 MAGIC = 0x4C694D45  # LIME_MAGIC
 PS = 4096
 
@@ -24,16 +26,6 @@ def header(start: int, end: int, *, endian: str = "<", magic: int = MAGIC, versi
 def lime_image(ranges: Iterable[tuple[int, bytes]], *, endian: str = "<") -> bytes:
     """An image of ``(physical start, bytes)`` ranges, in the order given."""
     return b"".join(header(start, start + len(data) - 1, endian=endian) + data for start, data in ranges)
-
-
-def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def _range_pages(reader: Any, a: int, b: int) -> Iterator[bytes]:
@@ -50,7 +42,7 @@ def lime_from_dump(reader: Any, out: BinaryIO) -> list[tuple[int, int]]:
 
     :return: the PFN ranges written
     """
-    ranges = _merged(reader.ram_ranges())
+    ranges = merge_ranges(list(reader.ram_ranges()))
     for a, b in ranges:
         out.write(header(a * PS, b * PS - 1))
         for page in _range_pages(reader, a, b):

@@ -181,9 +181,12 @@ def fsck(dump: tuple[str, ...], as_json: bool, deep: bool, vmcoreinfo_file: str 
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing when no page was lost.")
+@click.option("--threads", "--num-threads", "threads", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes writing OUT (default: all cores); the output is the same for any N.")
 @VMCOREINFO_OPTION
 def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | None, flat: bool,
-           codec: str | None, as_json: bool, force: bool, quiet: bool, vmcoreinfo_file: str | None) -> None:
+           codec: str | None, as_json: bool, force: bool, quiet: bool, threads: int | None,
+           vmcoreinfo_file: str | None) -> None:
     """Salvage every page of IN that still decodes into a valid dump OUT (IN is never changed).
 
     Lost and corrupt pages become missing pages (or zeros with --zero-fill); VMCOREINFO is
@@ -198,7 +201,7 @@ def repair(paths: tuple[str, ...], zero_fill: bool, in_place: bool, elf: bool | 
         raise UsageError("missing OUT (or use --in-place)")
     srcs, dst = (paths, None) if in_place else (paths[:-1], paths[-1])
     result = run_repair(srcs, dst, in_place=in_place, zero_fill=zero_fill, elf=elf, flattened=flat,
-                        codec=codec, force=force, vmcoreinfo_file=vmcoreinfo_file)
+                        codec=codec, force=force, vmcoreinfo_file=vmcoreinfo_file, threads=threads)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
         sys.exit(result.exit_code)

@@ -479,3 +479,22 @@ def test_the_registry_tells_each_reader_its_format_and_hooks() -> None:
             if entry is not None:
                 assert entry.repair_as == repair_as
                 assert entry.lost_pages is not None and entry.lost_pages(reader) == 0
+
+
+@pytest.mark.corpus
+def test_repair_writes_elf_on_every_core_with_the_same_bytes(tmp_path: Path) -> None:
+    """repair writes through the writer registry, so an ELF repair uses ``--threads`` like a
+    conversion (issue 21): one worker and two give the same bytes and every page survives."""
+    src = need_corpus_file(f"{KD}/derived/E-d31.elf")
+    broken = tmp_path / "phnum0.elf"
+    image = bytearray(src.read_bytes())
+    image[0x38:0x3A] = b"\0\0"  # e_phnum of an ELF64 header
+    broken.write_bytes(bytes(image))
+    outs = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"out-{threads}.elf"
+        proc = kdumptool("repair", "--threads", threads, str(broken), str(out))
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert our_digests(outs[0]) == our_digests(src)

@@ -53,12 +53,13 @@ def fsck(dump: str | Sequence[str], *, deep: bool = False, vmcoreinfo_file: str 
 def repair(inputs: str | Sequence[str], output: str | None = None, *, in_place: bool = False,
            zero_fill: bool = False, elf: bool | None = None, flattened: bool = False,
            codec: str | None = None, force: bool = False,
-           vmcoreinfo_file: str | None = None) -> RepairResult:
+           vmcoreinfo_file: str | None = None, threads: int | None = None) -> RepairResult:
     """Salvage every page of ``inputs`` that still decodes into a valid dump ``output``.
 
     :param in_place: replace the (one) input atomically, keeping ``IN.bak``; no ``output``
     :param zero_fill: write unreadable pages as zero pages instead of missing
     :param elf: write ELF (True), kdump-compressed (False), or the input's kind (None)
+    :param threads: worker processes writing the output (default: all cores; same bytes for any)
     :raises UsageError: ``in_place`` with several inputs, or no ``output`` without it
     :raises RepairError: not a dump, or damage that cannot be undone
     """
@@ -73,7 +74,7 @@ def repair(inputs: str | Sequence[str], output: str | None = None, *, in_place: 
         raise UsageError("missing OUT (or use --in-place)")
     return RepairResult.of(run_repair(srcs, output, zero_fill=zero_fill, vmcoreinfo_file=vmcoreinfo_file,
                                       force=force, elf=elf, flat=flattened, codec_name=codec,
-                                      in_place=in_place))
+                                      in_place=in_place, threads=threads))
 
 
 def reassemble(parts: Sequence[str], output: str, *, force: bool = False) -> ReassembleResult:

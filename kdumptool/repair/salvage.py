@@ -36,6 +36,7 @@ from kdumptool.codecs import get_codec
 from kdumptool.dump import DumpReader, PageBatch, pfn_range_text
 from kdumptool.errors import OutputError, RepairError
 from kdumptool.formats import entry_of
+from kdumptool.formats.writers import get_writer
 from kdumptool.metadata import output_metadata
 from kdumptool.open import adopt_vmcoreinfo, open_dumps, supply_vmcoreinfo
 from kdumptool.pipeline import Selection
@@ -229,14 +230,9 @@ def _write(reader: DumpReader, paths: list[str], out: str, meta: Any, codec: Any
     try:
         with open_output(out, inputs=[] if in_place else paths, force=force or in_place,
                          flattened=flat) as sink:
-            if is_elf:
-                from kdumptool.formats.elf_writer import write_elf
-
-                stats: dict[str, Any] = write_elf(Selection(reader, 0), sink, meta)
-            else:
-                from kdumptool.formats.kdump_writer import write_kdump
-
-                stats = write_kdump(Selection(reader, 0), sink, meta, codec, threads=threads)
+            writer = get_writer("elf" if is_elf else "kdump")  # both on every core (--threads)
+            stats: dict[str, Any] = writer.write(Selection(reader, 0), sink, meta,
+                                                 None if is_elf else codec, threads)
     except BaseException:
         if backup:
             os.unlink(backup)

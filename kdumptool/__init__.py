@@ -19,10 +19,11 @@ Typical use::
     print(result.dump_level, result.pages, result.retried)
     print(kdumptool.fsck("small.kdump").exit_code, kdumptool.triage("small.kdump").signature)
 
-Every command of the ``kdumptool`` program is a function here returning a typed result
-(:mod:`kdumptool.api`): ``convert``, ``filter``, ``split``, ``reassemble``, ``info``,
+The commands of the ``kdumptool`` program are functions of :mod:`kdumptool.api` returning
+typed results; here are ``convert``, ``filter``, ``split``, ``reassemble``, ``info``,
 ``fsck``, ``triage``, and ``repair_dump`` and ``scrub_dump`` (``kdumptool.repair`` and
-``kdumptool.scrub`` are the packages that do that work).
+``kdumptool.scrub`` are the packages that do that work; ``dmesg``, ``vtop``, ``vmcoreinfo``
+and ``ikconfig`` stay in :mod:`kdumptool.api`, their names here being modules).
 
 The names below are imported on first use (``kdumptool --help`` loads none of them).
 """

@@ -153,6 +153,20 @@ def test_vtop_and_triage_results() -> None:
     assert report.signature and report.kind
     with kdumptool.open_kernel(BUNDLED) as kernel:  # an open Kernel, as before
         assert kdumptool.triage(kernel).signature == report.signature
+        quick = kdumptool.triage(kernel, health=False)  # the keywords of the kernel's triage
+        assert quick.signature == report.signature and not quick.health and report.health
+        assert kdumptool.triage(kernel, paths=[BUNDLED]).health == report.health
+
+
+def test_inputs_and_outputs_may_be_pathlib_paths(tmp_path: Path) -> None:
+    src = Path(BUNDLED)
+    assert kdumptool.info(src).summary == kdumptool.info(BUNDLED).summary
+    assert kdumptool.fsck(src).exit_code == 0
+    assert kdumptool.triage(src).signature == kdumptool.triage([BUNDLED]).signature
+    result = kdumptool.convert(src, tmp_path / "out.kdump", level=31, codec="zlib")
+    assert result.pages > 10000 and (tmp_path / "out.kdump").stat().st_size > 0
+    split = kdumptool.split(src, [tmp_path / "p1", tmp_path / "p2"], level=31)
+    assert all((tmp_path / p).exists() for p in ("p1", "p2")) and split.parts
 
 
 def test_repair_result_is_typed(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 
 import pytest
@@ -42,6 +43,7 @@ def test_readme_python_api_example_runs() -> None:
     assert result.kind == "kdump-compressed (zlib)" and result.pages > 10000 and not result.cut
     assert "True" in printed.splitlines()  # triage of the converted dump: the same signature
     assert any(line.startswith(scope["small"]) and "exists" in line for line in printed.splitlines())
+    assert not os.path.exists(scope["tmp"].name)  # the example leaves nothing behind
 
 
 @pytest.mark.corpus

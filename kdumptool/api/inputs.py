@@ -6,6 +6,7 @@ memory, and parsing makedumpfile's dump levels (``-d 11,31``) and sizes (``-L 10
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 #: a VMCOREINFO recovered from memory, a retry at the next dump level): one line, without
 #: the program's name. The command line prints them as ``kdumptool: <line>``.
 Notify = Callable[[str], None]
+
+
+def as_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """One path (``str`` or ``pathlib.Path``) or several, as a list of strings."""
+    if isinstance(paths, str | os.PathLike):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
 
 
 def _silent(line: str) -> None:

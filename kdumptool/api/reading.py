@@ -5,18 +5,15 @@ whole files: ``repair`` and ``reassemble``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kdumptool.api.inputs import Notify, naming_inputs, opened, recover_vmcoreinfo
+from kdumptool.api.inputs import Notify, as_paths, naming_inputs, opened, recover_vmcoreinfo
 from kdumptool.api.results import InfoResult, ReassembleResult, RepairResult, VtopResult, WalkStep
 from kdumptool.errors import KdumpToolError, UsageError
-
-
-def _paths(dump: str | Sequence[str]) -> list[str]:
-    return [dump] if isinstance(dump, str) else list(dump)
 
 
 def info(dump: str | Sequence[str], *, deep: bool = False, pages: bool = False,
@@ -31,7 +28,7 @@ def info(dump: str | Sequence[str], *, deep: bool = False, pages: bool = False,
     from kdumptool.pipeline import Selection
     from kdumptool.report import exclusion_report
 
-    with opened(_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+    with opened(as_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         summary = summaries.dump_summary(reader, deep=deep)
         classes = (exclusion_report(Selection(reader, MAX_DUMP_LEVEL, reclassify=True))
                    if pages else None)
@@ -47,7 +44,7 @@ def fsck(dump: str | Sequence[str], *, deep: bool = False, vmcoreinfo_file: str 
     """
     from kdumptool.repair.checks import fsck as run_fsck
 
-    return run_fsck(_paths(dump), deep=deep, vmcoreinfo_file=vmcoreinfo_file)
+    return run_fsck(as_paths(dump), deep=deep, vmcoreinfo_file=vmcoreinfo_file)
 
 
 def repair(inputs: str | Sequence[str], output: str | None = None, *, in_place: bool = False,
@@ -65,7 +62,7 @@ def repair(inputs: str | Sequence[str], output: str | None = None, *, in_place: 
     """
     from kdumptool.repair.salvage import repair as run_repair
 
-    srcs = _paths(inputs)
+    srcs = as_paths(inputs)
     if in_place:
         if len(srcs) != 1 or output is not None:
             raise UsageError("--in-place takes exactly one input and no OUT")
@@ -110,22 +107,26 @@ def reassemble(parts: Sequence[str], output: str, *, force: bool = False) -> Rea
                             stats.get("lost", 0), time.monotonic() - t0)
 
 
-def triage(dump: Any, *, vmcoreinfo_file: str | None = None, notify: Notify | None = None) -> Any:
+def triage(dump: Any, *, vmcoreinfo_file: str | None = None, notify: Notify | None = None,
+           paths: Sequence[str] | None = None, health: bool = True) -> Any:
     """The crash report of a dump: kernel, reason, crashing CPU and task, registers, call
     trace, taint, modules, uptime, health and a crash signature.
 
-    :param dump: an open :class:`kdumptool.Kernel`, or the dump's path (several: a split set)
+    :param dump: an open :class:`kdumptool.Kernel` (or an object with its interface), or the
+        dump's path (several: a split set)
     :param notify: told when the VMCOREINFO is the copy found in memory
+    :param paths: with an open kernel: its files, for the ``fsck`` health check (skipped
+        without them)
+    :param health: run the ``fsck`` health check
     :return: the :class:`kdumptool.kernel.triage.TriageReport`
     """
-    from kdumptool.kernel.session import Kernel
     from kdumptool.kernel.triage import triage as run_triage
 
-    if isinstance(dump, Kernel):
-        return run_triage(dump)
-    paths = _paths(dump)
-    with open_kernel_noting(paths, vmcoreinfo_file, notify) as kernel:
-        return run_triage(kernel, paths=paths)  # "-": the copy of standard input again
+    if not isinstance(dump, str | os.PathLike | list | tuple):  # an open kernel
+        return run_triage(dump, paths=list(paths) if paths is not None else None, health=health)
+    names = as_paths(dump)
+    with open_kernel_noting(names, vmcoreinfo_file, notify) as kernel:
+        return run_triage(kernel, paths=names, health=health)  # "-": the copy of stdin again
 
 
 def open_kernel_noting(paths: Sequence[str], vmcoreinfo_file: str | None, notify: Notify | None,
@@ -152,7 +153,7 @@ def dmesg(dump: str | Sequence[str], *, partial: bool = False, caller: bool = Fa
     """
     from kdumptool.dmesg import dmesg_text
 
-    with opened(_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+    with opened(as_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if reader.info.vmcoreinfo is None:
             recover_vmcoreinfo(reader, notify)
         return dmesg_text(reader, partial=partial, caller=caller)
@@ -163,7 +164,7 @@ def dmesg_log_records(dump: str | Sequence[str], *, partial: bool = False,
     """The kernel log's records (``dmesg --json``; see :func:`kdumptool.dmesg.dmesg_records`)."""
     from kdumptool.dmesg import dmesg_records
 
-    with opened(_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
+    with opened(as_paths(dump), strict=False, vmcoreinfo_file=vmcoreinfo_file) as reader:
         if reader.info.vmcoreinfo is None:
             recover_vmcoreinfo(reader, notify)
         return dmesg_records(reader, partial=partial)

@@ -16,7 +16,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kdumptool.api.inputs import Notify, notifier, opened, parse_levels, parse_size, recover_vmcoreinfo
+from kdumptool.api.inputs import (
+    Notify,
+    as_paths,
+    notifier,
+    opened,
+    parse_levels,
+    parse_size,
+    recover_vmcoreinfo,
+)
 from kdumptool.api.results import ConvertResult, Retry, SplitPart, SplitResult
 from kdumptool.errors import OutputError, UsageError
 from kdumptool.filters.levels import MEM_MAP_LEVELS
@@ -145,7 +153,8 @@ def convert(inputs: str | Sequence[str], output: str | None = None, *, level: Le
     :raises UsageError: options that contradict each other or the inputs
     :raises OutputError: the output cannot be written (at the last level of a list)
     """
-    srcs = [inputs] if isinstance(inputs, str) else list(inputs)
+    srcs = as_paths(inputs)
+    output = os.fspath(output) if output is not None else None
     levels = parse_levels(level)
     limit = parse_size(size_limit) if isinstance(size_limit, str) else size_limit
     from kdumptool.formats.writers import get_writer
@@ -262,7 +271,8 @@ def split(input: str, outputs: Sequence[str], *, level: Levels = 0, codec: str |
     :raises UsageError: fewer than 2 outputs (unless ``dry_run``), or ``dask`` with a scrub
     """
     levels = parse_levels(level)
-    dsts = list(outputs)
+    dsts = as_paths(outputs)
+    input = os.fspath(input)  # noqa: A001
     if len(dsts) < 2 and not dry_run:
         raise UsageError("--split needs IN and at least 2 output files (IN OUT1 OUT2 ...)")
     if dask and not dry_run and (config or profiles):

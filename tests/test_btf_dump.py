@@ -67,6 +67,19 @@ def test_blobs_from_the_dump_equal_the_guests(rel: str) -> None:
 
 
 @pytest.mark.corpus
+def test_without_a_lookup_the_dumps_own_symbols_are_used() -> None:
+    """Called with no symbol lookup, the dump's own kallsyms find ``__start_BTF`` and the
+    module list (not only the memory scan, which cannot see modules)."""
+    symbols = guest_symbols(SET612)
+    with open_dumps([str(need_corpus_file(DUMPS612[1]))]) as reader:
+        kbtf = read_kernel_btf(reader)
+        assert (kbtf.source, kbtf.address) == ("__start_BTF", symbols["__start_BTF"])
+        assert sorted(m.name for m in kbtf.modules or []) == sorted(MODULES)
+        lookup, why = btf_dump.symbol_lookup(reader)
+        assert why is None and lookup is not None and lookup("__start_BTF") == symbols["__start_BTF"]
+
+
+@pytest.mark.corpus
 def test_only_the_modules_asked_for_are_read() -> None:
     symbols = guest_symbols(SET612)
     with open_dumps([str(need_corpus_file(DUMPS612[1]))]) as reader:

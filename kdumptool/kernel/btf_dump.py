@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from kdumptool.dump import DumpReader
 from kdumptool.errors import BtfError, KdumpToolError, KernelDataError, KernelDataMissingError
 from kdumptool.kernel.btf import HEADER_SIZE, Btf
+from kdumptool.kernel.kallsyms_scan import core_kallsyms
 from kdumptool.kernel.memory import KernelMemory
 
 #: ``read_virtual(vaddr, size) -> bytes``: kernel virtual memory of the dump.
@@ -267,25 +268,38 @@ class KernelBtf:
                 "modules": mods, "modules_note": self.modules_note}
 
 
+def symbol_lookup(reader: DumpReader, memory: KernelMemory | None = None
+                  ) -> tuple[SymbolLookup | None, str | None]:
+    """The dump's own core kallsyms (decoded from its memory) as a symbol lookup, or
+    ``(None, why)`` when they cannot be read (no VMCOREINFO, tables not found or corrupt)."""
+    vmci = reader.info.vmcoreinfo
+    if vmci is None:
+        return None, "the dump has no VMCOREINFO, so no symbols"
+    try:
+        return core_kallsyms(memory or KernelMemory(reader), vmci).address, None
+    except KdumpToolError as exc:
+        return None, f"the kernel's symbols could not be read ({exc})"
+
+
 def read_kernel_btf(reader: DumpReader, *, symbol: SymbolLookup | None = None,
                     symbol_note: str | None = None, modules: bool | Iterable[str] = True,
                     mem: KernelMemory | None = None) -> KernelBtf:
     """Read and validate the dump's vmlinux BTF and (``modules``: all, or these names) its
     modules' BTF blobs.
 
-    :param symbol: the kernel's symbol lookup (:func:`kdumptool.kernel.session.symbol_lookup`
-        gives the dump's own); ``symbol_note`` says why there is none. Without one, vmlinux's
-        BTF is found by :func:`scan_vmlinux_btf` and modules are not read (``modules_note``
-        says why).
+    :param symbol: the kernel's symbol lookup; ``symbol_note`` says why there is none. Without
+        either, the dump's own core kallsyms are decoded; without symbols at all, vmlinux's BTF
+        is found by :func:`scan_vmlinux_btf` and modules are not read (``modules_note`` says
+        why).
     :param mem: the kernel memory reader to use (a :class:`~kdumptool.kernel.session.Kernel`'s)
     :raises KernelDataMissingError: no BTF found, or memory it needs is not in the dump
     :raises BtfError: a blob is malformed
     :raises KernelDataError: the module list is corrupt
     """
+    memory = mem if mem is not None else KernelMemory(reader)
     note = symbol_note
     if symbol is None and note is None:
-        note = "no symbol lookup was given"
-    memory = mem if mem is not None else KernelMemory(reader)
+        symbol, note = symbol_lookup(reader, memory)
 
     def virtual(vaddr: int, size: int) -> bytes:
         return memory.read(vaddr, size, "BTF")

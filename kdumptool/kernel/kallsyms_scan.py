@@ -22,8 +22,15 @@ from __future__ import annotations
 import numpy as np
 
 from kdumptool.errors import KernelDataError, KernelDataMissingError
-from kdumptool.kernel.kallsyms import KallsymsLayout, load_kallsyms, read_tokens
+from kdumptool.kernel.kallsyms import (
+    KallsymsLayout,
+    SymbolTable,
+    layout_from_vmcoreinfo,
+    load_kallsyms,
+    read_tokens,
+)
 from kdumptool.kernel.memory import KernelMemory
+from kdumptool.vmcoreinfo import VmcoreInfo
 
 DIGITS = b"".join(bytes([0x30 + d, 0]) for d in range(10))
 #: How much of the kernel image (from ``_stext``) is searched for the token table.
@@ -205,3 +212,17 @@ def find_kallsyms(mem: KernelMemory, *, stext: int | None) -> KallsymsLayout:
             return layout
     raise KernelDataMissingError(f"{mem.path}: the kallsyms tables were not found in the kernel "
                                  f"image from {stext:#x}")
+
+
+def core_kallsyms(mem: KernelMemory, vmci: VmcoreInfo, *, scan: bool = False) -> SymbolTable:
+    """The core kernel's kallsyms (no module symbols): from the tables VMCOREINFO names
+    (Linux 6.0+), else (or with ``scan``) found by scanning the kernel image.
+
+    :raises KernelDataError: the tables are corrupt
+    :raises KernelDataMissingError: no tables found, or memory they need is not in the dump
+    """
+    stext = vmci.symbol("_stext") if vmci.has("SYMBOL(_stext)") else None
+    layout = None if scan else layout_from_vmcoreinfo(vmci)
+    if layout is None:
+        layout = find_kallsyms(mem, stext=stext)
+    return load_kallsyms(mem, layout, stext=stext)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from kdumptool.dump import DumpReader
 from kdumptool.errors import KdumpToolError, KernelDataMissingError
-from kdumptool.kernel.btf_dump import KernelBtf, SymbolLookup, read_kernel_btf
-from kdumptool.kernel.kallsyms import SymbolTable, layout_from_vmcoreinfo, load_kallsyms
+from kdumptool.kernel.btf_dump import KernelBtf, read_kernel_btf
+from kdumptool.kernel.kallsyms import SymbolTable
+from kdumptool.kernel.kallsyms_scan import core_kallsyms
 from kdumptool.kernel.memory import KernelMemory
 from kdumptool.vmcoreinfo import VmcoreInfo
 
@@ -101,12 +102,7 @@ class Kernel:
     def core_symbols(self) -> SymbolTable:
         """The core kernel's kallsyms (no module symbols): from the tables VMCOREINFO names
         (Linux 6.0+), else found by scanning the kernel image."""
-        layout = None if self._force_scan else layout_from_vmcoreinfo(self.vmcoreinfo)
-        if layout is None:
-            from kdumptool.kernel.kallsyms_scan import find_kallsyms
-
-            layout = find_kallsyms(self.mem, stext=self._stext())
-        return load_kallsyms(self.mem, layout, stext=self._stext())
+        return core_kallsyms(self.mem, self.vmcoreinfo, scan=self._force_scan)
 
     @functools.cached_property
     def symbols(self) -> SymbolTable:
@@ -206,16 +202,3 @@ def open_kernel(paths: str | list[str], *, vmcoreinfo_file: str | None = None,
         reader.close()
         raise
     return Kernel(reader, origin, scan=scan)
-
-
-def symbol_lookup(reader: DumpReader) -> tuple[SymbolLookup | None, str | None]:
-    """The kernel's symbol lookup for ``reader``: the core kallsyms decoded from its memory
-    (:attr:`Kernel.core_symbols`), or ``(None, why)`` when they cannot be read (no
-    VMCOREINFO, tables not found or corrupt); for
-    :func:`kdumptool.kernel.btf_dump.read_kernel_btf`."""
-    if reader.info.vmcoreinfo is None:
-        return None, "the dump has no VMCOREINFO, so no symbols"
-    try:
-        return Kernel(reader).core_symbols.address, None
-    except KdumpToolError as exc:
-        return None, f"the kernel's symbols could not be read ({exc})"

@@ -33,6 +33,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _converted_digests(src: Path, args: list[str], workers: tuple[int, ...], tmp_path: Path) -> set[str]:
+    """The digests of ``convert ARGS SRC`` written with each number of ``workers``."""
+    digests = set()
+    for n in workers:
+        out = tmp_path / f"out-{n}"
+        proc = kdumptool("convert", *args, "--threads", str(n), src, out, "-q",
+                         env={"KDUMPTOOL_ZLIB": "zlib"})
+        assert proc.returncode == 0, proc.stderr
+        digests.add(_digest(out))
+    return digests
+
+
 def test_chunks_depend_on_the_dump_only() -> None:
     windows = [(w * 1024, 1024) for w in range(200)]
     chunks = chunked_windows(iter(windows), 1024)
@@ -49,13 +61,7 @@ def test_synthetic_output_is_the_same_for_any_number_of_workers(tmp_path: Path, 
     src = tmp_path / "in.kdump"
     src.write_bytes(B.build_kdump(_sparse_pages(), codec="zlib", dump_level=0,
                                   vmcoreinfo=B.vmcoreinfo_text(), incomplete_after=4 * STEP + 10))
-    digests = set()
-    for workers in (1, 2, 3):
-        out = tmp_path / f"out-{workers}"
-        proc = kdumptool("convert", *args, "--threads", str(workers), src, out, "-q",
-                         env={"KDUMPTOOL_ZLIB": "zlib"})
-        assert proc.returncode == 0, proc.stderr
-        digests.add(_digest(out))
+    digests = _converted_digests(src, args, (1, 2, 3), tmp_path)
     assert len(digests) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # chunk files removed
 
@@ -134,13 +140,7 @@ def test_runner_keeps_task_order_and_the_same_writes() -> None:
 @pytest.mark.parametrize("args", [["-l", "-d", "1"], ["-c", "-d", "31"], ["-E", "-d", "31"]])
 def test_real_dump_is_the_same_for_one_and_two_workers(tmp_path: Path, args: list[str]) -> None:
     vmcore = need_corpus_file("x86_64-kdump-320m/vmcore.elf")
-    digests = set()
-    for workers in (1, 2):
-        out = tmp_path / f"out-{workers}"
-        proc = kdumptool("convert", *args, "--threads", str(workers), vmcore, out, "-q",
-                         env={"KDUMPTOOL_ZLIB": "zlib"})
-        assert proc.returncode == 0, proc.stderr
-        digests.add(_digest(out))
+    digests = _converted_digests(vmcore, args, (1, 2), tmp_path)
     assert len(digests) == 1
     ref = {"-c": "c-d31.kdump", "-E": "E-d31.elf"}.get(args[0])  # makedumpfile's own bytes
     if ref is not None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from typing import Any
 
 import click
 
-from kdumptool import __version__
+from kdumptool import __version__, interrupts
 from kdumptool.api.inputs import error_text, memory_error_text
 from kdumptool.cli_common import VMCOREINFO_OPTION, VMLINUX_OPTION, finish_commands, note
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS
@@ -56,16 +55,12 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the atomic-output cleanup
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kdumptool")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
     """Convert, filter, validate and repair Linux kernel crash dumps."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.install()  # SIGINT/SIGTERM unwind through the atomic-output cleanup
 
 
 @main.command()

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from kdumptool import interrupts
 from kdumptool.errors import KdumpToolError, OutputError
 
 __all__ = ["CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
@@ -169,6 +170,7 @@ class ChunkRunner(Generic[T, R]):
 
     def _serial(self) -> Iterator[tuple[R, int, int]]:
         for task in self.tasks:
+            interrupts.check()
             start = self.pos
 
             def write(data: bytes | memoryview) -> None:
@@ -197,6 +199,7 @@ class ChunkRunner(Generic[T, R]):
                         break
                     try:
                         path, lengths, result = pending.popleft().result()
+                        interrupts.check()
                         if isinstance(result, _Failure):
                             raise result.rebuild()
                         nbytes = sum(lengths)

@@ -15,6 +15,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 
+from kdumptool import interrupts
 from kdumptool.codecs import Codec
 from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
@@ -104,6 +105,7 @@ class Selection:
         reader = self.reader
         lo, hi = span if span is not None else (0, reader.max_pfn)
         for start, count in reader.data_windows() if windows is None else windows:
+            interrupts.check()
             if start >= hi or start + count <= lo:
                 continue
             _, present = reader.bitmaps(start, count)

@@ -215,3 +215,32 @@ def test_starting_the_command_line_imports_no_scrub_or_kernel_package() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('kdumptool.scrub', 'kdumptool.kernel'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_interrupt_python_swallows_is_raised_again_at_the_next_check() -> None:
+    """A signal that arrives inside a weak-reference callback (an import lock's, during a lazy
+    import) raises KeyboardInterrupt where CPython ignores it; the run must stop anyway at the
+    next window or chunk and before publishing its output (the interruption test saw a
+    conversion finish with status 0 so)."""
+    script = (
+        "import os, signal, sys, weakref\n"
+        "from kdumptool import interrupts\n"
+        "interrupts.install()\n"
+        "class Box: pass\n"
+        "box = Box()\n"
+        "def callback(_):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    sum(range(100000))\n"
+        "ref = weakref.ref(box, callback)\n"
+        "del box\n"
+        "print('carried on', flush=True)\n"
+        "try:\n"
+        "    interrupts.check()\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(7)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=HANG_S,
+                          preexec_fn=_sigint_by_default)
+    assert b"Exception ignored" in proc.stderr and b"KeyboardInterrupt" in proc.stderr
+    assert proc.stdout == b"carried on\n"
+    assert proc.returncode == 7, proc.stderr

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from kdumptool import interrupts
 from kdumptool.errors import LimitReached, OutputError
 from kdumptool.transport.compressed import CompressingWriter, compress_bound
 from kdumptool.transport.flattened import HEADER_SIZE, FlattenedSink
@@ -233,6 +234,7 @@ def open_output(
         os.fchmod(fd, 0o644 & ~_umask())
         os.close(fd)
         fd = -1
+        interrupts.check()  # an interrupt Python swallowed still leaves no output
         os.replace(tmp, path)
     except OSError as exc:
         _discard(fd, tmp)
@@ -279,6 +281,7 @@ def open_outputs(paths: list[str], *, inputs: list[str], force: bool = False) ->
             os.fchmod(fd, mode)
             os.close(fd)
             temps[i] = (-1, tmp, path)
+        interrupts.check()
         for _, tmp, path in temps:
             os.replace(tmp, path)
             done.append(path)

@@ -1,7 +1,9 @@
 """Chunks of a dump's PFN range processed on every core, joined in PFN order.
 
 A writer cuts the pages it will write into *chunks*: runs of whole data windows whose
-bounds are multiples of :data:`CHUNK_WINDOWS` windows. The cut depends on the dump only,
+bounds are multiples of :data:`CHUNK_WINDOWS` windows, and which hold at most about
+:data:`CHUNK_PAGES` pages to do when the writer can count them. The cut depends on the dump
+(and the dump level) only,
 never on the number of workers, and each chunk's bytes depend on its pages only, so the
 joined output is byte-identical for any number of workers.
 
@@ -34,10 +36,12 @@ from typing import Any, Generic, TypeVar
 from kdumptool import interrupts
 from kdumptool.errors import KdumpToolError, OutputError
 
-__all__ = ["CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
+__all__ = ["CHUNK_PAGES", "CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
 
 #: Data windows per chunk (4 MiB windows: 128 MiB of pages per chunk).
 CHUNK_WINDOWS = 32
+#: With a weight, a chunk ends once it holds this many pages to do (16 MiB of 4 KiB pages).
+CHUNK_PAGES = 4096
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -56,24 +60,33 @@ def default_workers() -> int:
 
 
 def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
-                    span: tuple[int, int] | None = None) -> list[list[tuple[int, int]]]:
+                    span: tuple[int, int] | None = None,
+                    weight: Callable[[int, int], int] | None = None) -> list[list[tuple[int, int]]]:
     """Group data windows into chunks whose bounds are multiples of
-    ``CHUNK_WINDOWS * window_pages`` PFNs (windows outside ``span`` are left out).
+    ``CHUNK_WINDOWS * window_pages`` PFNs (windows outside ``span`` are left out); with
+    ``weight``, a chunk also ends after the window that brings its pages to do up to
+    :data:`CHUNK_PAGES`, so the dense parts of memory (the kernel's own pages at ``-d 31``)
+    are shared by the workers instead of falling to one of them.
 
     :param windows: ``(start, count)`` in PFN order
     :param window_pages: the reader's window size
     :param span: only windows that overlap PFNs ``[lo, hi)``
+    :param weight: the pages a window will have to handle (its kept pages), from metadata
     """
     step = CHUNK_WINDOWS * window_pages
     chunks: list[list[tuple[int, int]]] = []
     current = -1
+    load = 0
     for start, count in windows:
         if span is not None and (start >= span[1] or start + count <= span[0]):
             continue
-        if start // step != current:
+        if start // step != current or load >= CHUNK_PAGES:
             current = start // step
             chunks.append([])
+            load = 0
         chunks[-1].append((start, count))
+        if weight is not None:
+            load += weight(start, count)
     return chunks
 
 

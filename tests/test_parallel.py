@@ -15,7 +15,7 @@ from kdumptool.codecs import CODECS
 from kdumptool.formats.kdump_writer import write_kdump
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_bytes
-from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner, chunked_windows
+from kdumptool.parallel import CHUNK_PAGES, CHUNK_WINDOWS, ChunkRunner, chunked_windows
 from kdumptool.pipeline import Selection
 from kdumptool.transport.sink import BytesSink
 
@@ -52,6 +52,22 @@ def test_chunks_depend_on_the_dump_only() -> None:
     assert sum(len(c) for c in chunks) == 200
     part = chunked_windows(iter(windows), 1024, (STEP + 1, 2 * STEP + 1))
     assert [w for c in part for w in c] == windows[32:65]
+
+
+def test_dense_windows_are_cut_into_smaller_chunks() -> None:
+    """At -d 31 the kept pages crowd into a few windows (the kernel's own); cut by the pages
+    to do, they are shared among the workers instead of making one chunk the run's tail."""
+    windows = [(w * 1024, 1024) for w in range(64)]
+    dense = set(range(40, 48))  # eight full windows in the second block, nothing elsewhere
+
+    def weight(start: int, count: int) -> int:
+        return count if start // 1024 in dense else 0
+
+    chunks = chunked_windows(iter(windows), 1024, weight=weight)
+    assert [c[0][0] for c in chunks] == [0, STEP, 44 * 1024, 48 * 1024]
+    assert all(sum(weight(*w) for w in c) <= CHUNK_PAGES for c in chunks)
+    assert [w for c in chunks for w in c] == windows
+    assert chunked_windows(iter(windows), 1024, weight=weight) == chunks  # the dump's alone
 
 
 @pytest.mark.parametrize("args", [["-l", "-d", "1"], ["-c", "-d", "0"], ["-p", "-d", "0"],

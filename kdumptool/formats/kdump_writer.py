@@ -225,7 +225,8 @@ def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
     each chunk's data placed after the previous one's, its descriptors fixed up here.
     Returns the counts, the number of descriptors and the end of the page data."""
     reader = enc.selection.reader
-    chunks = chunked_windows(reader.data_windows(), reader.window_pages, enc.part)
+    chunks = chunked_windows(reader.data_windows(), reader.window_pages, enc.part,
+                             weight=lambda start, count: int(enc.selection.masks(start, count)[1].sum()))
     runner = ChunkRunner(partial(_encode_chunk, enc), chunks, workers or default_workers(), sink,
                          data_pos, getattr(sink, "tmpdir", None))
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}

@@ -445,7 +445,8 @@ def validate_pages(reader: DumpReader, report: Report) -> None:
     corrupt: list[int] = []
     first_msg = None
     read = 0
-    chunks = chunked_windows(reader.data_windows(), reader.window_pages)
+    chunks = chunked_windows(reader.data_windows(), reader.window_pages,
+                             weight=lambda start, count: int(reader.bitmaps(start, count)[1].sum()))
     # the chunks decode on every core; they write nothing
     runner = ChunkRunner(partial(_decode_chunk, reader), chunks, default_workers(), None, 0)
     for (present, bad), _, _ in runner.results():

@@ -33,15 +33,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from kdumptool import interrupts
+from kdumptool import allocator, interrupts
 from kdumptool.errors import KdumpToolError, OutputError
 
 __all__ = ["CHUNK_PAGES", "CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
 
 #: Data windows per chunk (4 MiB windows: 128 MiB of pages per chunk).
 CHUNK_WINDOWS = 32
-#: With a weight, a chunk ends once it holds this many pages to do (16 MiB of 4 KiB pages).
-CHUNK_PAGES = 4096
+#: With a weight, a chunk ends once it holds this many pages to do (32 MiB of 4 KiB pages).
+CHUNK_PAGES = 8192
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -175,6 +175,7 @@ class ChunkRunner(Generic[T, R]):
 
     def results(self) -> Iterator[tuple[R, int, int]]:
         """See the class doc."""
+        allocator.tune()
         if (self.workers == 1 or "fork" not in multiprocessing.get_all_start_methods()
                 or multiprocessing.current_process().daemon):  # a daemon may not have children
             yield from self._serial()

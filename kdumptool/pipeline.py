@@ -15,7 +15,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 
-from kdumptool import interrupts
+from kdumptool import allocator, interrupts
 from kdumptool.codecs import Codec
 from kdumptool.dump import METADATA_WINDOW, DumpReader, PageBatch
 from kdumptool.errors import KdumpToolError
@@ -62,6 +62,7 @@ class Selection:
         #: a codec flag: :meth:`batches` also gives the stored streams of the pages stored
         #: with it (a kdump source only; the kdump writer copies them, writing that codec)
         self.keep_stored = 0
+        allocator.tune()  # page buffers reused, not faulted in again (the sweep and the windows)
         already = 0 if reclassify else (reader.info.dump_level or 0)
         from kdumptool.filters.exclusion import PageClassExclusion
 

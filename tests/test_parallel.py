@@ -58,13 +58,14 @@ def test_dense_windows_are_cut_into_smaller_chunks() -> None:
     """At -d 31 the kept pages crowd into a few windows (the kernel's own); cut by the pages
     to do, they are shared among the workers instead of making one chunk the run's tail."""
     windows = [(w * 1024, 1024) for w in range(64)]
-    dense = set(range(40, 48))  # eight full windows in the second block, nothing elsewhere
+    n = CHUNK_PAGES // 1024  # windows of pages to do per chunk
+    dense = set(range(40, 40 + 2 * n))  # full windows in the second block, nothing elsewhere
 
     def weight(start: int, count: int) -> int:
         return count if start // 1024 in dense else 0
 
     chunks = chunked_windows(iter(windows), 1024, weight=weight)
-    assert [c[0][0] for c in chunks] == [0, STEP, 44 * 1024, 48 * 1024]
+    assert [c[0][0] for c in chunks] == [0, STEP, (40 + n) * 1024, (40 + 2 * n) * 1024]
     assert all(sum(weight(*w) for w in c) <= CHUNK_PAGES for c in chunks)
     assert [w for c in chunks for w in c] == windows
     assert chunked_windows(iter(windows), 1024, weight=weight) == chunks  # the dump's alone

@@ -265,6 +265,8 @@ def _copy(src: int, start: int, lengths: list[int], sink: Any, offset: int) -> N
         except OSError:  # not between these file systems: copy through memory
             pass
         if done == nbytes:
+            if hasattr(sink, "wrote"):
+                sink.wrote(nbytes)
             return
     for length in lengths:
         piece = os.pread(src, length, start)

@@ -45,22 +45,60 @@ class FileSink:
         workers (:mod:`kdumptool.parallel`), on the same file system
     """
 
+    #: Bytes written between two starts of the kernel's writeback (:meth:`wrote`).
+    WRITEBACK_BYTES = 32 << 20
+
     def __init__(self, fd: int, path: str | None = None) -> None:
         self.fd = fd
         self.path = path
         self.tmpdir = os.path.dirname(os.path.abspath(path)) if path else None
+        self._unflushed = 0
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write all of ``data`` at ``offset`` (``os.pwrite`` until done)."""
         view = memoryview(data)
+        self.wrote(len(view))
         while len(view):
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
 
+    def wrote(self, nbytes: int) -> None:
+        """Count ``nbytes`` written into the file (by :meth:`pwrite`, or by
+        ``copy_file_range`` from a worker's file); every :data:`WRITEBACK_BYTES` the kernel
+        is asked to start writing the file out (``sync_file_range``, not waiting), so the
+        final ``fsync`` waits for the last part only, not for all of it."""
+        self._unflushed += nbytes
+        if self._unflushed >= self.WRITEBACK_BYTES:
+            self._unflushed = 0
+            _start_writeback(self.fd)
+
     def finish(self) -> None:
         """``fsync`` the file, so that an error of the disk shows up as an error here."""
         os.fsync(self.fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
+_sync_file_range: Any = None  # resolved on first use; False where the C library has none
+
+
+def _start_writeback(fd: int) -> int | None:
+    """Ask Linux to start writing out ``fd``'s dirty pages (a hint: errors are the final
+    ``fsync``'s to report). Returns ``sync_file_range``'s result, None where there is none."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        try:
+            import ctypes
+
+            call = ctypes.CDLL(None).sync_file_range
+            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            call.restype = ctypes.c_int
+            _sync_file_range = call
+        except (OSError, AttributeError):  # not Linux with glibc: the fsync does it all
+            _sync_file_range = False
+    if _sync_file_range:
+        return int(_sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE))
+    return None
 
 
 _RECORD = 16  # a flattened record header

@@ -51,9 +51,11 @@ class Selection:
     :param dump_level: makedumpfile dump level 0..31
     :param reclassify: classify pages even if the source's own level says its classes
         are already gone (to count them, as ``info --pages`` does)
+    :param workers: processes for the mem_map sweep (default: all cores)
     """
 
-    def __init__(self, reader: DumpReader, dump_level: int = 0, *, reclassify: bool = False) -> None:
+    def __init__(self, reader: DumpReader, dump_level: int = 0, *, reclassify: bool = False,
+                 workers: int | None = None) -> None:
         self.reader = reader
         self.dump_level = dump_level
         self.exclusion = None
@@ -67,12 +69,12 @@ class Selection:
         from kdumptool.filters.exclusion import PageClassExclusion
 
         if dump_level & MEM_MAP_LEVELS & ~already:
-            self.exclusion = PageClassExclusion(reader, dump_level)
+            self.exclusion = PageClassExclusion(reader, dump_level, workers)
         elif reader.info.vmcoreinfo is not None and reader.info.vmcoreinfo.has("NUMBER(PG_hwpoison)"):
             # makedumpfile sweeps mem_map at every level when the kernel reports PG_hwpoison:
             # hwpoisoned and offline pages are always excluded
             try:
-                self.exclusion = PageClassExclusion(reader, dump_level & ~MEM_MAP_LEVELS)
+                self.exclusion = PageClassExclusion(reader, dump_level & ~MEM_MAP_LEVELS, workers)
             except KdumpToolError as exc:
                 self.warnings.append(f"hwpoison and offline pages not checked: {exc}")
 

@@ -41,7 +41,8 @@ Levels = int | str | Sequence[int]
 
 @contextlib.contextmanager
 def selected(srcs: Sequence[str], level: int, *, vmcoreinfo_file: str | None, notify: Notify | None,
-             config: str | None = None, profiles: Sequence[str] = ()) -> Iterator[tuple[Any, Selection, Any]]:
+             config: str | None = None, profiles: Sequence[str] = (),
+             workers: int | None = None) -> Iterator[tuple[Any, Selection, Any]]:
     """Open the input and choose its pages for ``level`` (the page classes need VMCOREINFO:
     recovered from memory when the dump lacks it); yields ``(reader, selection, scrub)``.
 
@@ -67,7 +68,7 @@ def selected(srcs: Sequence[str], level: int, *, vmcoreinfo_file: str | None, no
             source = setup.reader(reader)
         if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
             recover_vmcoreinfo(reader, notify)
-        selection = Selection(source, level)
+        selection = Selection(source, level, workers=workers)
         if setup is not None:
             setup.attach(selection)
         for warning in selection.warnings:
@@ -230,7 +231,8 @@ class _Job:
 
         t0 = time.monotonic()
         with selected(self.srcs, level, vmcoreinfo_file=self.vmcoreinfo_file, notify=self.notify,
-                      config=self.config, profiles=self.profiles) as (reader, selection, scrub):
+                      config=self.config, profiles=self.profiles,
+                      workers=self.threads) as (reader, selection, scrub):
             level = selection.dump_level
             if self.dst is None:
                 outcome = scrub.plan.outcome(selection) if scrub is not None else None
@@ -326,7 +328,7 @@ def _split_here(base: SplitResult, level: int, dsts: list[str], codec: Any, *, s
     t0 = time.monotonic()
     block = splitblock or DEFAULT_SPLITBLOCK_SIZE
     with selected([base.input], level, vmcoreinfo_file=vmcoreinfo_file, notify=notify, config=config,
-                  profiles=profiles) as (reader, selection, scrub):
+                  profiles=profiles, workers=threads) as (reader, selection, scrub):
         level = selection.dump_level
         if dry_run:
             outcome = scrub.plan.outcome(selection) if scrub is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -20,6 +21,7 @@ from kdumptool.dump import DumpReader
 from kdumptool.errors import KdumpToolError, OutputError, PageNotPresentError
 from kdumptool.filters.mem_map import MemMapError, find_mem_map
 from kdumptool.filters.page_classes import CLASS_NAMES, KEEP, PageClassifier
+from kdumptool.parallel import ChunkRunner, default_workers
 from kdumptool.vtop import translator_for
 
 #: Excluded-page bits kept in memory up to this size (32 MiB: a 1 TiB machine of 4 KiB
@@ -77,17 +79,39 @@ class BitStore:
             self._file = None
 
 
+@dataclass(frozen=True)
+class _SweepPart:
+    """The sweep of one chunk of ``struct page``: what it excludes and counts, and the
+    excluded range it leaves running into the next chunk."""
+
+    start: int
+    excluded: np.ndarray  # packed bits, LSB first
+    counts: dict[str, int]
+    spill_end: int
+    spill_cls: int
+    unreadable: int
+    warnings: list[str]
+
+
 class PageClassExclusion:
     """Which pages of ``reader`` the mem_map classes of ``level`` exclude.
 
+    The sweep reads ``mem_map`` in chunks of :data:`CHUNK` ``struct page``; with several
+    workers the chunks are classified on every core (:mod:`kdumptool.parallel`), each as if
+    no excluded range ran into it from the chunk before. The parent takes them in order
+    and classifies again, itself, a chunk that such a range does run into (a compound page
+    across a 128 MiB boundary: only gigantic pages, as the buddy allocator aligns the
+    others), so the result is the one sweep in order would give.
+
     :param reader: the source dump (needs VMCOREINFO)
     :param level: dump level; only bits 2, 4, 8, 16 are used here
+    :param workers: processes for the sweep (default: all cores)
     :raises KdumpToolError: VMCOREINFO or the page tables do not allow it
     """
 
     CHUNK = 1 << 15  # struct pages read per step (2 MiB of 64-byte struct page)
 
-    def __init__(self, reader: DumpReader, level: int) -> None:
+    def __init__(self, reader: DumpReader, level: int, workers: int | None = None) -> None:
         self.reader = reader
         vmci = reader.info.vmcoreinfo
         xlat = translator_for(reader)
@@ -102,38 +126,60 @@ class PageClassExclusion:
         self._bits = BitStore(-(-reader.max_pfn // 8))  # 1 = excluded (LSB-first like the dump)
         self.counts: Counter[str] = Counter()
         self.unreadable = 0  # struct pages that could not be read: those pages are kept
-        self._sweep()
+        self.reswept = 0  # chunks the parent classified again (a range ran into them)
+        self._sweep(workers or default_workers())
 
-    def _sweep(self) -> None:
-        size_page = self.classifier.layout.size
+    def _sweep(self, workers: int) -> None:
+        jobs = [(k, start) for k, rng in enumerate(self.ranges)
+                for start in range(rng.pfn_start, rng.pfn_end, self.CHUNK)]
         spill_end, spill_cls = 0, KEEP
-        for rng in self.ranges:
-            for start in range(rng.pfn_start, rng.pfn_end, self.CHUNK):
-                count = min(self.CHUNK, rng.pfn_end - start)
-                ram, present = self.reader.bitmaps(start, count)
-                cls = np.full(count, KEEP, dtype=np.uint8)
-                lo = 0
-                if spill_end > start:  # a range excluded in the previous chunk continues here
-                    lo = min(spill_end - start, count)
-                    cls[:lo] = spill_cls
-                if lo < count:
-                    vaddr = rng.mem_map + (start + lo - rng.pfn_start) * size_page
-                    try:
-                        raw = np.frombuffer(self.read_virt(vaddr, (count - lo) * size_page),
-                                            dtype=np.uint8).reshape(count - lo, size_page)
-                    except (PageNotPresentError, KdumpToolError):
-                        self.unreadable += count - lo
-                        spill_end, spill_cls = start, KEEP
-                    else:
-                        part, spill_end, spill_cls = self.classifier.classify(raw, start + lo, ram[lo:])
-                        cls[lo:] = part
-                self._store(start, cls != KEEP)
-                for code, name in CLASS_NAMES.items():
-                    self.counts[name] += int(((cls == code) & present).sum())
+        runner = ChunkRunner(self._part_alone, jobs, workers if len(jobs) >= 2 else 1, None, 0)
+        for (k, start), (part, _, _) in zip(jobs, runner.results(), strict=True):
+            if spill_end > start:  # a range excluded in the previous chunk continues here
+                part = self._part(k, start, spill_end, spill_cls)
+                self.reswept += 1
+            self._store(start, part.excluded)
+            self.counts.update(part.counts)
+            self.unreadable += part.unreadable
+            self.classifier.warnings.extend(part.warnings)
+            spill_end, spill_cls = part.spill_end, part.spill_cls
 
-    def _store(self, start: int, excluded: np.ndarray) -> None:
+    def _part_alone(self, job: tuple[int, int], write: object) -> _SweepPart:
+        """A chunk classified as if nothing ran into it (a task of the parallel sweep)."""
+        return self._part(job[0], job[1], 0, KEEP)
+
+    def _part(self, k: int, start: int, spill_end: int, spill_cls: int) -> _SweepPart:
+        """Classify the chunk of range ``k`` from PFN ``start``, with the excluded range
+        ``[.., spill_end)`` of class ``spill_cls`` running into it."""
+        rng = self.ranges[k]
+        size_page = self.classifier.layout.size
+        count = min(self.CHUNK, rng.pfn_end - start)
+        ram, present = self.reader.bitmaps(start, count)
+        cls = np.full(count, KEEP, dtype=np.uint8)
+        lo, unreadable, noted = 0, 0, len(self.classifier.warnings)
+        if spill_end > start:
+            lo = min(spill_end - start, count)
+            cls[:lo] = spill_cls
+        if lo < count:
+            vaddr = rng.mem_map + (start + lo - rng.pfn_start) * size_page
+            try:
+                raw = np.frombuffer(self.read_virt(vaddr, (count - lo) * size_page),
+                                    dtype=np.uint8).reshape(count - lo, size_page)
+            except (PageNotPresentError, KdumpToolError):
+                unreadable = count - lo
+                spill_end, spill_cls = start, KEEP
+            else:
+                part, spill_end, spill_cls = self.classifier.classify(raw, start + lo, ram[lo:])
+                cls[lo:] = part
+        counts = {name: int(((cls == code) & present).sum()) for code, name in CLASS_NAMES.items()}
+        warnings = self.classifier.warnings[noted:]
+        del self.classifier.warnings[noted:]
+        return _SweepPart(start, np.packbits(cls != KEEP, bitorder="little"), counts, spill_end,
+                          spill_cls, unreadable, warnings)
+
+    def _store(self, start: int, packed: np.ndarray) -> None:
         # chunks start on multiples of 8 PFNs (sections are), so bytes never straddle
-        self._bits.or_bytes(start // 8, np.packbits(excluded, bitorder="little"))
+        self._bits.or_bytes(start // 8, packed)
 
     def excluded(self, start: int, count: int) -> np.ndarray:
         """Bool per PFN of the window: True where the level excludes the page."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from kdumptool import __version__, interrupts
+from kdumptool import __version__, cli_env, interrupts  # noqa: F401 - cli_env: before NumPy loads
 from kdumptool.api.inputs import error_text, memory_error_text
 from kdumptool.cli_common import VMCOREINFO_OPTION, VMLINUX_OPTION, finish_commands, note
 from kdumptool.cli_kernel import COMMANDS as KERNEL_COMMANDS

@@ -244,3 +244,13 @@ def test_an_interrupt_python_swallows_is_raised_again_at_the_next_check() -> Non
     assert b"Exception ignored" in proc.stderr and b"KeyboardInterrupt" in proc.stderr
     assert proc.stdout == b"carried on\n"
     assert proc.returncode == 7, proc.stderr
+
+
+def test_only_the_command_line_asks_openblas_for_one_thread() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    probe = "import os, {}; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    cli = subprocess.run([sys.executable, "-c", probe.format("kdumptool.cli")], env=env,
+                         capture_output=True, text=True, check=True)
+    library = subprocess.run([sys.executable, "-c", probe.format("kdumptool, kdumptool.api")], env=env,
+                             capture_output=True, text=True, check=True)
+    assert (cli.stdout, library.stdout) == ("1\n", "None\n")

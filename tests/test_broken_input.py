@@ -169,7 +169,9 @@ def test_nothing_in_a_dump_can_become_a_command_or_code() -> None:
     builtin compile, pickle, marshal or ctypes), so no byte of a dump can reach a shell or an
     interpreter. The dynamic imports: optional codec packages, by literal names only; and the
     format registry (``formats/__init__.py``), which imports the modules of its own directory
-    that declare an ``ENTRY`` (names from the installed package's files, never from input)."""
+    that declare an ``ENTRY`` (names from the installed package's files, never from input).
+    One use of ctypes: ``allocator.py`` calls the C library's ``mallopt`` with two constants
+    (no byte of input reaches it)."""
     import ast
 
     import kdumptool
@@ -185,7 +187,8 @@ def test_nothing_in_a_dump_can_become_a_command_or_code() -> None:
                 names = [a.name for a in node.names]
                 if isinstance(node, ast.ImportFrom) and node.module:
                     names.append(node.module)
-                found += [f"{where}: import {n}" for n in names if n.split(".")[0] in banned_modules]
+                found += [f"{where}: import {n}" for n in names if n.split(".")[0] in banned_modules
+                          and not (path.name == "allocator.py" and n == "ctypes")]
             elif isinstance(node, ast.Call):
                 f = node.func
                 name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
@@ -199,3 +202,5 @@ def test_nothing_in_a_dump_can_become_a_command_or_code() -> None:
                 elif name == "_import" and not (node.args and isinstance(node.args[0], ast.Constant)):
                     found.append(f"{where}: _import() of a name that is not a literal")
     assert not found, found
+    allocator = (Path(kdumptool.__file__).parent / "allocator.py").read_text()
+    assert allocator.count("libc.") == 1 and "libc.mallopt" in allocator  # its one C function

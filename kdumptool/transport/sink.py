@@ -66,7 +66,7 @@ class FileSink:
     def wrote(self, nbytes: int) -> None:
         """Count ``nbytes`` written into the file (by :meth:`pwrite`, or by
         ``copy_file_range`` from a worker's file); every :data:`WRITEBACK_BYTES` the kernel
-        is asked to start writing the file out (``sync_file_range``, not waiting), so the
+        is asked to start writing the file out (:func:`_start_writeback`), so the
         final ``fsync`` waits for the last part only, not for all of it."""
         self._unflushed += nbytes
         if self._unflushed >= self.WRITEBACK_BYTES:
@@ -78,27 +78,16 @@ class FileSink:
         os.fsync(self.fd)
 
 
-_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
-_sync_file_range: Any = None  # resolved on first use; False where the C library has none
-
-
-def _start_writeback(fd: int) -> int | None:
-    """Ask Linux to start writing out ``fd``'s dirty pages (a hint: errors are the final
-    ``fsync``'s to report). Returns ``sync_file_range``'s result, None where there is none."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        try:
-            import ctypes
-
-            call = ctypes.CDLL(None).sync_file_range
-            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            call.restype = ctypes.c_int
-            _sync_file_range = call
-        except (OSError, AttributeError):  # not Linux with glibc: the fsync does it all
-            _sync_file_range = False
-    if _sync_file_range:
-        return int(_sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE))
-    return None
+def _start_writeback(fd: int) -> bool:
+    """Have Linux start writing out ``fd``'s dirty pages, not waiting: ``POSIX_FADV_DONTNEED``
+    starts the writeback of the dirty pages of the range, then drops the clean ones from the
+    page cache (the output's: not read again). A hint: errors are the final ``fsync``'s to
+    report. Returns whether the hint was given."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):  # no fadvise here (or not for this file): fsync does it all
+        return False
+    return True
 
 
 _RECORD = 16  # a flattened record header

@@ -189,6 +189,8 @@ class ChunkRunner(Generic[T, R]):
 
             def write(data: bytes | memoryview) -> None:
                 self.sink.pwrite(self.pos, data)
+                if hasattr(self.sink, "wrote"):
+                    self.sink.wrote(self.pos, len(data))
                 self.pos += len(data)
 
             result = self.fn(task, write)
@@ -266,7 +268,7 @@ def _copy(src: int, start: int, lengths: list[int], sink: Any, offset: int) -> N
             pass
         if done == nbytes:
             if hasattr(sink, "wrote"):
-                sink.wrote(nbytes)
+                sink.wrote(offset, nbytes)
             return
     for length in lengths:
         piece = os.pread(src, length, start)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from ours import HANG_S
 
+from kdumptool.parallel import ChunkRunner
 from kdumptool.transport import sink as sink_module
 
 # Buffers of a few MiB with sizes that vary as a window's kept pages do, filled as pread
@@ -46,21 +48,29 @@ def test_tuned_allocator_reuses_page_buffers() -> None:
 
 
 def test_file_sink_starts_writeback_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every 32 MiB written, the kernel is asked to start writing the output out, so the
-    final fsync does not wait for all of it (the call itself is the real one)."""
-    calls: list[bool] = []
+    """Every 32 MiB of page data a chunk writes, the kernel is asked to start writing that
+    range out, so the final fsync does not wait for all of it (the call itself is the real
+    one); the header written last is never in a range."""
+    calls: list[tuple[int, int, bool]] = []
     real = sink_module._start_writeback
 
-    def counted(fd: int) -> bool:
-        calls.append(real(fd))
-        return calls[-1]
+    def counted(fd: int, offset: int, length: int) -> bool:
+        calls.append((offset, length, real(fd, offset, length)))
+        return calls[-1][2]
 
     monkeypatch.setattr(sink_module, "_start_writeback", counted)
     block = bytes(range(256)) * 4096  # 1 MiB
+
+    def chunk(i: int, write: Callable[[bytes], None]) -> int:
+        write(block)
+        return i
+
     with open(tmp_path / "out", "wb") as f:
         sink = sink_module.FileSink(f.fileno())
-        for i in range(70):
-            sink.pwrite(i * len(block), block)
+        runner = ChunkRunner(chunk, list(range(70)), 1, sink, 4096)
+        assert [r for r, _, _ in runner.results()] == list(range(70))
+        sink.pwrite(0, b"H" * 4096)
         sink.finish()
-    assert calls == [True, True]  # at 32 and 64 MiB; Linux took both
-    assert (tmp_path / "out").read_bytes() == block * 70
+    mib = 1 << 20
+    assert calls == [(4096, 32 * mib, True), (4096 + 32 * mib, 32 * mib, True)]
+    assert (tmp_path / "out").read_bytes() == b"H" * 4096 + block * 70

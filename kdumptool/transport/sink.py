@@ -45,46 +45,49 @@ class FileSink:
         workers (:mod:`kdumptool.parallel`), on the same file system
     """
 
-    #: Bytes written between two starts of the kernel's writeback (:meth:`wrote`).
+    #: Page data written between two starts of the kernel's writeback (:meth:`wrote`).
     WRITEBACK_BYTES = 32 << 20
 
     def __init__(self, fd: int, path: str | None = None) -> None:
         self.fd = fd
         self.path = path
         self.tmpdir = os.path.dirname(os.path.abspath(path)) if path else None
-        self._unflushed = 0
+        self._unflushed: tuple[int, int] | None = None  # page data not yet handed to writeback
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write all of ``data`` at ``offset`` (``os.pwrite`` until done)."""
         view = memoryview(data)
-        self.wrote(len(view))
         while len(view):
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
 
-    def wrote(self, nbytes: int) -> None:
-        """Count ``nbytes`` written into the file (by :meth:`pwrite`, or by
-        ``copy_file_range`` from a worker's file); every :data:`WRITEBACK_BYTES` the kernel
-        is asked to start writing the file out (:func:`_start_writeback`), so the
-        final ``fsync`` waits for the last part only, not for all of it."""
-        self._unflushed += nbytes
-        if self._unflushed >= self.WRITEBACK_BYTES:
-            self._unflushed = 0
-            _start_writeback(self.fd)
+    def wrote(self, offset: int, nbytes: int) -> None:
+        """Note that page data ``[offset, offset + nbytes)`` is in the file (written by a
+        chunk, here or by ``copy_file_range`` from a worker's file). Every
+        :data:`WRITEBACK_BYTES` the kernel is asked to start writing that range out
+        (:func:`_start_writeback`), so the final ``fsync`` waits for the last part only.
+        Headers and descriptors, written again later, are never in the range."""
+        lo, hi = (offset, offset + nbytes) if self._unflushed is None else (
+            min(self._unflushed[0], offset), max(self._unflushed[1], offset + nbytes))
+        if hi - lo >= self.WRITEBACK_BYTES:
+            _start_writeback(self.fd, lo, hi - lo)
+            self._unflushed = None
+        else:
+            self._unflushed = (lo, hi)
 
     def finish(self) -> None:
         """``fsync`` the file, so that an error of the disk shows up as an error here."""
         os.fsync(self.fd)
 
 
-def _start_writeback(fd: int) -> bool:
-    """Have Linux start writing out ``fd``'s dirty pages, not waiting: ``POSIX_FADV_DONTNEED``
-    starts the writeback of the dirty pages of the range, then drops the clean ones from the
-    page cache (the output's: not read again). A hint: errors are the final ``fsync``'s to
-    report. Returns whether the hint was given."""
+def _start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Have Linux start writing out the range's dirty pages, not waiting:
+    ``POSIX_FADV_DONTNEED`` starts their writeback, then drops the range's whole pages that
+    are clean from the page cache (page data: not read again). A hint: errors are the final
+    ``fsync``'s to report. Returns whether the hint was given."""
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
     except (AttributeError, OSError):  # no fadvise here (or not for this file): fsync does it all
         return False
     return True

@@ -220,13 +220,18 @@ def _encode_chunk(enc: _Encoding, windows: list[tuple[int, int]],
 
 
 def _write_pages(enc: _Encoding, sink: ByteSink, desc_off: int, data_pos: int,
-                 workers: int | None) -> tuple[dict[str, int], int, int]:
+                 workers: int | None, kept: np.ndarray) -> tuple[dict[str, int], int, int]:
     """Pass 2 in chunks of windows on ``workers`` processes (:mod:`kdumptool.parallel`):
-    each chunk's data placed after the previous one's, its descriptors fixed up here.
-    Returns the counts, the number of descriptors and the end of the page data."""
+    each chunk's data placed after the previous one's, its descriptors fixed up here; a chunk
+    holds a bounded number of kept pages (``kept``: per block of ``window_pages`` PFNs, counted
+    by pass 1). Returns the counts, the number of descriptors and the end of the page data."""
     reader = enc.selection.reader
-    chunks = chunked_windows(reader.data_windows(), reader.window_pages, enc.part,
-                             weight=lambda start, count: int(enc.selection.masks(start, count)[1].sum()))
+    wp = reader.window_pages
+
+    def weight(start: int, count: int) -> int:
+        return int(kept[start // wp:-(-(start + count) // wp)].sum())
+
+    chunks = chunked_windows(reader.data_windows(), wp, enc.part, weight=weight)
     runner = ChunkRunner(partial(_encode_chunk, enc), chunks, workers or default_workers(), sink,
                          data_pos, getattr(sink, "tmpdir", None))
     stats = {"pages": 0, "zero": 0, "compressed": 0, "lost": 0, "cut": 0}
@@ -325,13 +330,20 @@ class _Geometry:
         return 2 * self.bitmap_len // self.bs
 
 
-def _write_bitmaps(geo: _Geometry, selection: Selection, sink: ByteSink) -> tuple[int, int]:
+def _write_bitmaps(geo: _Geometry, selection: Selection, sink: ByteSink) -> tuple[int, int, np.ndarray]:
     """Pass 1: the bitmaps (metadata only). Returns the number of descriptors of the whole
-    dump and of this file (they differ in a split part)."""
+    dump and of this file (they differ in a split part), and the kept pages per block of the
+    reader's ``window_pages`` PFNs (what pass 2 cuts its chunks by)."""
     ndesc = own = 0
+    block = selection.reader.window_pages
+    per_block = np.zeros(-(-geo.max_pfn // block) + 1, dtype=np.int64)
     for start, count in selection.windows():
         ram, keep = selection.masks(start, count)
         kept = int(np.count_nonzero(keep))
+        if kept:  # sums over the window's pieces of blocks
+            cuts = np.arange((start // block + 1) * block - start, count, block)
+            sums = np.add.reduceat(keep, np.concatenate(([0], cuts)), dtype=np.int64)
+            per_block[start // block:start // block + len(sums)] += sums
         if kept or start + count >= geo.max_pfn:  # all-zero bits stay holes (read as zeros)
             sink.pwrite(geo.bm2_off + start // 8, np.packbits(keep, bitorder="little").tobytes())
         sink.pwrite(geo.bm1_off + start // 8, np.packbits(ram, bitorder="little").tobytes())
@@ -340,15 +352,15 @@ def _write_bitmaps(geo: _Geometry, selection: Selection, sink: ByteSink) -> tupl
     used = -(-geo.max_pfn // 8)  # the rest of each bitmap's blocks is zero, written explicitly
     for off in (geo.bm1_off, geo.bm2_off):  # so that a file with no page still reaches its table
         sink.pwrite(off + used, bytes(geo.bitmap_len - used))
-    return ndesc, own
+    return ndesc, own, per_block
 
 
 def _write_data(geo: _Geometry, selection: Selection, sink: ByteSink, meta: OutputMeta,
-                codec: Codec | None, counts: tuple[int, int], part: tuple[int, int] | None,
+                codec: Codec | None, counts: tuple[int, int, np.ndarray], part: tuple[int, int] | None,
                 threads: int | None) -> tuple[dict[str, int], int]:
-    """Pass 2: descriptors and page data (``counts``: descriptors of the dump and of this file).
+    """Pass 2: descriptors and page data (``counts``: pass 1's, :func:`_write_bitmaps`).
     Returns the counts and the end of the page data."""
-    ndesc, own = counts
+    ndesc, own, per_block = counts
     bs, dtype, limited = geo.bs, geo.s.page_desc_dtype, _limited(sink)
     data_pos = geo.desc_off + ndesc * PAGE_DESC_SIZE
     zero_desc = np.zeros(1, dtype=dtype)
@@ -371,7 +383,7 @@ def _write_data(geo: _Geometry, selection: Selection, sink: ByteSink, meta: Outp
         if limited is not None:
             stats, rank, data_end = _write_pages_limited(enc, limited, geo.desc_off, data_pos, own)
         else:
-            stats, rank, data_end = _write_pages(enc, sink, geo.desc_off, data_pos, threads)
+            stats, rank, data_end = _write_pages(enc, sink, geo.desc_off, data_pos, threads, per_block)
     finally:
         selection.keep_stored = 0
     assert rank == own or stats["cut"], "the selection changed between the two passes"
@@ -427,8 +439,8 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
     limited = _limited(sink)
     if limited is not None:  # the headers are written last
         limited.reserve([(0, geo.bs), (geo.bs, geo.sub_hdr_size * geo.bs)])
-    ndesc, own = _write_bitmaps(geo, selection, sink)
-    stats, data_end = _write_data(geo, selection, sink, meta, codec, (ndesc, own), part, threads)
+    counts = _write_bitmaps(geo, selection, sink)
+    stats, data_end = _write_data(geo, selection, sink, meta, codec, counts, part, threads)
     erase_off = _write_eraseinfo(sink, meta.eraseinfo, data_end, bool(stats["cut"]))
     if limited is not None:
         limited.release()
@@ -437,7 +449,7 @@ def write_kdump(selection: Selection, sink: ByteSink, meta: OutputMeta, codec: C
                                                           else 0)
     _write_headers(geo, sink, meta, status, erase_off)
     stats["incomplete"] = int(incomplete)
-    stats["descriptors"] = own
+    stats["descriptors"] = counts[1]
     return stats
 
 

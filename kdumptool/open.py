@@ -158,6 +158,23 @@ def adopt_vmcoreinfo(reader: DumpReader, vmci: VmcoreInfo) -> None:
         info.utsname = Utsname(sysname="Linux", release=vmci.osrelease, machine=info.machine)
 
 
+def recover_vmcoreinfo(reader: DumpReader, error: type[KdumpToolError] = KdumpToolError) -> int:
+    """Adopt the first VMCOREINFO text found in the memory of a dump that carries none
+    (:func:`adopt_vmcoreinfo`); returns the physical address it was found at.
+
+    :param error: the class of the error raised when none is found
+    :raises KdumpToolError: (``error``) none found; the text says to supply one with ``-i FILE``
+    """
+    from kdumptool.scan import scan_vmcoreinfo
+
+    found = scan_vmcoreinfo(reader, first_only=True)
+    if not found:
+        raise error(f"{reader.info.path}: the dump has no VMCOREINFO and none was found in its "
+                    "memory (supply it with -i FILE)")
+    adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
+    return found[0].paddr
+
+
 def _open_plain_or_flat(src: ByteSource, *, strict: bool) -> DumpReader:
     head = src.pread(0, 64)
     if flattened.probe(head):
@@ -288,4 +305,5 @@ class _Prefixed:
         return self.stream.read(n)  # type: ignore[attr-defined]
 
 
-__all__ = ["open_bytes", "open_dump", "open_dumps", "split_part_kind", "supply_vmcoreinfo"]
+__all__ = ["adopt_vmcoreinfo", "open_bytes", "open_dump", "open_dumps", "recover_vmcoreinfo",
+           "split_part_kind", "supply_vmcoreinfo"]

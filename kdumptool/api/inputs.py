@@ -107,16 +107,10 @@ def recover_vmcoreinfo(reader: DumpReader, notify: Notify | None = None) -> None
     :param notify: told where the copy was found
     :raises KdumpToolError: none was found (the message says to supply it with ``-i FILE``)
     """
-    from kdumptool.open import adopt_vmcoreinfo
-    from kdumptool.scan import scan_vmcoreinfo
+    from kdumptool.open import recover_vmcoreinfo as recover
 
-    found = scan_vmcoreinfo(reader, first_only=True)
-    if not found:
-        raise KdumpToolError(f"{reader.info.path}: the dump has no VMCOREINFO and none was found in its "
-                             "memory (supply it with -i FILE)")
-    adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
-    notifier(notify)(f"note: the dump has no VMCOREINFO; using the copy found in memory at "
-                     f"{found[0].paddr:#x}")
+    paddr = recover(reader)
+    notifier(notify)(f"note: the dump has no VMCOREINFO; using the copy found in memory at {paddr:#x}")
 
 
 # --- options ---------------------------------------------------------------------------------------

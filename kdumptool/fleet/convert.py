@@ -39,20 +39,15 @@ def open_source(src: str, level: int, vmcoreinfo_file: str | None) -> tuple[Any,
     """``(reader, selection)`` of ``src`` at ``level``, as the local ``convert`` opens it:
     strictly, VMCOREINFO from ``vmcoreinfo_file`` or, for a mem_map level, found in memory."""
     from kdumptool.filters.levels import MEM_MAP_LEVELS
-    from kdumptool.open import adopt_vmcoreinfo, open_dumps, supply_vmcoreinfo
+    from kdumptool.open import open_dumps, recover_vmcoreinfo, supply_vmcoreinfo
     from kdumptool.pipeline import Selection
-    from kdumptool.scan import scan_vmcoreinfo
 
     reader = open_dumps([src], strict=True)
     try:
         if vmcoreinfo_file:
             supply_vmcoreinfo(reader, vmcoreinfo_file)
         if level & MEM_MAP_LEVELS and reader.info.vmcoreinfo is None:
-            found = scan_vmcoreinfo(reader, first_only=True)
-            if not found:
-                raise KdumpToolError(f"{src}: the dump has no VMCOREINFO and none was found in its "
-                                     "memory (supply it with -i FILE)")
-            adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
+            recover_vmcoreinfo(reader)
         return reader, Selection(reader, level)
     except BaseException:
         reader.close()

@@ -44,20 +44,14 @@ def ensure_vmcoreinfo(reader: DumpReader, vmcoreinfo_file: str | None = None) ->
 
     :raises KernelDataMissingError: none anywhere
     """
-    from kdumptool.open import adopt_vmcoreinfo, supply_vmcoreinfo
-    from kdumptool.scan import scan_vmcoreinfo
+    from kdumptool.open import recover_vmcoreinfo, supply_vmcoreinfo
 
     if vmcoreinfo_file:
         supply_vmcoreinfo(reader, vmcoreinfo_file)
         return VmcoreinfoOrigin("file")
     if reader.info.vmcoreinfo is not None:
         return VmcoreinfoOrigin("dump")
-    found = scan_vmcoreinfo(reader, first_only=True)
-    if not found:
-        raise KernelDataMissingError(f"{reader.info.path}: the dump has no VMCOREINFO and none was "
-                                     "found in its memory (supply it with -i FILE)")
-    adopt_vmcoreinfo(reader, found[0].vmcoreinfo)
-    return VmcoreinfoOrigin("memory", found[0].paddr)
+    return VmcoreinfoOrigin("memory", recover_vmcoreinfo(reader, KernelDataMissingError))
 
 
 class Kernel:

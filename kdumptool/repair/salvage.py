@@ -231,7 +231,7 @@ def _write(reader: DumpReader, paths: list[str], out: str, meta: Any, codec: Any
         with open_output(out, inputs=[] if in_place else paths, force=force or in_place,
                          flattened=flat) as sink:
             writer = get_writer("elf" if is_elf else "kdump")  # both on every core (--threads)
-            stats: dict[str, Any] = writer.write(Selection(reader, 0), sink, meta,
+            stats: dict[str, Any] = writer.write(Selection(reader, 0, workers=threads), sink, meta,
                                                  None if is_elf else codec, threads)
     except BaseException:
         if backup:

@@ -147,6 +147,13 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def fresh(out: Path, cmd: list[str]) -> Run:
+    """Run ``cmd`` writing ``out`` as a new file, as makedumpfile's runs do (it refuses to
+    overwrite): replacing the last run's output would add the removal of the old file."""
+    out.unlink(missing_ok=True)
+    return run(cmd)
+
+
 def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
                 cases: list[tuple]) -> list[dict[str, object]]:
     kdt = [sys.executable, "-m", "kdumptool"]
@@ -165,11 +172,11 @@ def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
         kdt = [sys.executable, "-m", "kdumptool"]
         if len(where) > 1:  # another deflate for -c
             kdt = ["env", f"KDUMPTOOL_ZLIB={where[1]}", *kdt]
-        ours = median_of([run([*kdt, "convert", "-q", "--force", *opts, str(inp), str(o)])
+        ours = median_of([fresh(o, [*kdt, "convert", "-q", "--force", *opts, str(inp), str(o)])
                           for _ in range(runs)])
         row: dict[str, object] = {"case": label, "ours": ours, "ours_out": o.stat().st_size if ours.ok else 0}
         # one worker: the same bytes (and, for the scaling cases, the time)
-        single = [run([*kdt, "convert", "-q", "--force", "--threads", "1", *opts, str(inp), str(one)])
+        single = [fresh(one, [*kdt, "convert", "-q", "--force", "--threads", "1", *opts, str(inp), str(one)])
                   for _ in range(runs if label in SCALING else 1)]
         row["one"] = median_of(single)
         row["identical"] = ours.ok and _digest(o) == _digest(one)

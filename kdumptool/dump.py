@@ -119,7 +119,8 @@ class PageBatch:
 
     ``data`` holds one row per *present* page, in PFN order. A page that the
     dump declares but that cannot be read (``lost``: cut off or never written;
-    ``corrupt``: stored data does not decode) is not present.
+    ``corrupt``: stored data does not decode) is not present. ``data`` is never written
+    in place: in a worker process it may be a read-only view of the mapped file.
     """
 
     start: int

@@ -18,6 +18,13 @@ would make) and removes the file. Processes, not threads: the per-page Python wo
 codecs hold the GIL. At most ``2 x workers`` chunks are in flight, so memory and temporary
 space stay bounded as the dump grows.
 
+A worker reads the input's pages through a mapping of the file where it can
+(:func:`kdumptool.transport.source.allow_mapping`): no copy out of the page cache. If a
+worker dies (SIGBUS: the input was cut or could not be read while mapped; or killed), its
+chunk and every later one are done again in the parent, which never maps the input and
+reads it with ``pread``: the same bytes, or the error naming the file and offset. The
+temporary files of the dead pool are removed.
+
 With one worker (or one chunk) everything runs in the calling process and the bytes go
 straight to the output, through the same per-chunk function.
 """
@@ -25,16 +32,19 @@ straight to the output, through the same per-chunk function.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, TypeVar
 
 from kdumptool import allocator, interrupts
 from kdumptool.errors import KdumpToolError, OutputError
+from kdumptool.transport import source
 
 __all__ = ["CHUNK_PAGES", "CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "default_workers"]
 
@@ -111,10 +121,20 @@ class _Failure:
         return exc
 
 
-def _run_task(task: Any, tmpdir: str | None) -> tuple[str | None, list[int], Any]:
+def _worker_start() -> None:
+    """In each forked worker, before its first task: page data may be read from a mapping."""
+    source.allow_mapping()
+
+
+def _chunk_prefix(token: str) -> str:
+    return f".kdumptool-chunk-{token}-"
+
+
+def _run_task(task: Any, tmpdir: str | None, token: str) -> tuple[str | None, list[int], Any]:
     """In a worker: one task of the job, its bytes written to a temporary file of its own in
-    ``tmpdir``; returns that file's name (the parent copies it out and removes it) and the
-    length of each write, so that the parent repeats the same writes."""
+    ``tmpdir`` (named after the pool's ``token``); returns that file's name (the parent copies
+    it out and removes it) and the length of each write, so that the parent repeats the same
+    writes."""
     assert _JOB is not None
     lengths: list[int] = []
     fd, path = -1, None
@@ -125,7 +145,7 @@ def _run_task(task: Any, tmpdir: str | None) -> tuple[str | None, list[int], Any
         view = memoryview(data)
         try:
             if fd < 0:
-                fd, path = tempfile.mkstemp(prefix=".kdumptool-chunk-", dir=tmpdir)
+                fd, path = tempfile.mkstemp(prefix=_chunk_prefix(token), dir=tmpdir)
             while len(view):
                 n = os.write(fd, view)
                 view = view[n:]
@@ -172,18 +192,20 @@ class ChunkRunner(Generic[T, R]):
         self.sink = sink
         self.pos = base
         self.tmpdir = tmpdir
+        #: tasks done again in this process after a worker died (0: none)
+        self.redone = 0
 
     def results(self) -> Iterator[tuple[R, int, int]]:
         """See the class doc."""
         allocator.tune()
         if (self.workers == 1 or "fork" not in multiprocessing.get_all_start_methods()
                 or multiprocessing.current_process().daemon):  # a daemon may not have children
-            yield from self._serial()
+            yield from self._serial(self.tasks)
         else:
             yield from self._parallel()
 
-    def _serial(self) -> Iterator[tuple[R, int, int]]:
-        for task in self.tasks:
+    def _serial(self, tasks: Iterable[T]) -> Iterator[tuple[R, int, int]]:
+        for task in tasks:
             interrupts.check()
             start = self.pos
 
@@ -200,21 +222,33 @@ class ChunkRunner(Generic[T, R]):
         global _JOB
         _JOB = self.fn
         tasks = iter(self.tasks)
+        token = f"{os.getpid()}-{os.urandom(4).hex()}"
         more = True
-        pending: deque[Future[tuple[str | None, list[int], Any]]] = deque()
+        pending: deque[tuple[T, Future[tuple[str | None, list[int], Any]]]] = deque()
+        left: list[T] | None = None  # after a worker died: the tasks to do here
         try:
-            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_worker_start) as pool:
                 while True:
                     while more and len(pending) < 2 * self.workers:
                         task = next(tasks, _END)
                         if task is _END:
                             more = False
                         else:
-                            pending.append(pool.submit(_run_task, task, self.tmpdir))
+                            pending.append((task, pool.submit(_run_task, task, self.tmpdir, token)))
                     if not pending:
                         break
                     try:
-                        path, lengths, result = pending.popleft().result()
+                        path, lengths, result = pending[0][1].result()
+                    except BrokenProcessPool:
+                        left = [t for t, _ in pending]
+                        pending.clear()
+                        break
+                    except BaseException:
+                        _cancel(pending)
+                        raise
+                    pending.popleft()
+                    try:
                         interrupts.check()
                         if isinstance(result, _Failure):
                             raise result.rebuild()
@@ -224,17 +258,37 @@ class ChunkRunner(Generic[T, R]):
                         self.pos += nbytes
                         yield result, self.pos - nbytes, nbytes
                     except BaseException:
-                        for f in pending:  # not started: never run
-                            f.cancel()
+                        _cancel(pending)
                         raise
         finally:
             _JOB = None
-            for f in pending:  # after an error: the chunks still running leave files
+            for _, f in pending:  # after an error: the chunks still running leave files
                 if not f.cancel():
                     with contextlib.suppress(BaseException):
                         path = f.result()[0]
                         if path is not None:
                             os.unlink(path)
+        if left is not None:  # the pool is gone: its files removed, the rest done here
+            _remove_files(self.tmpdir, token)
+            for item in self._serial(itertools.chain(left, tasks)):
+                self.redone += 1
+                yield item
+
+
+def _cancel(pending: deque[tuple[Any, Future[Any]]]) -> None:
+    for _, f in pending:  # not started: never run
+        f.cancel()
+
+
+def _remove_files(tmpdir: str | None, token: str) -> None:
+    """Remove what the workers of the pool named by ``token`` left in ``tmpdir``."""
+    folder = tmpdir or tempfile.gettempdir()
+    prefix = _chunk_prefix(token)
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _take(path: str, lengths: list[int], sink: Any, offset: int) -> None:

@@ -50,6 +50,7 @@ class Codec:
     _compress: Callable[[bytes], bytes]
     _decompress: Callable[[bytes, int], bytes]
     _compress_many: Callable[[list[bytes], int], list[bytes]] | None = None
+    _compress_list: Callable[[list[bytes]], list[bytes]] | None = None  # one call, no threads
 
     def compress(self, page: bytes) -> bytes:
         """Compress one page; the caller stores it raw if this is not smaller."""
@@ -65,6 +66,8 @@ class Codec:
         on ``threads`` threads where it has one."""
         if self._compress_many is not None and len(pages) > 1:
             return self._compress_many(pages, threads)
+        if self._compress_list is not None:
+            return self._compress_list(pages)
         return [self._compress(p) for p in pages]
 
     def decode_unchecked(self, data: bytes, page_size: int) -> bytes:
@@ -147,6 +150,13 @@ def _zlib_compress(page: bytes) -> bytes:
     return _zlib_impl(page)
 
 
+def _zlib_compress_list(pages: list[bytes]) -> list[bytes]:
+    global _zlib_impl
+    if _zlib_impl is None:
+        _zlib_impl = _zlib_compressor()
+    return list(map(_zlib_impl, pages))
+
+
 def zlib_implementation() -> str:
     """What ``-c`` compresses with in this process: ``KDUMPTOOL_ZLIB`` (one of
     :data:`ZLIB_IMPLEMENTATIONS`) when it is installed, else ``libdeflate`` when installed,
@@ -203,6 +213,11 @@ def _zlib_decompress(data: bytes, page_size: int) -> bytes:
 def _lzo_compress(page: bytes) -> bytes:
     lzo = _import("lzo", "python-lzo", "lzo")
     return bytes(lzo.compress(page, 1, False))  # LZO1X-1, no python-lzo header
+
+
+def _lzo_compress_list(pages: list[bytes]) -> list[bytes]:
+    compress = _import("lzo", "python-lzo", "lzo").compress
+    return [compress(p, 1, False) for p in pages]  # bytes already: one C call per page
 
 
 def _lzo_decompress(data: bytes, page_size: int) -> bytes:
@@ -278,8 +293,10 @@ def _zstd_decompress(data: bytes, page_size: int) -> bytes:
 CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
-        Codec("zlib", 0x01, "zlib (standard library)", "-c", _zlib_compress, _zlib_decompress),
-        Codec("lzo", 0x02, "python-lzo", "-l", _lzo_compress, _lzo_decompress),
+        Codec("zlib", 0x01, "zlib (standard library)", "-c", _zlib_compress, _zlib_decompress,
+              _compress_list=_zlib_compress_list),
+        Codec("lzo", 0x02, "python-lzo", "-l", _lzo_compress, _lzo_decompress,
+              _compress_list=_lzo_compress_list),
         Codec("snappy", 0x04, "python-snappy", "-p", _snappy_compress, _snappy_decompress),
         Codec("zstd", 0x20, "zstandard", "-z", _zstd_compress, _zstd_decompress, _zstd_compress_many),
     )

@@ -27,7 +27,7 @@ from kdumptool.errors import CorruptDumpError, TruncatedDumpError, UnknownFormat
 from kdumptool.formats.notes import MAX_NOTES, count_cpus, nhdr_struct, parse_notes, vmcoreinfo_from_notes
 from kdumptool.formats.registry import ReaderEntry
 from kdumptool.schema import ints, numpy_dtype, parse_at
-from kdumptool.transport.source import ByteSource, read_exact, read_into
+from kdumptool.transport.source import ByteSource, mapped, read_exact, read_into
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -480,6 +480,11 @@ class ElfReader(DumpReader):
             if whole:
                 runs.append((i, whole, off))
         present = (owner >= 0) & ~lost
+        if len(runs) == 1:  # every page from one stretch of the file: used in place if mapped
+            view = mapped(self.source, runs[0][2], runs[0][1] * ps)
+            if view is not None:
+                data = np.frombuffer(view, dtype=np.uint8).reshape(-1, ps)
+                return PageBatch(start, count, ram, present, data, lost)
         data = np.empty((int(present.sum()), ps), dtype=np.uint8)
         row = np.cumsum(present) - 1
         flat = memoryview(data.reshape(-1))

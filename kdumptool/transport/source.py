@@ -1,12 +1,17 @@
 """Random-access byte sources that format readers parse.
 
-Readers never use ``mmap`` (a truncated file would kill the process with
-SIGBUS, as it does in libkdumpfile); every read is a bounded ``pread``.
+Every read is bounded by the file size. The process that opened a dump never maps it
+(a file cut while mapped kills the process with SIGBUS, as it does in libkdumpfile);
+only the forked workers of :mod:`kdumptool.parallel`, whose death the parent survives
+and whose work it then does again with ``pread``, may read page data through a mapping
+(:func:`allow_mapping`, :func:`mapped`): the pages are then used in place instead of being
+copied out of the page cache.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 from typing import Protocol
@@ -54,6 +59,25 @@ def read_into(src: ByteSource, offset: int, buf: memoryview) -> int:
     return len(data)
 
 
+#: Whether file sources may be mapped in this process (only a worker of kdumptool.parallel).
+_MAPPING = False
+
+
+def allow_mapping() -> None:
+    """Let file sources be mapped in this process: called in a forked worker only, whose
+    death by SIGBUS (the file cut while mapped, a read error) the parent survives."""
+    global _MAPPING
+    _MAPPING = True
+
+
+def mapped(src: ByteSource, offset: int, length: int) -> memoryview | None:
+    """A read-only view of ``[offset, offset + length)`` of the source's file, without a copy,
+    where this process may map it (:func:`allow_mapping`) and the range lies inside the
+    file's size; else None (read it with :func:`read_into`)."""
+    view = getattr(src, "view", None)
+    return None if view is None or not _MAPPING else view(offset, length)
+
+
 def may_hold_data(src: ByteSource, offset: int, length: int) -> bool:
     """False only when the source knows ``[offset, offset + length)`` reads as zeros without
     storing them (a hole of a sparse file, a gap of a flattened stream): metadata passes then
@@ -78,6 +102,23 @@ class FileSource:
             self.close()
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         self.size = st.st_size
+        self._regular = stat.S_ISREG(st.st_mode)
+
+    def view(self, offset: int, length: int) -> memoryview | None:
+        """A read-only view of a range inside the file's size: a shared mapping of that range
+        alone, unmapped once the view and every array over it are gone (so mapped pages never
+        pile up in the process); None for a file that is not a regular one, an empty or
+        out-of-range request, or when the system refuses to map it. Use through
+        :func:`mapped`: only a process whose death is survived may touch the view."""
+        if not self._regular or self._fd < 0 or length <= 0 or offset < 0 or offset + length > self.size:
+            return None
+        skip = offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            area = mmap.mmap(self._fd, skip + length, mmap.MAP_SHARED, mmap.PROT_READ,
+                             offset=offset - skip)
+        except (OSError, ValueError, OverflowError):
+            return None
+        return memoryview(area)[skip:]
 
     def pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; fewer only at the end of the file."""
@@ -142,7 +183,9 @@ class SpooledSource(FileSource):
             super().__init__(path, display_name=display_name)
         else:  # another handle on an open (maybe already unlinked) copy
             self.path, self.name, self._fd = path, display_name or path, fd
-            self.size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            self.size = st.st_size
+            self._regular = stat.S_ISREG(st.st_mode)
         self.damage = damage
 
     def reopen(self) -> SpooledSource:

@@ -1,0 +1,115 @@
+"""Page data read through a mapping of the input, in workers only, and a worker's death.
+
+The parent never maps the input (a file cut while mapped raises SIGBUS); the forked workers
+of ``kdumptool.parallel`` do, and when one dies the parent does its chunks again with
+``pread``: the same bytes, or the error naming the file and offset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import builders as B
+import numpy as np
+import pytest
+
+import kdumptool
+from kdumptool.errors import TruncatedDumpError
+from kdumptool.formats import kdump_writer
+from kdumptool.open import open_dump
+from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner
+from kdumptool.transport import source
+from kdumptool.transport.sink import BytesSink
+from kdumptool.transport.source import FileSource, mapped
+
+STEP = CHUNK_WINDOWS * 1024  # PFNs per chunk for 4 KiB pages
+
+
+def _elf(tmp_path: Path) -> Path:
+    """An ELF dump whose pages fall in five chunks."""
+    runs = [(c * STEP + 3, c * STEP + 40) for c in (0, 1, 2, 4, 6)]
+    pages = B.make_pages(runs, zero=[STEP + 5], noisy=[2 * STEP + 9])
+    return B.write_to(tmp_path / "in.elf", B.build_elf(pages, vmcoreinfo=B.vmcoreinfo_text()))
+
+
+def test_the_parent_never_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mapped`` gives nothing in the process that opened the file; where allowed (a
+    worker), a view of exactly the bytes ``pread`` gives, inside the file only."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 64)
+    with FileSource(str(path)) as src:
+        assert mapped(src, 100, 50) is None
+        monkeypatch.setattr(source, "_MAPPING", True)
+        view = mapped(src, 4097, 300)
+        assert view is not None and view.readonly and bytes(view) == src.pread(4097, 300)
+        assert mapped(src, src.size - 10, 11) is None and mapped(src, 0, 0) is None
+    with FileSource("/dev/zero") as dev:  # not a regular file: read, never mapped
+        assert mapped(dev, 0, 4096) is None
+
+
+def test_workers_read_the_pages_in_place_and_give_the_same_bytes(tmp_path: Path) -> None:
+    """The mapped pages (2 workers) and the copied ones (1 worker, the parent) make the same
+    file; a batch read where mapping is allowed is a read-only view, not a copy."""
+    src = _elf(tmp_path)
+    outs = []
+    for n in (1, 2):
+        out = tmp_path / f"o{n}"
+        kdumptool.convert(str(src), str(out), level=0, codec="lzo", threads=n)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    with open_dump(str(src)) as reader:
+        copied = reader.read_batch(2 * STEP, 1024)
+        source._MAPPING = True
+        try:
+            view = reader.read_batch(2 * STEP, 1024)
+        finally:
+            source._MAPPING = False
+        assert copied.data.flags.writeable and not view.data.flags.writeable
+        assert np.array_equal(copied.data, view.data) and np.array_equal(copied.present, view.present)
+
+
+def _dies_in_a_worker(task: int, write):  # type: ignore[no-untyped-def]
+    if task == 4 and source._MAPPING:  # in a worker: killed as a cut mapped file kills it
+        os.kill(os.getpid(), signal.SIGBUS)
+    write(bytes([task]) * (task + 1))
+    return task * 10
+
+
+def test_a_dead_worker_s_chunks_are_done_again_in_the_parent(tmp_path: Path) -> None:
+    tasks = list(range(9))
+    outs = []
+    for workers in (1, 2):
+        sink = BytesSink()
+        runner = ChunkRunner(_dies_in_a_worker, tasks, workers, sink, 10, str(tmp_path))
+        got = list(runner.results())
+        outs.append((got, sink.getvalue()))
+        if workers == 1:
+            assert runner.redone == 0
+    assert outs[0] == outs[1] and [r for r, _, _ in outs[0][0]] == [t * 10 for t in tasks]
+    assert 5 <= runner.redone <= 9  # task 4, every later one, and any earlier still running
+    assert not list(tmp_path.iterdir())  # the dead pool's chunk files are gone
+
+
+def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input is cut while a worker reads it through its mapping: the worker dies of a
+    real SIGBUS, the parent reads the chunk with ``pread`` and raises the error naming the
+    file and offset; no output and no chunk file is left."""
+    src = _elf(tmp_path)
+    original = kdump_writer._encode_chunk
+
+    def cut_then_encode(enc, windows, write):  # type: ignore[no-untyped-def]
+        if source._MAPPING and windows[0][0] >= 2 * STEP:
+            os.truncate(src, 8192)
+        return original(enc, windows, write)
+
+    monkeypatch.setattr(kdump_writer, "_encode_chunk", cut_then_encode)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(TruncatedDumpError) as err:
+        kdumptool.convert(str(src), str(out_dir / "o.kdump"), level=0, codec="lzo", threads=2)
+    assert err.value.path == str(src) and err.value.offset > 8192
+    assert os.path.getsize(src) == 8192  # cut by the test, and by nothing else
+    assert not list(out_dir.iterdir())

@@ -9,14 +9,16 @@ joined output is byte-identical for any number of workers.
 
 With several workers, each chunk is a task of a pool of *forked* processes (the reader,
 the selection and its exclusion bits are inherited; a task is a short list of windows,
-pickled): the worker reads, selects, decodes and encodes the chunk's pages, writes the
-bytes it produces to a temporary file of its own in the output's directory, and returns
-the file's name and a small result (descriptors, counts). The parent takes the results in
-chunk order, moves each chunk's bytes into the output with ``os.copy_file_range`` (a copy
-inside the kernel; other sinks get them through ``pwrite``, as the same writes one process
-would make) and removes the file. Processes, not threads: the per-page Python work and some
-codecs hold the GIL. At most ``2 x workers`` chunks are in flight, so memory and temporary
-space stay bounded as the dump grows.
+pickled): the worker reads, selects, decodes and encodes the chunk's pages and returns a
+small result (descriptors, counts). Where the chunk's bytes go: when the output is a plain
+file and every earlier chunk has ended (their ends are shared with the workers, in a shared
+mapping made before the fork), the worker writes them in place; else into a temporary file of
+its own in the output's directory, which the parent moves into the output with
+``os.copy_file_range`` (a copy inside the kernel; other sinks get them through ``pwrite``, as
+the same writes one process would make) before telling the workers where that chunk ended.
+The parent takes the results in chunk order. Processes, not threads: the per-page Python work
+and some codecs hold the GIL. At most ``2 x workers`` chunks are in flight, so memory and
+temporary space stay bounded as the dump grows.
 
 A worker reads the input's pages through a mapping of the file where it can
 (:func:`kdumptool.transport.source.allow_mapping`): no copy out of the page cache. If a
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import mmap
 import multiprocessing
 import os
 import tempfile
@@ -52,6 +55,9 @@ __all__ = ["CHUNK_PAGES", "CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "de
 CHUNK_WINDOWS = 32
 #: With a weight, a chunk ends once it holds this many pages to do (32 MiB of 4 KiB pages).
 CHUNK_PAGES = 8192
+#: The most bytes a worker holds for a chunk, to write them in place once the chunk's start is
+#: known, before it puts them in its temporary file instead.
+HOLD_BYTES = 64 << 20
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,6 +117,8 @@ class _Failure:
         self.text = str(exc)
 
     def rebuild(self) -> BaseException:
+        if issubclass(self.cls, OSError):  # errno and strerror come from the arguments
+            return self.cls(*self.args)
         try:
             exc = self.cls.__new__(self.cls)
             exc.args = self.args
@@ -130,39 +138,140 @@ def _chunk_prefix(token: str) -> str:
     return f".kdumptool-chunk-{token}-"
 
 
-def _run_task(task: Any, tmpdir: str | None, token: str) -> tuple[str | None, list[int], Any]:
-    """In a worker: one task of the job, its bytes written to a temporary file of its own in
-    ``tmpdir`` (named after the pool's ``token``); returns that file's name (the parent copies
-    it out and removes it) and the length of each write, so that the parent repeats the same
-    writes."""
-    assert _JOB is not None
-    lengths: list[int] = []
-    fd, path = -1, None
+class _Ends:
+    """Where each chunk ends in the output, shared by the parent and its forked workers (an
+    anonymous shared mapping made before the fork, and a lock): cell ``index % cells`` holds
+    ``(index, end offset)`` of the last chunk that ended there, so a chunk's start is known
+    once the cell of the chunk before it holds that chunk's index.
 
-    def write(data: bytes | memoryview) -> None:
-        nonlocal fd, path
-        lengths.append(len(data))
+    :param cells: more than the chunks in flight
+    :param base: where chunk 0 starts
+    :param fd: the output file, written in place by the worker of a chunk whose start is known
+    """
+
+    def __init__(self, cells: int, base: int, fd: int) -> None:
+        self.fd = fd
+        self.cells = cells
+        self._area = mmap.mmap(-1, cells * 16)
+        self._words = memoryview(self._area).cast("q")
+        for i in range(cells):
+            self._words[2 * i] = -2  # no chunk's index (-1 is the one before chunk 0)
+        self._lock = multiprocessing.get_context("fork").Lock()
+        self.record(-1, base)
+
+    def _put(self, index: int, end: int) -> None:
+        i = 2 * (index % self.cells)
+        self._words[i], self._words[i + 1] = index, end
+
+    def record(self, index: int, end: int) -> None:
+        """Chunk ``index`` ends at ``end``."""
+        with self._lock:
+            self._put(index, end)
+
+    def claim(self, index: int, nbytes: int) -> int | None:
+        """Where chunk ``index`` starts when the chunk before it has ended (recording that this
+        one, of ``nbytes``, ends after it), else None."""
+        with self._lock:
+            i = 2 * ((index - 1) % self.cells)
+            if self._words[i] != index - 1:
+                return None
+            start = self._words[i + 1]
+            self._put(index, start + nbytes)
+            return start
+
+
+#: Set before the workers are forked when the output is a plain file (never pickled).
+_ENDS: _Ends | None = None
+
+
+class _ChunkOut:
+    """A worker's bytes for one chunk: held in memory (up to :data:`HOLD_BYTES`) to be
+    written in place once the chunk's start is known, else (or beyond that) in a temporary
+    file of its own in ``tmpdir``, named after the pool's ``token``."""
+
+    def __init__(self, tmpdir: str | None, token: str) -> None:
+        self.tmpdir, self.token = tmpdir, token
+        self.lengths: list[int] = []
+        self.held: list[bytes] = []
+        self.nheld = 0
+        self.fd, self.path = -1, None
+
+    def write(self, data: bytes | memoryview) -> None:
+        """The chunk's next bytes."""
+        self.lengths.append(len(data))
+        if self.fd < 0 and _ENDS is not None and self.nheld + len(data) <= HOLD_BYTES:
+            self.held.append(data if isinstance(data, bytes) else bytes(data))
+            self.nheld += len(data)
+            return
+        self._spill()
+        self._to_file(data)
+
+    def place(self, index: int) -> int:
+        """At the chunk's end: write its bytes in place if its start is known (returned);
+        else keep them in the temporary file (-1)."""
+        if self.fd < 0 and _ENDS is not None:
+            start = _ENDS.claim(index, self.nheld)
+            if start is not None:
+                _pwrite_all(_ENDS.fd, self.held, start)
+                return start
+        self._spill()
+        return -1
+
+    def discard(self) -> None:
+        """After an error: no file left behind."""
+        self.close()
+        if self.path is not None:
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        """Close the temporary file (the parent opens it by name)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _spill(self) -> None:
+        held, self.held, self.nheld = self.held, [], 0
+        for piece in held:
+            self._to_file(piece)
+
+    def _to_file(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         try:
-            if fd < 0:
-                fd, path = tempfile.mkstemp(prefix=_chunk_prefix(token), dir=tmpdir)
+            if self.fd < 0:
+                self.fd, self.path = tempfile.mkstemp(prefix=_chunk_prefix(self.token), dir=self.tmpdir)
             while len(view):
-                n = os.write(fd, view)
+                n = os.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
-            raise OutputError(f"{tmpdir or tempfile.gettempdir()}: cannot write a worker's temporary "
-                              f"file: {exc.strerror or exc}", errno=exc.errno) from None
+            raise OutputError(f"{self.tmpdir or tempfile.gettempdir()}: cannot write a worker's "
+                              f"temporary file: {exc.strerror or exc}", errno=exc.errno) from None
 
+
+def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> None:
+    for piece in pieces:
+        view = memoryview(piece)
+        while len(view):
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+
+def _run_task(task: Any, tmpdir: str | None, token: str,
+              index: int) -> tuple[str | None, list[int], Any, int]:
+    """In a worker: task ``index`` of the job. Its bytes go straight to their place in the
+    output when the chunks before it have ended, else to a temporary file (the parent copies it
+    out and removes it). Returns that file's name, the length of each write (so that the
+    parent repeats the same writes), the result, and where the bytes were placed (-1: not)."""
+    assert _JOB is not None
+    out = _ChunkOut(tmpdir, token)
     try:
-        result = _JOB(task, write)
+        result = _JOB(task, out.write)
+        placed = out.place(index)
     except BaseException as exc:  # noqa: BLE001 - carried to the parent, raised there
-        if path is not None:
-            os.unlink(path)
-        return None, [], _Failure(exc)
+        out.discard()
+        return None, [], _Failure(exc), -1
     finally:
-        if fd >= 0:
-            os.close(fd)
-    return path, lengths, result
+        out.close()
+    return out.path, out.lengths, result, placed
 
 
 class ChunkRunner(Generic[T, R]):
@@ -194,6 +303,8 @@ class ChunkRunner(Generic[T, R]):
         self.tmpdir = tmpdir
         #: tasks done again in this process after a worker died (0: none)
         self.redone = 0
+        #: tasks whose bytes their worker wrote in place (the others: through a file)
+        self.placed = 0
 
     def results(self) -> Iterator[tuple[R, int, int]]:
         """See the class doc."""
@@ -219,50 +330,47 @@ class ChunkRunner(Generic[T, R]):
             yield result, start, self.pos - start
 
     def _parallel(self) -> Iterator[tuple[R, int, int]]:
-        global _JOB
+        global _JOB, _ENDS
         _JOB = self.fn
-        tasks = iter(self.tasks)
+        fd = getattr(self.sink, "fd", None)  # a plain file: workers may write in place
+        _ENDS = _Ends(4 * self.workers + 4, self.pos, fd) if isinstance(fd, int) else None
+        tasks = enumerate(self.tasks)
         token = f"{os.getpid()}-{os.urandom(4).hex()}"
         more = True
-        pending: deque[tuple[T, Future[tuple[str | None, list[int], Any]]]] = deque()
+        pending: deque[tuple[int, T, Future[tuple[str | None, list[int], Any, int]]]] = deque()
         left: list[T] | None = None  # after a worker died: the tasks to do here
         try:
             with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                      initializer=_worker_start) as pool:
                 while True:
                     while more and len(pending) < 2 * self.workers:
-                        task = next(tasks, _END)
-                        if task is _END:
+                        item = next(tasks, _END)
+                        if item is _END:
                             more = False
                         else:
-                            pending.append((task, pool.submit(_run_task, task, self.tmpdir, token)))
+                            index, task = item  # type: ignore[misc]
+                            future = pool.submit(_run_task, task, self.tmpdir, token, index)
+                            pending.append((index, task, future))
                     if not pending:
                         break
                     try:
-                        path, lengths, result = pending[0][1].result()
+                        done = pending[0][2].result()
                     except BrokenProcessPool:
-                        left = [t for t, _ in pending]
+                        left = [t for _, t, _ in pending]
                         pending.clear()
                         break
                     except BaseException:
                         _cancel(pending)
                         raise
-                    pending.popleft()
+                    index = pending.popleft()[0]
                     try:
-                        interrupts.check()
-                        if isinstance(result, _Failure):
-                            raise result.rebuild()
-                        nbytes = sum(lengths)
-                        if path is not None:
-                            _take(path, lengths, self.sink, self.pos)
-                        self.pos += nbytes
-                        yield result, self.pos - nbytes, nbytes
+                        yield self._deliver(index, *done)
                     except BaseException:
                         _cancel(pending)
                         raise
         finally:
-            _JOB = None
-            for _, f in pending:  # after an error: the chunks still running leave files
+            _JOB = _ENDS = None
+            for _, _, f in pending:  # after an error: the chunks still running leave files
                 if not f.cancel():
                     with contextlib.suppress(BaseException):
                         path = f.result()[0]
@@ -270,13 +378,36 @@ class ChunkRunner(Generic[T, R]):
                             os.unlink(path)
         if left is not None:  # the pool is gone: its files removed, the rest done here
             _remove_files(self.tmpdir, token)
-            for item in self._serial(itertools.chain(left, tasks)):
+            for item in self._serial(itertools.chain(left, (t for _, t in tasks))):
                 self.redone += 1
                 yield item
 
+    def _deliver(self, index: int, path: str | None, lengths: list[int], result: Any,
+                 placed: int) -> tuple[R, int, int]:
+        """Task ``index``'s outcome, its bytes in the sink: written in place by its worker
+        (``placed``), or copied from the worker's file here, after which the chunk's end is
+        known to the workers."""
+        interrupts.check()
+        if isinstance(result, _Failure):
+            raise result.rebuild()
+        nbytes = sum(lengths)
+        start = self.pos
+        if placed >= 0:
+            if placed != start:
+                raise KdumpToolError(f"a chunk was written at {placed:#x} instead of {start:#x}")
+            if hasattr(self.sink, "wrote"):
+                self.sink.wrote(start, nbytes)
+            self.placed += 1
+        else:
+            if path is not None:
+                _take(path, lengths, self.sink, start)
+            if _ENDS is not None:
+                _ENDS.record(index, start + nbytes)
+        self.pos += nbytes
+        return result, start, nbytes
 
-def _cancel(pending: deque[tuple[Any, Future[Any]]]) -> None:
-    for _, f in pending:  # not started: never run
+def _cancel(pending: deque[tuple[int, Any, Future[Any]]]) -> None:
+    for _, _, f in pending:  # not started: never run
         f.cancel()
 
 

@@ -7,8 +7,10 @@ of ``kdumptool.parallel`` do, and when one dies the parent does its chunks again
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
+import time
 from pathlib import Path
 
 import builders as B
@@ -16,12 +18,13 @@ import numpy as np
 import pytest
 
 import kdumptool
+from kdumptool import parallel
 from kdumptool.errors import TruncatedDumpError
 from kdumptool.formats import kdump_writer
 from kdumptool.open import open_dump
 from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner
 from kdumptool.transport import source
-from kdumptool.transport.sink import BytesSink
+from kdumptool.transport.sink import BytesSink, FileSink
 from kdumptool.transport.source import FileSource, mapped
 
 STEP = CHUNK_WINDOWS * 1024  # PFNs per chunk for 4 KiB pages
@@ -72,6 +75,7 @@ def test_workers_read_the_pages_in_place_and_give_the_same_bytes(tmp_path: Path)
 
 def _dies_in_a_worker(task: int, write):  # type: ignore[no-untyped-def]
     if task == 4 and source._MAPPING:  # in a worker: killed as a cut mapped file kills it
+        faulthandler.disable()  # (pytest's, inherited: no stack dump in the test log)
         os.kill(os.getpid(), signal.SIGBUS)
     write(bytes([task]) * (task + 1))
     return task * 10
@@ -102,6 +106,7 @@ def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path,
 
     def cut_then_encode(enc, windows, write):  # type: ignore[no-untyped-def]
         if source._MAPPING and windows[0][0] >= 2 * STEP:
+            faulthandler.disable()
             os.truncate(src, 8192)
         return original(enc, windows, write)
 
@@ -113,3 +118,35 @@ def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path,
     assert err.value.path == str(src) and err.value.offset > 8192
     assert os.path.getsize(src) == 8192  # cut by the test, and by nothing else
     assert not list(out_dir.iterdir())
+
+
+def _sized(task: int, write):  # type: ignore[no-untyped-def]
+    if task == 3:
+        time.sleep(0.3)  # the later chunks end first: their start is not known yet
+    for i in range(0 if task == 5 else 3):
+        write(bytes([task]) * (task * 700 + i))
+    return task
+
+
+def test_workers_write_in_place_once_the_start_is_known(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a plain file, a chunk whose earlier chunks have ended is written in place by its
+    worker; the others (start unknown, or more than HOLD_BYTES) go through a file; an empty
+    chunk passes its start on. The file is the one a single process writes."""
+    monkeypatch.setattr(parallel, "HOLD_BYTES", 15000)  # tasks 8 and up hold more
+    tasks = list(range(12))
+    files = []
+    for workers in (1, 2):
+        path = tmp_path / f"out{workers}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            runner = ChunkRunner(_sized, tasks, workers, FileSink(fd, str(path)), 64, str(tmp_path))
+            got = list(runner.results())
+        finally:
+            os.close(fd)
+        files.append(path.read_bytes())
+        assert [r for r, _, _ in got] == tasks
+        assert [o for _, o, _ in got] == sorted(o for _, o, _ in got)
+    assert files[0] == files[1] and len(files[0]) == 64 + sum(3 * t * 700 + 3 for t in tasks if t != 5)
+    assert 0 < runner.placed < len(tasks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out1", "out2"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from kdumptool.codecs import PageDecodeError, codec_for_flags
 from kdumptool.errors import CodecUnavailableError, CorruptPageError
-from kdumptool.transport.source import ByteSource
+from kdumptool.transport.source import ByteSource, mapped
 
 
 class KdumpReader(Protocol):
@@ -55,6 +55,9 @@ def window_bytes(source: ByteSource, block_size: int, offs: np.ndarray,
     need = int(sizes[offs >= lo].sum())
     if hi - lo > min(SPAN_LIMIT, 2 * need + block_size):
         return None, 0
+    view = mapped(source, lo, hi - lo)  # a worker: in place
+    if view is not None:
+        return view, lo
     raw = source.pread(lo, hi - lo)
     if len(raw) != hi - lo:
         return None, 0
@@ -79,15 +82,18 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
     except ValueError:
         return False
     done: dict[tuple[object, ...], int] = {}  # a page stored once, or the same stream: its row
+    out = memoryview(data.reshape(-1))  # rows filled by slice (a third of a NumPy row's cost)
+    size = len(blob)
     try:
         for row, (a, b, f) in enumerate(zip(starts, ends, fls, strict=True)):
-            if a < 0 or b > len(blob):
+            if a < 0 or b > size:
                 return False
+            at = row * page_size
             codec = decoders[f]
             if codec is None:
                 if b - a != page_size:
                     return False
-                data[row] = np.frombuffer(blob[a:b], np.uint8)
+                out[at:at + page_size] = blob[a:b]
                 continue
             raw = bytes(blob[a:b])
             if f == keep and stored is not None and b - a < page_size:
@@ -95,12 +101,12 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
             key = (raw, f) if b - a <= SHORT_STREAM else (a, b, f)
             seen = done.get(key)
             if seen is not None:
-                data[row] = data[seen]
+                out[at:at + page_size] = out[seen * page_size:(seen + 1) * page_size]
                 continue
             page = codec.decode_unchecked(raw, page_size)
             if len(page) != page_size:
                 return False
-            data[row] = np.frombuffer(page, np.uint8)
+            out[at:at + page_size] = page
             done[key] = row
     except (CodecUnavailableError, MemoryError):
         raise

@@ -147,10 +147,21 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def fresh(out: Path, cmd: list[str]) -> Run:
-    """Run ``cmd`` writing ``out`` as a new file, as makedumpfile's runs do (it refuses to
-    overwrite): replacing the last run's output would add the removal of the old file."""
+def warm(path: Path) -> None:
+    """Read ``path`` whole, so that every run of either tool finds its input in the page cache:
+    a machine may page out cold file pages at any time (this one runs DAMON's ``pageout``),
+    and a run that reads part of its input from the disk measures the disk."""
+    with path.open("rb", buffering=0) as f:
+        while f.read(16 << 20):
+            pass
+
+
+def fresh(out: Path, cmd: list[str], inp: Path) -> Run:
+    """Run ``cmd`` on the warm input ``inp``, writing ``out`` as a new file, as makedumpfile's
+    runs do (it refuses to overwrite): replacing the last run's output would add the removal of
+    the old file."""
     out.unlink(missing_ok=True)
+    warm(inp)
     return run(cmd)
 
 
@@ -172,11 +183,12 @@ def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
         kdt = [sys.executable, "-m", "kdumptool"]
         if len(where) > 1:  # another deflate for -c
             kdt = ["env", f"KDUMPTOOL_ZLIB={where[1]}", *kdt]
-        ours = median_of([fresh(o, [*kdt, "convert", "-q", "--force", *opts, str(inp), str(o)])
+        ours = median_of([fresh(o, [*kdt, "convert", "-q", "--force", *opts, str(inp), str(o)], inp)
                           for _ in range(runs)])
         row: dict[str, object] = {"case": label, "ours": ours, "ours_out": o.stat().st_size if ours.ok else 0}
         # one worker: the same bytes (and, for the scaling cases, the time)
-        single = [fresh(one, [*kdt, "convert", "-q", "--force", "--threads", "1", *opts, str(inp), str(one)])
+        single = [fresh(one, [*kdt, "convert", "-q", "--force", "--threads", "1", *opts, str(inp), str(one)],
+                        inp)
                   for _ in range(runs if label in SCALING else 1)]
         row["one"] = median_of(single)
         row["identical"] = ours.ok and _digest(o) == _digest(one)
@@ -184,8 +196,7 @@ def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
         if mdf:
             tries = []
             for _ in range(runs):
-                m.unlink(missing_ok=True)
-                r = run([mdf, *opts, str(inp), str(m)])
+                r = fresh(m, [mdf, *opts, str(inp), str(m)], inp)
                 tries.append(r)
                 if not r.ok:
                     break  # this build lacks the codec (Debian: no -p, -z)
@@ -198,8 +209,8 @@ def bench_input(src: Path, runs: int, tmp: Path, mdf: str | None,
         rows.append(row)
         print(format_row(row), flush=True)
     if cd0.exists():  # fsck --deep of the -c -d 0 dump (makedumpfile has no such check)
-        row = {"case": "fsck --deep c-d0", "fsck": median_of([run([*kdt, "fsck", "--deep", str(cd0)])
-                                                              for _ in range(runs)])}
+        fsck = [fresh(tmp / "none", [*kdt, "fsck", "--deep", str(cd0)], cd0) for _ in range(runs)]
+        row = {"case": "fsck --deep c-d0", "fsck": median_of(fsck)}
         rows.append(row)
         print(f"fsck --deep: {row['fsck'].wall:.2f} s", flush=True)  # type: ignore[attr-defined]
     for p in (tmp / "ours", tmp / "theirs", tmp / "ours-1", cd0):

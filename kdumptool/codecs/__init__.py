@@ -51,6 +51,7 @@ class Codec:
     _decompress: Callable[[bytes, int], bytes]
     _compress_many: Callable[[list[bytes], int], list[bytes]] | None = None
     _compress_list: Callable[[list[bytes]], list[bytes]] | None = None  # one call, no threads
+    _direct: Callable[[], Callable[[bytes, int], bytes | bytearray]] | None = None
 
     def compress(self, page: bytes) -> bytes:
         """Compress one page; the caller stores it raw if this is not smaller."""
@@ -74,6 +75,14 @@ class Codec:
         """The library's decoder alone: its own exceptions, no length check (bulk decoding
         checks the length itself and falls back to :meth:`decompress` on any error)."""
         return self._decompress(data, page_size)
+
+    def decoder(self) -> Callable[[bytes, int], bytes | bytearray]:
+        """:meth:`decode_unchecked` as one callable, the library's own function where it can be
+        called straight (bulk decoding calls it once per page: no Python frames between).
+
+        :raises CodecUnavailableError: the codec's package is missing
+        """
+        return self._direct() if self._direct is not None else self._decompress
 
     def decompress(self, data: bytes, page_size: int) -> bytes:
         """Decode one stored page; raise :class:`PageDecodeError` unless it is exactly a page."""
@@ -198,6 +207,14 @@ def _zlib_decompressor() -> Callable[[bytes, int], bytes]:
     return lambda data, page_size: bytes(deflate.zlib_decompress(data, page_size))
 
 
+def _zlib_direct() -> Callable[[bytes, int], bytes | bytearray]:
+    try:
+        import deflate
+    except ImportError:
+        return _zlib_decompress_std
+    return deflate.zlib_decompress  # type: ignore[no-any-return]
+
+
 _zlib_dec: Callable[[bytes, int], bytes] | None = None
 
 
@@ -218,6 +235,11 @@ def _lzo_compress(page: bytes) -> bytes:
 def _lzo_compress_list(pages: list[bytes]) -> list[bytes]:
     compress = _import("lzo", "python-lzo", "lzo").compress
     return [compress(p, 1, False) for p in pages]  # bytes already: one C call per page
+
+
+def _lzo_direct() -> Callable[[bytes, int], bytes]:
+    decompress = _import("lzo", "python-lzo", "lzo").decompress
+    return lambda data, page_size: decompress(data, False, page_size)  # type: ignore[no-any-return]
 
 
 def _lzo_decompress(data: bytes, page_size: int) -> bytes:
@@ -294,9 +316,9 @@ CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
         Codec("zlib", 0x01, "zlib (standard library)", "-c", _zlib_compress, _zlib_decompress,
-              _compress_list=_zlib_compress_list),
+              _compress_list=_zlib_compress_list, _direct=_zlib_direct),
         Codec("lzo", 0x02, "python-lzo", "-l", _lzo_compress, _lzo_decompress,
-              _compress_list=_lzo_compress_list),
+              _compress_list=_lzo_compress_list, _direct=_lzo_direct),
         Codec("snappy", 0x04, "python-snappy", "-p", _snappy_compress, _snappy_decompress),
         Codec("zstd", 0x20, "zstandard", "-z", _zstd_compress, _zstd_decompress, _zstd_compress_many),
     )

@@ -78,9 +78,10 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
     ends = (offs - base + sizes).tolist()
     fls = flags.tolist()
     try:
-        decoders = {f: codec_for_flags(f) for f in set(fls)}
+        codecs = {f: codec_for_flags(f) for f in set(fls)}
     except ValueError:
         return False
+    decoders = {f: None if c is None else c.decoder() for f, c in codecs.items()}
     done: dict[tuple[object, ...], int] = {}  # a page stored once, or the same stream: its row
     out = memoryview(data.reshape(-1))  # rows filled by slice (a third of a NumPy row's cost)
     size = len(blob)
@@ -89,8 +90,8 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
             if a < 0 or b > size:
                 return False
             at = row * page_size
-            codec = decoders[f]
-            if codec is None:
+            decode = decoders[f]
+            if decode is None:
                 if b - a != page_size:
                     return False
                 out[at:at + page_size] = blob[a:b]
@@ -103,7 +104,7 @@ def decode_all(blob: memoryview, base: int, offs: np.ndarray, sizes: np.ndarray,
             if seen is not None:
                 out[at:at + page_size] = out[seen * page_size:(seen + 1) * page_size]
                 continue
-            page = codec.decode_unchecked(raw, page_size)
+            page = decode(raw, page_size)
             if len(page) != page_size:
                 return False
             out[at:at + page_size] = page

@@ -51,7 +51,7 @@ def measure(opts: list[str], src: str, out: str) -> tuple[float, list[float], in
     chunks: list[float] = []
     serial = parallel.ChunkRunner._serial
 
-    def timed(self):  # type: ignore[no-untyped-def]
+    def timed(self, tasks):  # type: ignore[no-untyped-def]
         fn = self.fn
 
         def each(task, write):  # type: ignore[no-untyped-def]
@@ -62,7 +62,7 @@ def measure(opts: list[str], src: str, out: str) -> tuple[float, list[float], in
                 chunks.append(cpu() - t)
 
         self.fn = each
-        return serial(self)
+        return serial(self, tasks)
 
     parallel.ChunkRunner._serial = timed  # type: ignore[method-assign]
     try:

@@ -22,10 +22,11 @@ temporary space stay bounded as the dump grows.
 
 A worker reads the input's pages through a mapping of the file where it can
 (:func:`kdumptool.transport.source.allow_mapping`): no copy out of the page cache. If a
-worker dies (SIGBUS: the input was cut or could not be read while mapped; or killed), its
-chunk and every later one are done again in the parent, which never maps the input and
-reads it with ``pread``: the same bytes, or the error naming the file and offset. The
-temporary files of the dead pool are removed.
+worker dies (SIGBUS: the input was cut or could not be read while mapped; or killed) or a
+system call of a worker finds a mapped page gone (EFAULT), every chunk not yet delivered
+(that one, any earlier one still running, every later one) is done in the parent, which
+never maps the input and reads it with ``pread``: the same bytes, or the error naming the
+file and offset. The temporary files of the pool are removed whatever ends it.
 
 With one worker (or one chunk) everything runs in the calling process and the bytes go
 straight to the output, through the same per-chunk function.
@@ -34,10 +35,12 @@ straight to the output, through the same per-chunk function.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import mmap
 import multiprocessing
 import os
+import resource
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -57,14 +60,13 @@ CHUNK_WINDOWS = 32
 CHUNK_PAGES = 8192
 #: The most bytes a worker holds for a chunk, to write them in place once the chunk's start is
 #: known, before it puts them in its temporary file instead.
-HOLD_BYTES = 64 << 20
+HOLD_BYTES = 32 << 20
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: The function of the pool being run, set before the workers are forked (never pickled).
 _JOB: Callable[..., Any] | None = None
-_END = object()
 
 
 def default_workers() -> int:
@@ -115,11 +117,14 @@ class _Failure:
         self.args = exc.args
         self.state = dict(getattr(exc, "__dict__", {}))
         self.text = str(exc)
+        self.names = (getattr(exc, "filename", None), getattr(exc, "filename2", None))
 
     def rebuild(self) -> BaseException:
-        if issubclass(self.cls, OSError):  # errno and strerror come from the arguments
-            return self.cls(*self.args)
         try:
+            if issubclass(self.cls, OSError) and len(self.args) == 2:  # errno, strerror (, names)
+                exc = self.cls(*self.args, self.names[0], None, self.names[1])
+                exc.__dict__.update(self.state)
+                return exc
             exc = self.cls.__new__(self.cls)
             exc.args = self.args
             exc.__dict__.update(self.state)
@@ -130,8 +135,11 @@ class _Failure:
 
 
 def _worker_start() -> None:
-    """In each forked worker, before its first task: page data may be read from a mapping."""
+    """In each forked worker, before its first task: page data may be read from a mapping;
+    a worker killed by SIGBUS (its mapped input cut) leaves no core file of dump memory."""
     source.allow_mapping()
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 
 def _chunk_prefix(token: str) -> str:
@@ -144,10 +152,16 @@ class _Ends:
     ``(index, end offset)`` of the last chunk that ended there, so a chunk's start is known
     once the cell of the chunk before it holds that chunk's index.
 
+    The lock is only ever waited for a bounded time: a process killed while holding it (a
+    worker of a broken pool) costs the chunks after it their in-place writes, never a hang.
+
     :param cells: more than the chunks in flight
     :param base: where chunk 0 starts
     :param fd: the output file, written in place by the worker of a chunk whose start is known
     """
+
+    #: Seconds to wait for the lock (held for a few instructions by a live process).
+    WAIT = 2.0
 
     def __init__(self, cells: int, base: int, fd: int) -> None:
         self.fd = fd
@@ -164,24 +178,38 @@ class _Ends:
         self._words[i], self._words[i + 1] = index, end
 
     def record(self, index: int, end: int) -> None:
-        """Chunk ``index`` ends at ``end``."""
-        with self._lock:
-            self._put(index, end)
+        """Chunk ``index`` ends at ``end`` (not recorded if the lock is not had: the chunks
+        after it then go through files)."""
+        if self._lock.acquire(timeout=self.WAIT):
+            try:
+                self._put(index, end)
+            finally:
+                self._lock.release()
 
     def claim(self, index: int, nbytes: int) -> int | None:
         """Where chunk ``index`` starts when the chunk before it has ended (recording that this
         one, of ``nbytes``, ends after it), else None."""
-        with self._lock:
+        if not self._lock.acquire(timeout=self.WAIT):
+            return None
+        try:
             i = 2 * ((index - 1) % self.cells)
             if self._words[i] != index - 1:
                 return None
             start = self._words[i + 1]
             self._put(index, start + nbytes)
             return start
+        finally:
+            self._lock.release()
 
 
-#: Set before the workers are forked when the output is a plain file (never pickled).
+#: The workers' view of the running pool's chunk ends: set before they are forked when the
+#: output is a plain file (never pickled; the parent uses its runner's own).
 _ENDS: _Ends | None = None
+
+
+class _Redo:
+    """A worker's task result: it could not read its input (EFAULT: a mapped page of the input
+    went away under a system call), so the parent does this task and the rest itself."""
 
 
 class _ChunkOut:
@@ -243,6 +271,8 @@ class _ChunkOut:
                 n = os.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
+            if exc.errno == errno.EFAULT:  # the data was a mapped input page that went away
+                raise
             raise OutputError(f"{self.tmpdir or tempfile.gettempdir()}: cannot write a worker's "
                               f"temporary file: {exc.strerror or exc}", errno=exc.errno) from None
 
@@ -268,6 +298,8 @@ def _run_task(task: Any, tmpdir: str | None, token: str,
         placed = out.place(index)
     except BaseException as exc:  # noqa: BLE001 - carried to the parent, raised there
         out.discard()
+        if isinstance(exc, OSError) and exc.errno == errno.EFAULT:
+            return None, [], _Redo(), -1
         return None, [], _Failure(exc), -1
     finally:
         out.close()
@@ -301,10 +333,12 @@ class ChunkRunner(Generic[T, R]):
         self.sink = sink
         self.pos = base
         self.tmpdir = tmpdir
-        #: tasks done again in this process after a worker died (0: none)
+        #: tasks done in this process after a worker died or lost its input (those not yet
+        #: delivered, started or not; 0: none)
         self.redone = 0
         #: tasks whose bytes their worker wrote in place (the others: through a file)
         self.placed = 0
+        self._ends: _Ends | None = None
 
     def results(self) -> Iterator[tuple[R, int, int]]:
         """See the class doc."""
@@ -331,37 +365,32 @@ class ChunkRunner(Generic[T, R]):
 
     def _parallel(self) -> Iterator[tuple[R, int, int]]:
         global _JOB, _ENDS
-        _JOB = self.fn
+        saved = _JOB, _ENDS
         fd = getattr(self.sink, "fd", None)  # a plain file: workers may write in place
-        _ENDS = _Ends(4 * self.workers + 4, self.pos, fd) if isinstance(fd, int) else None
+        self._ends = _Ends(4 * self.workers + 4, self.pos, fd) if isinstance(fd, int) else None
+        _JOB, _ENDS = self.fn, self._ends
         tasks = enumerate(self.tasks)
         token = f"{os.getpid()}-{os.urandom(4).hex()}"
-        more = True
         pending: deque[tuple[int, T, Future[tuple[str | None, list[int], Any, int]]]] = deque()
         left: list[T] | None = None  # after a worker died: the tasks to do here
         try:
             with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                      initializer=_worker_start) as pool:
-                while True:
-                    while more and len(pending) < 2 * self.workers:
-                        item = next(tasks, _END)
-                        if item is _END:
-                            more = False
-                        else:
-                            index, task = item  # type: ignore[misc]
-                            future = pool.submit(_run_task, task, self.tmpdir, token, index)
-                            pending.append((index, task, future))
-                    if not pending:
+                while left is None:
+                    left = self._fill(pool, pending, tasks, token)
+                    if left is not None or not pending:
                         break
                     try:
                         done = pending[0][2].result()
-                    except BrokenProcessPool:
-                        left = [t for _, t, _ in pending]
-                        pending.clear()
-                        break
+                    except BrokenProcessPool:  # a worker died (SIGBUS: its mapped input was cut)
+                        done = (None, [], _Redo(), -1)
                     except BaseException:
                         _cancel(pending)
                         raise
+                    if isinstance(done[2], _Redo):
+                        left = [t for _, t, _ in pending]
+                        _cancel(pending)
+                        break
                     index = pending.popleft()[0]
                     try:
                         yield self._deliver(index, *done)
@@ -369,18 +398,35 @@ class ChunkRunner(Generic[T, R]):
                         _cancel(pending)
                         raise
         finally:
-            _JOB = _ENDS = None
+            _JOB, _ENDS = saved
             for _, _, f in pending:  # after an error: the chunks still running leave files
                 if not f.cancel():
                     with contextlib.suppress(BaseException):
                         path = f.result()[0]
                         if path is not None:
                             os.unlink(path)
-        if left is not None:  # the pool is gone: its files removed, the rest done here
-            _remove_files(self.tmpdir, token)
+            _remove_files(self.tmpdir, token)  # a dead or interrupted worker's, if any
+        if left is not None:  # the pool is gone: the tasks not delivered are done here
             for item in self._serial(itertools.chain(left, (t for _, t in tasks))):
                 self.redone += 1
                 yield item
+
+    def _fill(self, pool: ProcessPoolExecutor, pending: deque[tuple[int, T, Future[Any]]],
+              tasks: Iterator[tuple[int, T]], token: str) -> list[T] | None:
+        """Submit tasks until ``2 x workers`` are in flight; if the pool broke meanwhile, the
+        tasks to do here instead (those in flight and the one that could not be submitted)."""
+        while len(pending) < 2 * self.workers:
+            item = next(tasks, None)
+            if item is None:
+                return None
+            index, task = item
+            try:
+                future = pool.submit(_run_task, task, self.tmpdir, token, index)
+            except BrokenProcessPool:
+                _cancel(pending)
+                return [t for _, t, _ in pending] + [task]
+            pending.append((index, task, future))
+        return None
 
     def _deliver(self, index: int, path: str | None, lengths: list[int], result: Any,
                  placed: int) -> tuple[R, int, int]:
@@ -401,10 +447,11 @@ class ChunkRunner(Generic[T, R]):
         else:
             if path is not None:
                 _take(path, lengths, self.sink, start)
-            if _ENDS is not None:
-                _ENDS.record(index, start + nbytes)
+            if self._ends is not None:
+                self._ends.record(index, start + nbytes)
         self.pos += nbytes
         return result, start, nbytes
+
 
 def _cancel(pending: deque[tuple[int, Any, Future[Any]]]) -> None:
     for _, _, f in pending:  # not started: never run

@@ -8,9 +8,13 @@ of ``kdumptool.parallel`` do, and when one dies the parent does its chunks again
 from __future__ import annotations
 
 import faulthandler
+import multiprocessing
 import os
 import signal
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import builders as B
@@ -20,7 +24,6 @@ import pytest
 import kdumptool
 from kdumptool import parallel
 from kdumptool.errors import TruncatedDumpError
-from kdumptool.formats import kdump_writer
 from kdumptool.open import open_dump
 from kdumptool.parallel import CHUNK_WINDOWS, ChunkRunner
 from kdumptool.transport import source
@@ -96,27 +99,51 @@ def test_a_dead_worker_s_chunks_are_done_again_in_the_parent(tmp_path: Path) -> 
     assert not list(tmp_path.iterdir())  # the dead pool's chunk files are gone
 
 
-def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The input is cut while a worker reads it through its mapping: the worker dies of a
-    real SIGBUS, the parent reads the chunk with ``pread`` and raises the error naming the
-    file and offset; no output and no chunk file is left."""
+def _cut_when_mapped(monkeypatch: pytest.MonkeyPatch, src: Path) -> list[int]:
+    """In a worker, the input is cut right after the first chunk's first mapping, to the
+    start of the mapped range: its pages are then read (SIGBUS) or handed to a system call
+    (EFAULT) with nothing behind them. Returns the list the fallback's runs are noted in."""
+    view = FileSource.view
+    first = min(int(o) for o in open_dump(str(src))._seg_off)  # type: ignore[attr-defined]
+
+    def cut(self, offset, length):  # type: ignore[no-untyped-def]
+        got = view(self, offset, length)
+        if got is not None and offset <= first < offset + length:
+            faulthandler.disable()  # (pytest's, inherited: no stack dump in the test log)
+            os.truncate(src, offset)
+        return got
+
+    monkeypatch.setattr(FileSource, "view", cut)
+    fallbacks: list[int] = []
+    serial = ChunkRunner._serial
+
+    def spy(self, tasks):  # type: ignore[no-untyped-def]
+        if self.workers > 1:  # only the fallback of a parallel run comes here
+            fallbacks.append(self.workers)
+        return serial(self, tasks)
+
+    monkeypatch.setattr(ChunkRunner, "_serial", spy)
+    return fallbacks
+
+
+@pytest.mark.parametrize("elf", [False, True])
+def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         elf: bool) -> None:
+    """The input is cut while a worker holds it mapped: the kdump writer's worker reads the
+    pages and dies of a real SIGBUS; the ELF writer's hands them to ``pwrite``, which fails
+    with EFAULT, and the worker gives the task back. Either way the parent does the chunks
+    with ``pread`` and raises the error naming the file and offset; no output, no chunk file."""
     src = _elf(tmp_path)
-    original = kdump_writer._encode_chunk
-
-    def cut_then_encode(enc, windows, write):  # type: ignore[no-untyped-def]
-        if source._MAPPING and windows[0][0] >= 2 * STEP:
-            faulthandler.disable()
-            os.truncate(src, 8192)
-        return original(enc, windows, write)
-
-    monkeypatch.setattr(kdump_writer, "_encode_chunk", cut_then_encode)
+    size = src.stat().st_size
+    fallbacks = _cut_when_mapped(monkeypatch, src)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(TruncatedDumpError) as err:
-        kdumptool.convert(str(src), str(out_dir / "o.kdump"), level=0, codec="lzo", threads=2)
-    assert err.value.path == str(src) and err.value.offset > 8192
-    assert os.path.getsize(src) == 8192  # cut by the test, and by nothing else
+        kdumptool.convert(str(src), str(out_dir / "o"), level=0, codec=None if elf else "lzo", elf=elf,
+                          threads=2)
+    cut = src.stat().st_size
+    assert cut < size and err.value.path == str(src) and err.value.offset >= cut
+    assert fallbacks  # the worker's failure was taken over by the parent
     assert not list(out_dir.iterdir())
 
 
@@ -150,3 +177,14 @@ def test_workers_write_in_place_once_the_start_is_known(tmp_path: Path,
     assert files[0] == files[1] and len(files[0]) == 64 + sum(3 * t * 700 + 3 for t in tasks if t != 5)
     assert 0 < runner.placed < len(tasks)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out1", "out2"]
+
+
+def test_a_pool_found_broken_when_submitting_gives_its_tasks_back() -> None:
+    """The pool can break between two submissions: the tasks in flight and the one not
+    submitted come back to be done here, none lost."""
+    runner = ChunkRunner(_sized, [], 2, BytesSink(), 0)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        dead = pool.submit(os._exit, 3)
+        assert isinstance(dead.exception(timeout=60), BrokenProcessPool)
+        left = runner._fill(pool, deque([(0, "a", dead)]), iter([(1, "b"), (2, "c")]), "t")
+    assert left == ["a", "b"]

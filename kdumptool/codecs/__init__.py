@@ -77,8 +77,9 @@ class Codec:
         return self._decompress(data, page_size)
 
     def decoder(self) -> Callable[[bytes, int], bytes | bytearray]:
-        """:meth:`decode_unchecked` as one callable, the library's own function where it can be
-        called straight (bulk decoding calls it once per page: no Python frames between).
+        """:meth:`decode_unchecked` as one callable for bulk decoding, which calls it once per
+        page: the library's own function where its arguments fit (libdeflate's zlib), else one
+        small wrapper (LZO's argument order) or :meth:`decode_unchecked`'s own.
 
         :raises CodecUnavailableError: the codec's package is missing
         """

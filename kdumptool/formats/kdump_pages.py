@@ -38,7 +38,8 @@ SHORT_STREAM = 128
 
 def window_bytes(source: ByteSource, block_size: int, offs: np.ndarray,
                  sizes: np.ndarray) -> tuple[memoryview | None, int]:
-    """``(bytes, file offset)`` of a window's stored pages in one read, when they lie close
+    """``(bytes, file offset)`` of a window's stored pages in one read (in a worker: one
+    mapping, no copy), when they lie close
     together (at most twice their size apart, the shared zero page aside) and are all in the
     file; else ``(None, 0)``: each page is read on its own.
 

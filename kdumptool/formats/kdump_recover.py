@@ -36,6 +36,11 @@ class ResignedSource:
     and damage.
     """
 
+    #: every read goes through :meth:`pread` (a mapping or a read into a buffer of the wrapped
+    #: file would give its damaged signature)
+    view = None
+    pread_into = None
+
     def __init__(self, wrapped: ByteSource, signature: bytes) -> None:
         self.wrapped = wrapped
         self.signature = signature

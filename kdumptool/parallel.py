@@ -373,12 +373,14 @@ class ChunkRunner(Generic[T, R]):
         token = f"{os.getpid()}-{os.urandom(4).hex()}"
         pending: deque[tuple[int, T, Future[tuple[str | None, list[int], Any, int]]]] = deque()
         left: list[T] | None = None  # after a worker died: the tasks to do here
+        ended = False  # every task delivered: no worker file can be left
         try:
             with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                      initializer=_worker_start) as pool:
                 while left is None:
                     left = self._fill(pool, pending, tasks, token)
                     if left is not None or not pending:
+                        ended = left is None
                         break
                     try:
                         done = pending[0][2].result()
@@ -405,7 +407,8 @@ class ChunkRunner(Generic[T, R]):
                         path = f.result()[0]
                         if path is not None:
                             os.unlink(path)
-            _remove_files(self.tmpdir, token)  # a dead or interrupted worker's, if any
+            if not ended:  # a dead or interrupted worker's files, if any
+                _remove_files(self.tmpdir, token)
         if left is not None:  # the pool is gone: the tasks not delivered are done here
             for item in self._serial(itertools.chain(left, (t for _, t in tasks))):
                 self.redone += 1

@@ -84,7 +84,6 @@ class _SweepPart:
     """The sweep of one chunk of ``struct page``: what it excludes and counts, and the
     excluded range it leaves running into the next chunk."""
 
-    start: int
     excluded: np.ndarray  # packed bits, LSB first
     counts: dict[str, int]
     spill_end: int
@@ -174,8 +173,8 @@ class PageClassExclusion:
         counts = {name: int(((cls == code) & present).sum()) for code, name in CLASS_NAMES.items()}
         warnings = self.classifier.warnings[noted:]
         del self.classifier.warnings[noted:]
-        return _SweepPart(start, np.packbits(cls != KEEP, bitorder="little"), counts, spill_end,
-                          spill_cls, unreadable, warnings)
+        return _SweepPart(np.packbits(cls != KEEP, bitorder="little"), counts, spill_end, spill_cls,
+                          unreadable, warnings)
 
     def _store(self, start: int, packed: np.ndarray) -> None:
         # chunks start on multiples of 8 PFNs (sections are), so bytes never straddle

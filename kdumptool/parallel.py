@@ -17,8 +17,8 @@ its own in the output's directory, which the parent moves into the output with
 ``os.copy_file_range`` (a copy inside the kernel; other sinks get them through ``pwrite``, as
 the same writes one process would make) before telling the workers where that chunk ended.
 The parent takes the results in chunk order. Processes, not threads: the per-page Python work
-and some codecs hold the GIL. At most ``2 x workers`` chunks are in flight, so memory and
-temporary space stay bounded as the dump grows.
+and some codecs hold the GIL. At most ``IN_FLIGHT x workers`` chunks are in flight, so memory
+and temporary space stay bounded as the dump grows.
 
 A worker reads the input's pages through a mapping of the file where it can
 (:func:`kdumptool.transport.source.allow_mapping`): no copy out of the page cache. If a
@@ -62,6 +62,10 @@ CHUNK_PAGES = 8192
 #: known, before it puts them in its temporary file instead.
 HOLD_BYTES = 32 << 20
 
+#: Chunks in flight per worker: a worker goes on with the next ones while the chunk the
+#: parent waits for is still running (those done wait in their files or in place).
+IN_FLIGHT = 4
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -84,7 +88,10 @@ def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
     ``CHUNK_WINDOWS * window_pages`` PFNs (windows outside ``span`` are left out); with
     ``weight``, a chunk also ends after the window that brings its pages to do up to
     :data:`CHUNK_PAGES`, so the dense parts of memory (the kernel's own pages at ``-d 31``)
-    are shared by the workers instead of falling to one of them.
+    are shared by the workers instead of falling to one of them, and a chunk with under a
+    quarter of that to do goes on past a multiple of the step (at ``-d 31`` most of memory
+    has nothing to do: a stretch of empty chunks would fill the pool's queue, leaving a
+    worker idle behind one busy chunk).
 
     :param windows: ``(start, count)`` in PFN order
     :param window_pages: the reader's window size
@@ -98,8 +105,9 @@ def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
     for start, count in windows:
         if span is not None and (start >= span[1] or start + count <= span[0]):
             continue
-        if start // step != current or load >= CHUNK_PAGES:
-            current = start // step
+        boundary = start // step != current and (weight is None or load >= CHUNK_PAGES // 4)
+        current = start // step
+        if not chunks or boundary or load >= CHUNK_PAGES:
             chunks.append([])
             load = 0
         chunks[-1].append((start, count))
@@ -367,7 +375,7 @@ class ChunkRunner(Generic[T, R]):
         global _JOB, _ENDS
         saved = _JOB, _ENDS
         fd = getattr(self.sink, "fd", None)  # a plain file: workers may write in place
-        self._ends = _Ends(4 * self.workers + 4, self.pos, fd) if isinstance(fd, int) else None
+        self._ends = _Ends(2 * IN_FLIGHT * self.workers + 4, self.pos, fd) if isinstance(fd, int) else None
         _JOB, _ENDS = self.fn, self._ends
         tasks = enumerate(self.tasks)
         token = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -416,9 +424,9 @@ class ChunkRunner(Generic[T, R]):
 
     def _fill(self, pool: ProcessPoolExecutor, pending: deque[tuple[int, T, Future[Any]]],
               tasks: Iterator[tuple[int, T]], token: str) -> list[T] | None:
-        """Submit tasks until ``2 x workers`` are in flight; if the pool broke meanwhile, the
+        """Submit tasks until ``IN_FLIGHT x workers`` are in flight; if the pool broke meanwhile, the
         tasks to do here instead (those in flight and the one that could not be submitted)."""
-        while len(pending) < 2 * self.workers:
+        while len(pending) < IN_FLIGHT * self.workers:
             item = next(tasks, None)
             if item is None:
                 return None

@@ -135,6 +135,7 @@ def test_an_input_cut_while_mapped_is_the_parent_s_error(tmp_path: Path, monkeyp
     with ``pread`` and raises the error naming the file and offset; no output, no chunk file."""
     src = _elf(tmp_path)
     size = src.stat().st_size
+    monkeypatch.setattr(parallel, "CHUNK_PAGES", 64)  # the kdump writer's chunks: light ones merge
     fallbacks = _cut_when_mapped(monkeypatch, src)
     out_dir = tmp_path / "out"
     out_dir.mkdir()

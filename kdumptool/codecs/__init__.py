@@ -116,7 +116,7 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 
 #: What ``-c`` may compress with (``KDUMPTOOL_ZLIB``), fastest default first. Every one of
 #: them writes standard zlib streams; they differ in speed, size and which bytes they choose.
-ZLIB_IMPLEMENTATIONS = ("libdeflate", "zlib-ng", "zlib", "isal")
+ZLIB_IMPLEMENTATIONS = ("pagezip", "libdeflate", "zlib-ng", "zlib", "isal")
 
 def _zlib_compressor() -> Callable[[bytes], bytes]:
     """The level-1 deflate of :func:`zlib_implementation`. Each gives the same bytes for the
@@ -135,6 +135,10 @@ def _zlib_compressor() -> Callable[[bytes], bytes]:
       a page's first positions land in the hash table depends on the calling thread's stack.
     """
     impl = zlib_implementation()
+    if impl == "pagezip":
+        from kdumptool import _pagezip
+
+        return _pagezip.compress  # type: ignore[no-any-return]
     if impl == "libdeflate":
         import deflate
 
@@ -174,12 +178,17 @@ def zlib_implementation() -> str:
     asked = os.environ.get("KDUMPTOOL_ZLIB", "").lower()
     if asked in ZLIB_IMPLEMENTATIONS and _installed(asked):
         return asked
-    return "libdeflate" if _installed("libdeflate") else "zlib"
+    for impl in ("pagezip", "libdeflate"):
+        if _installed(impl):
+            return impl
+    return "zlib"
 
 
 def _installed(impl: str) -> bool:
     try:  # literal names only (no dynamic import: tests/test_broken_input.py)
-        if impl == "libdeflate":
+        if impl == "pagezip":
+            from kdumptool import _pagezip  # noqa: F401
+        elif impl == "libdeflate":
             import deflate  # noqa: F401
         elif impl == "zlib-ng":
             from zlib_ng import zlib_ng  # noqa: F401

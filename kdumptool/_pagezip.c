@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MAX_INPUT 65536
+#define PAGE_MAX 65536
 #define HASH_BITS 12
 #define MIN_MATCH 4
 #define MAX_MATCH 258
@@ -26,16 +26,17 @@
 #define DIST_SYMS 30
 #define CLEN_SYMS 19
 #define END_BLOCK 256
+#define NO_DIST DIST_SYMS
 
 typedef struct {
     uint16_t head[1u << HASH_BITS];      /* position of the last 4-byte prefix seen there */
-    uint32_t syms[MAX_INPUT + 1];        /* literal (< 256) or 0x80000000|(len-3)<<16|(dist-1) */
+    uint32_t syms[PAGE_MAX + 1];        /* see sym_entry() */
     uint32_t litlen_freq[LITLEN_SYMS];
-    uint32_t dist_freq[DIST_SYMS];
+    uint32_t dist_freq[DIST_SYMS + 1];    /* + NO_DIST, the literals' (never coded) */
     uint8_t litlen_len[LITLEN_SYMS + 2];  /* + the two symbols only the fixed code counts */
-    uint8_t dist_len[DIST_SYMS];
+    uint8_t dist_len[DIST_SYMS + 1];      /* NO_DIST: length 0, code 0 */
     uint16_t litlen_code[LITLEN_SYMS + 2];
-    uint16_t dist_code[DIST_SYMS];
+    uint16_t dist_code[DIST_SYMS + 1];
 } Work;
 
 static _Thread_local Work *tls_work;
@@ -80,8 +81,10 @@ static inline uint32_t match_length(const uint8_t *a, const uint8_t *b, uint32_t
 }
 
 static uint16_t LEN_SYM[256];  /* match length - 3 -> its litlen symbol, filled at import */
-static uint8_t LEN_EXTRA[29];  /* litlen symbol - 257 -> its extra bits */
-static uint16_t LEN_BASE[29];  /* litlen symbol - 257 -> its first length - 3 */
+static uint8_t LEN_EXTRA[LITLEN_SYMS];  /* litlen symbol -> its extra bits (0: literals) */
+static uint16_t LEN_BASE[LITLEN_SYMS];  /* litlen symbol -> its first length - 3 */
+static const uint8_t DIST_EXTRA[DIST_SYMS + 1] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6,
+                                                  7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 0};
 
 static inline int dist_sym(uint32_t d)  /* distance - 1 -> its distance symbol */
 {
@@ -89,6 +92,14 @@ static inline int dist_sym(uint32_t d)  /* distance - 1 -> its distance symbol *
         return (int)d;
     int b = floor_log2(d);
     return 2 * b + (int)((d >> (b - 1)) & 1);
+}
+
+/* One parsed symbol in 32 bits, everything the writer needs without a branch: litlen
+ * symbol (9 bits), its extra-bits value (5), distance symbol (5; NO_DIST for a literal),
+ * its extra-bits value (13). */
+static inline uint32_t sym_entry(uint32_t lsym, uint32_t lextra, uint32_t dsym, uint32_t dextra)
+{
+    return lsym | (lextra << 9) | (dsym << 14) | (dextra << 19);
 }
 
 static inline uint32_t hash4(uint32_t v) { return (v * 2654435761u) >> (32 - HASH_BITS); }
@@ -113,20 +124,23 @@ static size_t parse(Work *w, const uint8_t *in, uint32_t n)
             uint32_t limit = n - i < MAX_MATCH ? n - i : MAX_MATCH;
             uint32_t len = match_length(in + cand, in + i, limit);
             uint32_t d = i - cand - 1;
-            w->syms[count++] = 0x80000000u | ((len - 3) << 16) | d;
-            lf[LEN_SYM[len - 3]]++;
-            df[dist_sym(d)]++;
+            uint32_t ls = LEN_SYM[len - 3];
+            int ds = dist_sym(d);
+            uint32_t dbase = ds < 4 ? (uint32_t)ds : ((2u | (ds & 1)) << DIST_EXTRA[ds]);
+            w->syms[count++] = sym_entry(ls, len - 3 - LEN_BASE[ls], (uint32_t)ds, d - dbase);
+            lf[ls]++;
+            df[ds]++;
             i += len;
             if (i + MIN_MATCH <= n && len > 4)  /* remember where this match ended */
                 w->head[hash4(load32(in + i - 1))] = (uint16_t)(i - 1);
         } else {
-            w->syms[count++] = in[i];
+            w->syms[count++] = sym_entry(in[i], 0, NO_DIST, 0);
             lf[in[i]]++;
             i++;
         }
     }
     for (; i < n; i++) {
-        w->syms[count++] = in[i];
+        w->syms[count++] = sym_entry(in[i], 0, NO_DIST, 0);
         lf[in[i]]++;
     }
     lf[END_BLOCK]++;
@@ -136,13 +150,16 @@ static size_t parse(Work *w, const uint8_t *in, uint32_t n)
 /* ---- Huffman codes ------------------------------------------------------------------------ */
 
 /* The used symbols of freq[0..n) ordered by (count, symbol) into leaf; returns how many.
- * A stable LSD radix sort on the count, 8 bits a pass (insertion sort for a few symbols). */
+ * A stable LSD radix sort on the count, 7 bits a pass (insertion sort for a few symbols). */
 static int sort_leaves(const uint32_t *freq, int n, int *leaf)
 {
     int nl = 0, tmp[LITLEN_SYMS];
     uint32_t top = 0;
-    for (int s = 0; s < n; s++)
-        if (freq[s]) { leaf[nl++] = s; top |= freq[s]; }
+    for (int s = 0; s < n; s++) {  /* (no branch: zero counts are common and unpredictable) */
+        leaf[nl] = s;
+        nl += freq[s] != 0;
+        top |= freq[s];
+    }
     if (nl <= 32) {
         for (int i = 1; i < nl; i++) {
             int s = leaf[i], j = i;
@@ -152,11 +169,11 @@ static int sort_leaves(const uint32_t *freq, int n, int *leaf)
         return nl;
     }
     int *src = leaf, *dst = tmp;
-    for (int shift = 0; shift < 32 && (top >> shift); shift += 8) {
-        int start[257] = {0};
-        for (int i = 0; i < nl; i++) start[((freq[src[i]] >> shift) & 0xff) + 1]++;
-        for (int d = 0; d < 256; d++) start[d + 1] += start[d];
-        for (int i = 0; i < nl; i++) dst[start[(freq[src[i]] >> shift) & 0xff]++] = src[i];
+    for (int shift = 0; shift < 32 && (top >> shift); shift += 7) {
+        int start[129] = {0};
+        for (int i = 0; i < nl; i++) start[((freq[src[i]] >> shift) & 0x7f) + 1]++;
+        for (int d = 0; d < 128; d++) start[d + 1] += start[d];
+        for (int i = 0; i < nl; i++) dst[start[(freq[src[i]] >> shift) & 0x7f]++] = src[i];
         int *t = src; src = dst; dst = t;
     }
     if (src != leaf) memcpy(leaf, src, (size_t)nl * sizeof *leaf);
@@ -337,20 +354,17 @@ static void fixed_lengths(uint8_t *litlen, uint8_t *dist)
     for (int s = 0; s < LITLEN_SYMS + 2; s++)  /* 286 and 287 take part in the canonical order */
         litlen[s] = s < 144 ? 8 : s < 256 ? 9 : s < 280 ? 7 : 8;
     for (int s = 0; s < DIST_SYMS; s++) dist[s] = 5;
+    dist[NO_DIST] = 0;
 }
 
 /* Bits the symbols take with the current lengths (extra bits included). */
 static uint64_t body_bits(const Work *w)
 {
     uint64_t bits = 0;
-    for (int s = 0; s < LITLEN_SYMS; s++) {
-        uint32_t extra = (s >= 265 && s < 285) ? (uint32_t)((s - 261) / 4) : 0;
-        bits += (uint64_t)w->litlen_freq[s] * (w->litlen_len[s] + extra);
-    }
-    for (int s = 0; s < DIST_SYMS; s++) {
-        uint32_t extra = s >= 4 ? (uint32_t)(s / 2 - 1) : 0;
-        bits += (uint64_t)w->dist_freq[s] * (w->dist_len[s] + extra);
-    }
+    for (int s = 0; s < LITLEN_SYMS; s++)
+        bits += (uint64_t)w->litlen_freq[s] * (w->litlen_len[s] + LEN_EXTRA[s]);
+    for (int s = 0; s < DIST_SYMS; s++)
+        bits += (uint64_t)w->dist_freq[s] * (w->dist_len[s] + DIST_EXTRA[s]);
     return bits;
 }
 
@@ -366,22 +380,12 @@ static void write_body(Bits *b, const Work *w, size_t count)
     buf >>= bits & ~7;
     bits &= 7;
     for (size_t k = 0; k < count; k++) {
-        uint32_t s = w->syms[k];
-        if (s & 0x80000000u) {
-            uint32_t l = (s >> 16) & 0xff, d = s & 0xffff;
-            int sym = LEN_SYM[l];
-            int ne = LEN_EXTRA[sym - 257];
-            buf |= (uint64_t)(lc[sym] | ((l - LEN_BASE[sym - 257]) << ll[sym])) << bits;
-            bits += ll[sym] + ne;
-            int ds = dist_sym(d);
-            int de = ds < 4 ? 0 : ds / 2 - 1;
-            uint32_t dbase = ds < 4 ? (uint32_t)ds : ((2u | (ds & 1)) << de);
-            buf |= (uint64_t)(dc[ds] | ((d - dbase) << dl[ds])) << bits;
-            bits += dl[ds] + de;
-        } else {
-            buf |= (uint64_t)lc[s] << bits;
-            bits += ll[s];
-        }
+        uint32_t e = w->syms[k];
+        uint32_t ls = e & 0x1ff, ds = (e >> 14) & 0x1f;
+        buf |= (uint64_t)(lc[ls] | (((e >> 9) & 0x1f) << ll[ls])) << bits;
+        bits += ll[ls] + LEN_EXTRA[ls];
+        buf |= (uint64_t)(dc[ds] | ((e >> 19) << dl[ds])) << bits;
+        bits += dl[ds] + DIST_EXTRA[ds];
         memcpy(out, &buf, 8);  /* little-endian hosts only (checked at import) */
         out += bits >> 3;
         buf >>= bits & ~7;
@@ -398,6 +402,41 @@ static void write_body(Bits *b, const Work *w, size_t count)
     b->pos = (size_t)(out - b->out);
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Adler-32 of p[0..n).  16 bytes a step with SSE2 (part of every x86-64): the byte sums by
+ * _mm_sad_epu8, the position-weighted sums (16 - i for byte i) by _mm_madd_epi16. */
+static uint32_t adler32(const uint8_t *p, size_t n)
+{
+    uint64_t a = 1, b = 0;
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i w_first = _mm_set_epi16(9, 10, 11, 12, 13, 14, 15, 16);
+    const __m128i w_last = _mm_set_epi16(1, 2, 3, 4, 5, 6, 7, 8);
+    while (n >= 16) {
+        size_t blocks = n / 16 < 5552 / 16 ? n / 16 : 5552 / 16;
+        __m128i sum = zero, prefix = zero, weighted = zero;
+        for (size_t k = 0; k < blocks; k++, p += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)p);
+            prefix = _mm_add_epi64(prefix, sum);
+            sum = _mm_add_epi64(sum, _mm_sad_epu8(x, zero));
+            weighted = _mm_add_epi32(weighted, _mm_madd_epi16(_mm_unpacklo_epi8(x, zero), w_first));
+            weighted = _mm_add_epi32(weighted, _mm_madd_epi16(_mm_unpackhi_epi8(x, zero), w_last));
+        }
+        uint64_t s[2], q[2];
+        uint32_t w[4];
+        _mm_storeu_si128((__m128i *)s, sum);
+        _mm_storeu_si128((__m128i *)q, prefix);
+        _mm_storeu_si128((__m128i *)w, weighted);
+        b += 16 * blocks * a + 16 * (q[0] + q[1]) + w[0] + w[1] + w[2] + w[3];
+        a += s[0] + s[1];
+        a %= 65521; b %= 65521;
+        n -= blocks * 16;
+    }
+    for (; n; n--) { a += *p++; b += a; }
+    return (uint32_t)(((b % 65521) << 16) | (a % 65521));
+}
+#else
 static uint32_t adler32(const uint8_t *p, size_t n)
 {
     uint32_t a = 1, b = 0;
@@ -414,6 +453,7 @@ static uint32_t adler32(const uint8_t *p, size_t n)
     }
     return (b << 16) | a;
 }
+#endif
 
 /* Compress in[0..n) into out (room for max_out_size(n) bytes); returns the stream's size. */
 static size_t compress_page(Work *w, const uint8_t *in, uint32_t n, uint8_t *out)
@@ -423,8 +463,9 @@ static size_t compress_page(Work *w, const uint8_t *in, uint32_t n, uint8_t *out
     build_lengths(w->litlen_freq, LITLEN_SYMS, 15, w->litlen_len);
     w->litlen_len[LITLEN_SYMS] = w->litlen_len[LITLEN_SYMS + 1] = 0;
     build_lengths(w->dist_freq, DIST_SYMS, 15, w->dist_len);
+    w->dist_len[NO_DIST] = 0;
     uint64_t dynamic = plan_header(w, &h) + body_bits(w);
-    uint8_t dyn_litlen[LITLEN_SYMS + 2], dyn_dist[DIST_SYMS];
+    uint8_t dyn_litlen[LITLEN_SYMS + 2], dyn_dist[DIST_SYMS + 1];
     memcpy(dyn_litlen, w->litlen_len, sizeof dyn_litlen);
     memcpy(dyn_dist, w->dist_len, sizeof dyn_dist);
     fixed_lengths(w->litlen_len, w->dist_len);
@@ -435,7 +476,7 @@ static size_t compress_page(Work *w, const uint8_t *in, uint32_t n, uint8_t *out
         memcpy(w->dist_len, dyn_dist, sizeof dyn_dist);
     }
     build_codes(w->litlen_len, LITLEN_SYMS + 2, w->litlen_code);
-    build_codes(w->dist_len, DIST_SYMS, w->dist_code);
+    build_codes(w->dist_len, DIST_SYMS + 1, w->dist_code);
     Bits b = {out, 0, 0, 0};
     out[0] = 0x78; out[1] = 0x01;
     b.pos = 2;
@@ -470,10 +511,10 @@ static PyObject *py_compress(PyObject *self, PyObject *arg)
     (void)self;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (view.len > MAX_INPUT) {
+    if (view.len > PAGE_MAX) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "pagezip compresses at most %d bytes, got %zd",
-                     MAX_INPUT, view.len);
+                     PAGE_MAX, view.len);
         return NULL;
     }
     Work *w = get_work();
@@ -555,8 +596,8 @@ PyMODINIT_FUNC PyInit__pagezip(void)
         uint32_t ex;
         length_symbol((uint32_t)l + 3, &sym, &ne, &ex);
         LEN_SYM[l] = (uint16_t)sym;
-        LEN_EXTRA[sym - 257] = (uint8_t)ne;
-        LEN_BASE[sym - 257] = (uint16_t)l;
+        LEN_EXTRA[sym] = (uint8_t)ne;
+        LEN_BASE[sym] = (uint16_t)l;
     }
     for (int v = 0; v < 256; v++) {
         int r = 0;

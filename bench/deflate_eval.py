@@ -3,8 +3,9 @@ the same bytes.
 
     python bench/deflate_eval.py DUMP [--pages N]
 
-For each implementation (the standard zlib, zlib-ng, libdeflate, ISA-L) at the levels that
-matter, on the first N non-zero pages of DUMP (a raw ELF vmcore or any file of pages):
+For each implementation (kdumptool's page encoder, the standard zlib, zlib-ng, libdeflate,
+ISA-L) at the levels that matter, on the first N non-zero pages of DUMP (a raw ELF vmcore or
+any file of pages):
 CPU time per page, MiB/s and the compressed size. Then determinism: adversarial pages
 (a 4-byte key repeated at the start, the keys spread over every slot of a 16-bit hash and of
 ISA-L's 13-bit CRC-32C hash, plus random and real pages) are compressed in this thread, on
@@ -32,6 +33,12 @@ PAGE = 4096
 def implementations() -> dict[str, object]:
     """name -> compress(page) for every implementation installed."""
     impls: dict[str, object] = {"zlib-1": lambda p: zlib.compress(p, 1)}
+    try:
+        from kdumptool import _pagezip
+
+        impls["pagezip"] = _pagezip.compress
+    except ImportError:
+        pass
     try:
         from zlib_ng import zlib_ng
 

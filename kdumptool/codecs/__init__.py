@@ -7,7 +7,7 @@ and the stream it stores per page (see SPEC.md, "Page compression"):
 =======  ======  ===========================================================
 name     flag    stream stored per page
 =======  ======  ===========================================================
-zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (libdeflate when installed)
+zlib     0x01    zlib stream (RFC 1950), makedumpfile ``-c`` level 1 (kdumptool's page encoder)
 lzo      0x02    raw LZO1X-1 block, makedumpfile ``-l``
 snappy   0x04    raw snappy block, makedumpfile ``-p``
 zstd     0x20    zstd frame, makedumpfile ``-z`` level 1
@@ -119,12 +119,15 @@ def _import(module: str, package: str, codec: str) -> ModuleType:
 ZLIB_IMPLEMENTATIONS = ("pagezip", "libdeflate", "zlib-ng", "zlib", "isal")
 
 def _zlib_compressor() -> Callable[[bytes], bytes]:
-    """The level-1 deflate of :func:`zlib_implementation`. Each gives the same bytes for the
-    same page on every thread, in every process and run (``bench/deflate_eval.py`` checks
-    pages aimed at every hash slot), except ISA-L:
+    """The deflate of :func:`zlib_implementation`. Each gives the same bytes for the same
+    page on every thread, in every process and run (``bench/deflate_eval.py`` checks pages
+    aimed at every hash slot), except ISA-L:
 
-    * ``libdeflate`` (the ``deflate`` package), the default: about 2x less CPU than the
-      standard zlib for a size within 2% of it on kernel pages;
+    * ``pagezip``, kdumptool's own page encoder (``kdumptool/_pagezip.c``, SPEC.md section 4),
+      the default: no per-call cost beyond the page's own, about 3x less CPU than the standard
+      zlib for the size of libdeflate's level 1; its bytes depend on the page alone;
+    * ``libdeflate`` (the ``deflate`` package), level 1, the default where the C extension was
+      not built: about 2x less CPU than the standard zlib for a size within 2% of it;
     * ``zlib-ng``: about 4x less CPU, about 19% larger (its level 1 is a quick single-hash
       matcher);
     * ``zlib``, the standard library: makedumpfile's ``compress2(..., Z_BEST_SPEED)``, so
@@ -173,8 +176,8 @@ def _zlib_compress_list(pages: list[bytes]) -> list[bytes]:
 
 def zlib_implementation() -> str:
     """What ``-c`` compresses with in this process: ``KDUMPTOOL_ZLIB`` (one of
-    :data:`ZLIB_IMPLEMENTATIONS`) when it is installed, else ``libdeflate`` when installed,
-    else ``zlib``."""
+    :data:`ZLIB_IMPLEMENTATIONS`) when it is installed, else ``pagezip`` when built, else
+    ``libdeflate`` when installed, else ``zlib``."""
     asked = os.environ.get("KDUMPTOOL_ZLIB", "").lower()
     if asked in ZLIB_IMPLEMENTATIONS and _installed(asked):
         return asked

@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -37,9 +38,11 @@ typedef struct {
     uint8_t dist_len[DIST_SYMS + 1];      /* NO_DIST: length 0, code 0 */
     uint16_t litlen_code[LITLEN_SYMS + 2];
     uint16_t dist_code[DIST_SYMS + 1];
+    uint8_t out[PAGE_MAX + PAGE_MAX / 8 + 64];  /* the stream (bound: compress_page) */
 } Work;
 
-static _Thread_local Work *tls_work;
+/* Each thread's Work (~340 KiB), made on its first call and freed when the thread ends. */
+static pthread_key_t work_key;
 
 /* ---- symbol codes ---------------------------------------------------------------------- */
 
@@ -455,7 +458,10 @@ static uint32_t adler32(const uint8_t *p, size_t n)
 }
 #endif
 
-/* Compress in[0..n) into out (room for max_out_size(n) bytes); returns the stream's size. */
+/* Compress in[0..n) into out; returns the stream's size.  out has room for n + n/8 + 64
+ * bytes: the fixed codes bound the stream (<= 9 bits a literal, <= 8+5+5+13 bits a match of
+ * >= 4 bytes; dynamic codes are used only when shorter), plus the zlib header, the block
+ * header, the end of block, Adler-32 and slack for the writer's 8-byte stores. */
 static size_t compress_page(Work *w, const uint8_t *in, uint32_t n, uint8_t *out)
 {
     size_t count = parse(w, in, n);
@@ -491,18 +497,19 @@ static size_t compress_page(Work *w, const uint8_t *in, uint32_t n, uint8_t *out
     return b.pos;
 }
 
-/* The fixed codes bound the output: <= 9 bits a literal, <= 8+5+13+5 bits a match of
- * >= 4 bytes; plus the zlib header, the block header, EOB, padding, Adler-32, slack for
- * the 4-byte writes. */
-static size_t max_out_size(size_t n) { return n + n / 8 + 64; }
-
 /* ---- Python ---------------------------------------------------------------------------------- */
 
 static Work *get_work(void)
 {
-    if (!tls_work)
-        tls_work = (Work *)PyMem_RawMalloc(sizeof(Work));
-    return tls_work;
+    Work *w = pthread_getspecific(work_key);
+    if (!w) {
+        w = malloc(sizeof(Work));
+        if (w && pthread_setspecific(work_key, w) != 0) {
+            free(w);
+            w = NULL;
+        }
+    }
+    return w;
 }
 
 static PyObject *py_compress(PyObject *self, PyObject *arg)
@@ -518,20 +525,16 @@ static PyObject *py_compress(PyObject *self, PyObject *arg)
         return NULL;
     }
     Work *w = get_work();
-    uint8_t *out = PyMem_RawMalloc(max_out_size((size_t)view.len));
-    if (!w || !out) {
-        PyMem_RawFree(out);
+    if (!w) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
     size_t size;
     Py_BEGIN_ALLOW_THREADS
-    size = compress_page(w, (const uint8_t *)view.buf, (uint32_t)view.len, out);
+    size = compress_page(w, (const uint8_t *)view.buf, (uint32_t)view.len, w->out);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    PyObject *result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)size);
-    PyMem_RawFree(out);
-    return result;
+    return PyBytes_FromStringAndSize((const char *)w->out, (Py_ssize_t)size);
 }
 
 /* build_lengths alone, for the tests: code lengths of at most maxbits for the counts. */
@@ -589,6 +592,10 @@ PyMODINIT_FUNC PyInit__pagezip(void)
     const uint16_t one = 1;
     if (*(const uint8_t *)&one != 1) {
         PyErr_SetString(PyExc_ImportError, "kdumptool._pagezip needs a little-endian host");
+        return NULL;
+    }
+    if (pthread_key_create(&work_key, free) != 0) {
+        PyErr_SetString(PyExc_ImportError, "kdumptool._pagezip: no thread-specific key");
         return NULL;
     }
     for (int l = 255; l >= 0; l--) {  /* from the top: a symbol's base is its lowest length */

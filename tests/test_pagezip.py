@@ -16,6 +16,7 @@ import hashlib
 import heapq
 import os
 import random
+import threading
 import zlib
 
 import deflate
@@ -122,6 +123,27 @@ def test_unlimited_code_lengths_are_optimal() -> None:
             assert sum(c * n for c, n in zip(counts, lengths, strict=True)) == cost
             checked += 1
     assert checked > 50
+
+
+def test_threads_each_have_their_own_state() -> None:
+    """The encoder keeps its tables per thread (freed when the thread ends) and releases the
+    GIL: threads compressing at once, and threads that come and go, get the same bytes."""
+    rng = random.Random(9)
+    pages = [bytes(rng.choice(b"ab\0\xffkdump") for _ in range(4096)) for _ in range(64)]
+    want = [_pagezip.compress(p) for p in pages]
+    got: dict[int, list[bytes]] = {}
+
+    def work(n: int) -> None:
+        got[n] = [_pagezip.compress(p) for p in pages]
+
+    for _ in range(3):  # 3 rounds of 8 live threads: 24 thread states made and freed
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(v == want for v in got.values()) and len(got) == 8
+        got.clear()
 
 
 def test_refuses_what_is_not_a_page() -> None:

@@ -58,6 +58,9 @@ __all__ = ["CHUNK_PAGES", "CHUNK_WINDOWS", "ChunkRunner", "chunked_windows", "de
 CHUNK_WINDOWS = 32
 #: With a weight, a chunk ends once it holds this many pages to do (32 MiB of 4 KiB pages).
 CHUNK_PAGES = 8192
+#: The most steps (of ``CHUNK_WINDOWS`` windows: 2 GiB of 4 KiB pages) a chunk with little
+#: to do runs on for (:func:`chunked_windows`).
+LIGHT_STEPS = 16
 #: The most bytes a worker holds for a chunk, to write them in place once the chunk's start is
 #: known, before it puts them in its temporary file instead.
 HOLD_BYTES = 32 << 20
@@ -89,9 +92,10 @@ def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
     ``weight``, a chunk also ends after the window that brings its pages to do up to
     :data:`CHUNK_PAGES`, so the dense parts of memory (the kernel's own pages at ``-d 31``)
     are shared by the workers instead of falling to one of them, and a chunk with under a
-    quarter of that to do goes on past a multiple of the step (at ``-d 31`` most of memory
-    has nothing to do: a stretch of empty chunks would fill the pool's queue, leaving a
-    worker idle behind one busy chunk).
+    quarter of that to do goes on past a multiple of the step, for at most
+    :data:`LIGHT_STEPS` steps (at ``-d 31`` most of memory has nothing to do: a stretch of
+    empty chunks would fill the pool's queue, leaving a worker idle behind one busy chunk;
+    the bound keeps the windows of a huge, sparse machine on every core).
 
     :param windows: ``(start, count)`` in PFN order
     :param window_pages: the reader's window size
@@ -100,16 +104,17 @@ def chunked_windows(windows: Iterator[tuple[int, int]], window_pages: int,
     """
     step = CHUNK_WINDOWS * window_pages
     chunks: list[list[tuple[int, int]]] = []
-    current = -1
+    current = first = -1
     load = 0
     for start, count in windows:
         if span is not None and (start >= span[1] or start + count <= span[0]):
             continue
-        boundary = start // step != current and (weight is None or load >= CHUNK_PAGES // 4)
+        boundary = start // step != current and (
+            weight is None or load >= CHUNK_PAGES // 4 or start // step - first >= LIGHT_STEPS)
         current = start // step
         if not chunks or boundary or load >= CHUNK_PAGES:
             chunks.append([])
-            load = 0
+            load, first = 0, current
         chunks[-1].append((start, count))
         if weight is not None:
             load += weight(start, count)

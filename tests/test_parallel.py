@@ -15,7 +15,7 @@ from kdumptool.codecs import CODECS
 from kdumptool.formats.kdump_writer import write_kdump
 from kdumptool.metadata import output_metadata
 from kdumptool.open import open_bytes
-from kdumptool.parallel import CHUNK_PAGES, CHUNK_WINDOWS, ChunkRunner, chunked_windows
+from kdumptool.parallel import CHUNK_PAGES, CHUNK_WINDOWS, LIGHT_STEPS, ChunkRunner, chunked_windows
 from kdumptool.pipeline import Selection
 from kdumptool.transport.sink import BytesSink
 
@@ -71,6 +71,19 @@ def test_dense_windows_are_cut_into_smaller_chunks() -> None:
     assert all(sum(weight(*w) for w in c) <= CHUNK_PAGES for c in chunks)
     assert [w for c in chunks for w in c] == windows
     assert chunked_windows(iter(windows), 1024, weight=weight) == chunks  # the dump's alone
+
+
+def test_a_light_chunk_runs_on_for_a_bounded_span() -> None:
+    """Windows with nothing to do (most of memory at -d 31) make one chunk per LIGHT_STEPS
+    steps, not one per step (they would crowd the pool's queue) nor one for all (a huge,
+    sparse machine's windows would fall to one worker)."""
+    steps = 2 * LIGHT_STEPS + 3
+    windows = [(w * 1024, 1024) for w in range(steps * CHUNK_WINDOWS)]
+    chunks = chunked_windows(iter(windows), 1024, weight=lambda start, count: 0)
+    assert [c[0][0] for c in chunks] == [0, LIGHT_STEPS * STEP, 2 * LIGHT_STEPS * STEP]
+    assert [w for c in chunks for w in c] == windows
+    some = chunked_windows(iter(windows), 1024, weight=lambda start, count: CHUNK_PAGES // 4 // 31)
+    assert [c[0][0] for c in some][:3] == [0, STEP, 2 * STEP]  # a quarter to do in each step
 
 
 @pytest.mark.parametrize("args", [["-l", "-d", "1"], ["-c", "-d", "0"], ["-p", "-d", "0"],

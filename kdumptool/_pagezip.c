@@ -440,18 +440,13 @@ static uint32_t adler32(const uint8_t *p, size_t n)
     return (uint32_t)(((b % 65521) << 16) | (a % 65521));
 }
 #else
-static uint32_t adler32(const uint8_t *p, size_t n)
+static uint32_t adler32(const uint8_t *p, size_t n)  /* elsewhere: a byte a step */
 {
     uint32_t a = 1, b = 0;
     while (n) {
         size_t k = n < 5552 ? n : 5552;  /* 5552 bytes cannot overflow b (zlib's NMAX) */
         n -= k;
-        for (; k >= 8; k -= 8, p += 8) {  /* eight bytes a step, as independent sums */
-            b += 8 * a + 8u * p[0] + 7u * p[1] + 6u * p[2] + 5u * p[3] + 4u * p[4] + 3u * p[5]
-                 + 2u * p[6] + p[7];
-            a += (uint32_t)p[0] + p[1] + p[2] + p[3] + p[4] + p[5] + p[6] + p[7];
-        }
-        for (; k; k--) { a += *p++; b += a; }
+        while (k--) { a += *p++; b += a; }
         a %= 65521; b %= 65521;
     }
     return (b << 16) | a;

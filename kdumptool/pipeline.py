@@ -3,8 +3,9 @@
 Work moves in PFN windows (:data:`~kdumptool.dump.WINDOW_BYTES` of pages): bitmaps
 and masks are NumPy arrays, zero-page detection is one vectorised test per
 window, and only the pages that are kept are handled one by one, to compress
-them, in a thread pool while the next window is read (lzo, snappy and the standard zlib
-release the GIL while compressing, ISA-L's zlib does not; zstd uses its own batch API).
+them, in a thread pool while the next window is read (lzo, snappy, the standard zlib and
+kdumptool's page encoder release the GIL while compressing, ISA-L's zlib does not; zstd uses
+its own batch API).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_edge_inputs_decode() -> None:
     noise = bytes(rng.getrandbits(8) for _ in range(65536))
     cases = [
         b"", b"a", b"ab", b"abc", b"abcd", bytes(4096), b"\xff" * 4096, bytes(65536),
-        noise[:4096], noise,  # incompressible: fixed codes, more than the input
+        noise[:4096], noise,  # incompressible: a stream longer than the input
         bytes(range(256)) * 16,  # every literal, then matches at distance 256
         noise[:32768] * 2,  # the farthest match deflate allows (32768 bytes back)
         noise[:32769] + noise[:32767],  # one byte too far: literals, not a match
@@ -77,6 +77,8 @@ def test_edge_inputs_decode() -> None:
     ]
     for data in cases:
         _round_trip(data)
+    btype = lambda data: (_pagezip.compress(data)[2] >> 1) & 3  # noqa: E731 (RFC 1951 3.2.3)
+    assert btype(b"abcd") == 1 and btype(noise[:4096]) == 2  # fixed codes, dynamic codes
     # the 64 KiB of noise cannot shrink: fixed or dynamic codes, never more than 1/8 larger
     assert len(_pagezip.compress(noise)) <= len(noise) + len(noise) // 8 + 64
     assert len(_pagezip.compress(bytes(65536))) < 300

@@ -606,5 +606,10 @@ PyMODINIT_FUNC PyInit__pagezip(void)
         for (int b = 0; b < 8; b++) r |= ((v >> b) & 1) << (7 - b);
         REV8[v] = (uint8_t)r;
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "PAGE_MAX", PAGE_MAX) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

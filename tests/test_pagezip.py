@@ -18,13 +18,16 @@ import os
 import random
 import threading
 import zlib
+from pathlib import Path
 
+import builders as B
 import deflate
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ours import REPO, read_all_pages
 
+import kdumptool
 from kdumptool import codecs
 from kdumptool.open import open_dumps
 
@@ -146,6 +149,23 @@ def test_threads_each_have_their_own_state() -> None:
             t.join()
         assert all(v == want for v in got.values()) and len(got) == 8
         got.clear()
+
+
+def test_pages_over_64_kib_go_to_libdeflate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder takes at most 64 KiB; a dump of 256 KiB pages (an accepted block size)
+    still converts with -c by default: those pages are libdeflate's level 1, and read back."""
+    monkeypatch.delenv("KDUMPTOOL_ZLIB", raising=False)
+    monkeypatch.setattr(codecs, "_zlib_impl", None)
+    big = 256 << 10
+    pages = B.make_pages([(0, 6)], big, zero=[2], noisy=[4])
+    src = B.write_to(tmp_path / "in.elf", B.build_elf(pages, page_size=big,
+                                                        vmcoreinfo=B.vmcoreinfo_text(page_size=big)))
+    out = tmp_path / "out.kdump"
+    kdumptool.convert(str(src), str(out), level=0, codec="zlib", threads=1)
+    with open_dumps([str(src)]) as a, open_dumps([str(out)]) as b:
+        assert read_all_pages(a) == read_all_pages(b) and len(read_all_pages(b)) == 6
+    page = bytes(range(256)) * 1024
+    assert codecs.CODECS["zlib"].compress(page) == bytes(deflate.zlib_compress(page, 1))
 
 
 def test_refuses_what_is_not_a_page() -> None:

@@ -141,7 +141,16 @@ def _zlib_compressor() -> Callable[[bytes], bytes]:
     if impl == "pagezip":
         from kdumptool import _pagezip
 
-        return _pagezip.compress  # type: ignore[no-any-return]
+        page, limit = _pagezip.compress, _pagezip.PAGE_MAX
+        big = _deflate_level_1("libdeflate" if _installed("libdeflate") else "zlib")
+        # pages over the encoder's 64 KiB (256 KiB pages exist) go to the next deflate
+        return lambda data: page(data) if len(data) <= limit else big(data)
+    return _deflate_level_1(impl)
+
+
+def _deflate_level_1(impl: str) -> Callable[[bytes], bytes]:
+    """Level 1 of a deflate library (any of :data:`ZLIB_IMPLEMENTATIONS` but ``pagezip``;
+    an unknown name: the standard zlib)."""
     if impl == "libdeflate":
         import deflate
 
